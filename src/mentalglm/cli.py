@@ -1,0 +1,92 @@
+"""The one `mentalglm` command. Each area owns its sub-app; this file only mounts them."""
+
+from __future__ import annotations
+
+import importlib
+import platform
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from mentalglm.errors import MentalGLMError
+
+app = typer.Typer(
+    name="mentalglm",
+    help="Explainable mental-health analysis of Chinese social-media posts with LLMs. "
+    "Outputs are decision support, not a diagnosis.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+# (sub-app name, module with a typer `app`); mounted lazily so `mentalglm --help` stays fast.
+_SUB_APPS = {
+    "data": "mentalglm.data.cli",
+    "instruct": "mentalglm.instruct.cli",
+    "tasks": "mentalglm.tasks.cli",
+}
+for _name, _module in _SUB_APPS.items():
+    try:
+        app.add_typer(importlib.import_module(_module).app, name=_name)
+    except ImportError as exc:  # a half-installed optional area must not break the rest of the CLI
+        err_console.print(f"[yellow]mentalglm {_name} unavailable: {exc}[/yellow]")
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+@app.command()
+def env(
+    data_dir: Annotated[Path | None, typer.Option(help="Data directory (default: $MENTALGLM_DATA_DIR).")] = None,
+) -> None:
+    """Print versions, the data directory and which datasets and models are available."""
+    table = Table(title="mentalglm environment", show_header=False)
+    table.add_row("mentalglm", _version("mentalglm"))
+    table.add_row("python", f"{sys.version.split()[0]} ({platform.machine()}, {platform.system()})")
+    for dist in ("torch", "transformers", "peft", "trl", "accelerate", "datasets", "scikit-learn",
+                 "llama_cpp_python", "openai", "fastapi"):
+        table.add_row(dist, _version(dist))
+    try:
+        from mentalglm.data.datadir import resolve_data_dir
+        from mentalglm.data.registry import all_loaders
+
+        root = resolve_data_dir(data_dir)
+        present = [n for n, loader in all_loaders().items() if loader.folder and (root / loader.folder).is_dir()]
+        missing = [n for n, loader in all_loaders().items() if loader.folder and not (root / loader.folder).is_dir()]
+        table.add_row("data dir", str(root))
+        table.add_row("datasets found", ", ".join(present) or "none")
+        if missing:
+            table.add_row("datasets missing", ", ".join(missing))
+    except MentalGLMError as exc:
+        table.add_row("data dir", f"[yellow]{exc}[/yellow]")
+    try:
+        from mentalglm.backends.weights import describe_models
+
+        for name, status in describe_models().items():
+            table.add_row(f"model {name}", status)
+    except ImportError:
+        table.add_row("models", "backends not installed")
+    console.print(table)
+
+
+def main() -> None:
+    """Entry point: MentalGLM errors become one readable line and exit code 2, not a traceback."""
+    try:
+        app()
+    except MentalGLMError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

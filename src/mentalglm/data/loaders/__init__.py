@@ -1,0 +1,1 @@
+"""One module per public dataset; importing this package registers them all."""

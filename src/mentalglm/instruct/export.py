@@ -1,0 +1,88 @@
+"""Write instruction samples as chat JSONL, Alpaca JSON and a Hugging Face ``datasets`` dataset.
+
+Every text is PII-scrubbed on the way out (``data.pii``); counts of what was replaced are
+returned so the dataset card can state them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from mentalglm.data.pii import scrub
+from mentalglm.instruct.format import Instruction
+
+FORMATS = ("chat", "alpaca", "hf")
+
+
+def scrub_instruction(sample: Instruction, counts: Counter[str] | None = None) -> Instruction:
+    """A copy of the sample with personal data replaced in every message and in the stored post."""
+    counts = counts if counts is not None else Counter()
+
+    def clean(text: str) -> str:
+        result = scrub(text)
+        counts.update(result.counts)
+        return result.text
+
+    messages = [{**m, "content": clean(m["content"]) if m["role"] != "system" else m["content"]}
+                for m in sample.messages]
+    meta = dict(sample.meta)
+    if "post" in meta:  # the same text as in the user turn: scrub it, but count it once
+        meta["post"] = scrub(meta["post"]).text
+    explanation = clean(sample.explanation) if sample.explanation else sample.explanation
+    return replace(sample, messages=messages, meta=meta, explanation=explanation)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write through a temp file and rename, so an interrupted export never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> int:
+    lines = [json.dumps(row, ensure_ascii=False) for row in rows]
+    atomic_write_text(path, "\n".join(lines) + ("\n" if lines else ""))
+    return len(lines)
+
+
+def export_samples(samples: Sequence[Instruction], out_dir: Path, name: str,
+                   formats: Sequence[str] = FORMATS, *, scrub_pii: bool = True) -> dict[str, Any]:
+    """Export under ``out_dir`` as ``<name>.chat.jsonl``, ``<name>.alpaca.json`` and ``hf/<name>``."""
+    unknown = set(formats) - set(FORMATS)
+    if unknown:
+        raise ValueError(f"unknown export formats {sorted(unknown)}; choose from {', '.join(FORMATS)}")
+    pii_counts: Counter[str] = Counter()
+    if scrub_pii:
+        samples = [scrub_instruction(s, pii_counts) for s in samples]
+    written: dict[str, str] = {}
+    if "chat" in formats:
+        path = out_dir / f"{name}.chat.jsonl"
+        write_jsonl(path, (s.to_chat() for s in samples))
+        written["chat"] = str(path)
+    if "alpaca" in formats:
+        path = out_dir / f"{name}.alpaca.json"
+        atomic_write_text(path, json.dumps([s.to_alpaca() for s in samples], ensure_ascii=False, indent=1))
+        written["alpaca"] = str(path)
+    if "hf" in formats:
+        from datasets import Dataset
+
+        path = out_dir / "hf" / name
+        rows = [s.to_chat() for s in samples]
+        for row in rows:  # Arrow needs one type per column: keep meta as a JSON string
+            row["meta"] = json.dumps(row["meta"], ensure_ascii=False)
+        Dataset.from_list(rows).save_to_disk(str(path))
+        written["hf"] = str(path)
+    return {"files": written, "rows": len(samples), "pii_replaced": dict(pii_counts)}

@@ -1,0 +1,42 @@
+"""`mentalglm tasks`: list the declared tasks and show one declaration."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from mentalglm.tasks.registry import get_task, list_tasks
+
+app = typer.Typer(help="List and inspect task declarations.", no_args_is_help=True)
+console = Console()
+
+
+@app.command("list")
+def list_() -> None:
+    """One row per task: id, language, type, labels, official metric."""
+    table = Table(title="tasks")
+    for column in ("id", "name", "lang", "type", "labels", "official metric", "splits"):
+        table.add_column(column)
+    for task in list_tasks():
+        table.add_row(task.id, task.name_zh if task.language == "zh" else task.name_en, task.language, task.type.value,
+                      str(len(task.labels)), task.official_metric, ", ".join(s.name for s in task.splits))
+    console.print(table)
+
+
+@app.command()
+def show(task_id: str) -> None:
+    """Labels with their Chinese definitions, the instruction template and the splits of one task."""
+    task = get_task(task_id)
+    console.print(f"[bold]{task.id}[/bold] v{task.version} — {task.name_zh} / {task.name_en} ({task.source})")
+    console.print(task.description_zh)
+    table = Table()
+    for column in ("id", "zh", "en", "definition"):
+        table.add_column(column)
+    for label in task.labels:
+        table.add_row(label.id + (" *" if label.positive else ""), label.zh, label.en, label.definition_zh)
+    console.print(table)
+    console.print(f"instruction: {task.instruction}\nquestion: {task.question}")
+    console.print(f"official metric: {task.official_metric}; report: {', '.join(task.report_metrics)}")
+    for split in task.splits:
+        console.print(f"split {split.name}: {split.dataset}/{split.part} {split.note}")

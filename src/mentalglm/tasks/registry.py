@@ -1,0 +1,112 @@
+"""Load task declarations from YAML once and look them up by id (with did-you-mean errors)."""
+
+from __future__ import annotations
+
+import difflib
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mentalglm.tasks.schema import Label, Split, Task, TaskType
+
+_DEFINITIONS = "definitions"
+_KNOWN_KEYS = {
+    "id", "name_zh", "name_en", "language", "type", "source", "description_zh", "labels", "instruction",
+    "question", "official_metric", "report_metrics", "splits", "version", "evaluation_only", "extra_train",
+    "citation", "published", "answer_layout", "parent_labels", "include",
+}
+
+
+class UnknownTaskError(KeyError):
+    def __str__(self) -> str:  # KeyError quotes its message; we want it readable.
+        return str(self.args[0])
+
+
+def _definition_dir() -> Path:
+    return Path(str(resources.files("mentalglm.tasks") / _DEFINITIONS))
+
+
+def _read(path: Path) -> dict[str, Any]:
+    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: a task declaration must be a YAML mapping")
+    base_name = raw.pop("include", None)
+    if base_name:  # shared parts, as lm-evaluation-harness does with `include:`
+        base = _read(path.parent / base_name)
+        base.update(raw)
+        raw = base
+    return raw
+
+
+def task_from_mapping(raw: dict[str, Any], origin: str = "<mapping>") -> Task:
+    unknown = set(raw) - _KNOWN_KEYS
+    if unknown:
+        raise ValueError(f"{origin}: unknown task keys {sorted(unknown)}; known keys: {sorted(_KNOWN_KEYS)}")
+    labels = tuple(
+        Label(
+            id=str(item["id"]),
+            zh=item["zh"],
+            en=item["en"],
+            definition_zh=item.get("definition_zh", "").strip(),
+            synonyms=tuple(item.get("synonyms", ())),
+            positive=bool(item.get("positive", False)),
+        )
+        for item in raw["labels"]
+    )
+    ids = [label.id for label in labels]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"{origin}: duplicated label ids in {ids}")
+    return Task(
+        id=raw["id"],
+        name_zh=raw["name_zh"],
+        name_en=raw["name_en"],
+        language=raw["language"],
+        type=TaskType(raw["type"]),
+        source=raw["source"],
+        description_zh=raw.get("description_zh", "").strip(),
+        labels=labels,
+        instruction=raw["instruction"].strip(),
+        question=raw["question"].strip(),
+        official_metric=raw["official_metric"],
+        report_metrics=tuple(raw.get("report_metrics", ())),
+        splits=tuple(Split(**s) for s in raw.get("splits", ())),
+        version=int(raw.get("version", 1)),
+        evaluation_only=bool(raw.get("evaluation_only", False)),
+        extra_train=tuple(Split(**s) for s in raw.get("extra_train", ())),
+        citation=raw.get("citation", "").strip(),
+        published=tuple(raw.get("published", ())),
+        answer_layout=raw.get("answer_layout", "c-imhi"),
+        parent_labels=tuple(raw.get("parent_labels", ())),
+    )
+
+
+@cache
+def all_tasks() -> dict[str, Task]:
+    tasks: dict[str, Task] = {}
+    for path in sorted(_definition_dir().glob("*.yaml")):
+        if path.name.startswith("_"):
+            continue  # shared fragments, only used through `include:`
+        task = task_from_mapping(_read(path), origin=str(path))
+        if task.id in tasks:
+            raise ValueError(f"{path}: task id {task.id!r} is declared twice")
+        tasks[task.id] = task
+    return tasks
+
+
+def get_task(task_id: str) -> Task:
+    tasks = all_tasks()
+    if task_id in tasks:
+        return tasks[task_id]
+    close = difflib.get_close_matches(task_id, list(tasks), n=3)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    raise UnknownTaskError(f"unknown task {task_id!r}.{hint} Known tasks: {', '.join(sorted(tasks))}")
+
+
+def list_tasks(language: str | None = None) -> list[Task]:
+    return [t for t in all_tasks().values() if language is None or t.language == language]
+
+
+CHINESE_MAIN_TASKS = ("emotion", "cognitive_distortion", "suicide_risk")
