@@ -30,6 +30,7 @@ _SUB_APPS = {
     "data": "mentalglm.data.cli",
     "instruct": "mentalglm.instruct.cli",
     "tasks": "mentalglm.tasks.cli",
+    "validate": "mentalglm.instruct.validate_cli",
 }
 for _name, _module in _SUB_APPS.items():
     try:
