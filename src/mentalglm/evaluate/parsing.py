@@ -1,0 +1,270 @@
+"""Read labels back from model answers, with two filters reported side by side.
+
+As in lm-evaluation-harness, ``strict`` accepts only the answer layout the model was trained to
+write (so it measures format compliance too) and ``flexible`` looks for label names anywhere it
+reasonably can (so it measures what the model meant). Neither ever maps an unreadable answer to a
+default class: such answers come back ``valid=False`` and are scored as wrong.
+
+Parsers are registered per ``Task.answer_layout``; this module provides ``c-imhi``
+("标签：…\\n推理：…", see ``instruct.layout``) and ``imhi`` ("<label sentence>. Reasoning: …").
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from functools import cache
+from typing import Any, Literal
+
+from mentalglm.instruct.layout import LABEL_PREFIX
+from mentalglm.tasks.schema import Label, Task
+
+Mode = Literal["strict", "flexible"]
+MODES: tuple[Mode, ...] = ("strict", "flexible")
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """Label ids read from one answer; ``valid=False`` is an explicit INVALID, never a default class."""
+
+    labels: tuple[str, ...]
+    valid: bool
+    mode: str
+    explanation: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "labels": list(self.labels)}
+
+
+ParserFn = Callable[[Task, str, Mode], Parsed]
+_PARSERS: dict[str, ParserFn] = {}
+
+
+def register_parser(layout: str) -> Callable[[ParserFn], ParserFn]:
+    """Plug in the parser for one ``Task.answer_layout`` (it handles both modes)."""
+
+    def decorate(fn: ParserFn) -> ParserFn:
+        if layout in _PARSERS:
+            raise ValueError(f"a parser for answer layout {layout!r} is already registered")
+        _PARSERS[layout] = fn
+        return fn
+
+    return decorate
+
+
+def parse(task: Task, text: str | None, mode: Mode = "strict") -> Parsed:
+    """Labels of ``task`` in a model answer, read by the parser of the task's answer layout."""
+    if mode not in MODES:
+        raise ValueError(f"unknown parsing mode {mode!r}; modes: {', '.join(MODES)}")
+    parser = _PARSERS.get(task.answer_layout)
+    if parser is None:
+        close = difflib.get_close_matches(task.answer_layout, list(_PARSERS), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise KeyError(
+            f"task {task.id!r} declares answer_layout {task.answer_layout!r}, which has no parser.{hint} "
+            f"Registered layouts: {', '.join(sorted(_PARSERS))}"
+        )
+    if text is None or not text.strip():
+        return invalid(mode)
+    return parser(task, text, mode)
+
+
+def parse_all_modes(task: Task, text: str | None) -> dict[str, Parsed]:
+    """Both filters at once, so every evaluation reports them side by side."""
+    return {mode: parse(task, text, mode) for mode in MODES}
+
+
+def invalid(mode: str, explanation: str | None = None) -> Parsed:
+    return Parsed(labels=(), valid=False, mode=mode, explanation=explanation)
+
+
+def accept(task: Task, label_ids: list[str], mode: str, explanation: str | None) -> Parsed:
+    """Apply the task's cardinality: one label for single-label/binary tasks, at least one otherwise."""
+    unique = set(label_ids)
+    if not unique or (not task.is_multi_label and len(unique) != 1):
+        return invalid(mode, explanation)
+    ordered = tuple(label_id for label_id in task.label_ids if label_id in unique)
+    return Parsed(labels=ordered, valid=True, mode=mode, explanation=explanation)
+
+
+# --- explanation ------------------------------------------------------------------------------------
+
+_REASON_MARKER = re.compile(r"推理\s*[：:]|reasoning\s*:", re.IGNORECASE)
+
+
+def split_reasoning(text: str) -> tuple[str, str | None]:
+    """(text before the first reasoning marker, the explanation after it or None)."""
+    match = _REASON_MARKER.search(text)
+    if match is None:
+        return text, None
+    return text[: match.start()], text[match.end() :].strip() or None
+
+
+# --- label mentions -----------------------------------------------------------------------------------
+
+_ASCII = "A-Za-z0-9"
+_WORD_GAP = r"[\s_\-]+"
+
+
+@dataclass(frozen=True)
+class Mention:
+    label_id: str
+    start: int
+    end: int
+    negated: bool
+
+
+@cache
+def _form_patterns(labels: tuple[Label, ...]) -> tuple[tuple[re.Pattern[str], str], ...]:
+    """One pattern per surface form; a form shared by two labels is ambiguous and dropped.
+
+    Latin forms need word boundaries ("low" must not fire in "below", "joy" in "enjoy") and
+    accept space, hyphen or underscore between words ("mind_reading", "mind-reading").
+    """
+    owners: dict[str, set[str]] = {}
+    for label in labels:
+        for form in label.surface_forms:
+            owners.setdefault(form.lower(), set()).add(label.id)
+    patterns = []
+    for form, ids in owners.items():
+        if len(ids) != 1:
+            continue
+        body = _WORD_GAP.join(re.escape(word) for word in re.split(_WORD_GAP, form) if word)
+        head = f"(?<![{_ASCII}])" if re.match(f"[{_ASCII}]", form) else ""
+        tail = f"(?![{_ASCII}])" if re.search(f"[{_ASCII}]$", form) else ""
+        patterns.append((re.compile(head + body + tail, re.IGNORECASE), ids.pop()))
+    return tuple(patterns)
+
+
+# Negation (NegEx-style windows): a cue negates a mention when it sits in the same clause, after the
+# previous mention, at most ``gap`` characters before it; one-character cues at most one character
+# before it. Windows can over-reach ("没有人理解我的悲伤"), which is why the label line is read first.
+_NEGATION_CUES: tuple[tuple[re.Pattern[str], int], ...] = (
+    (re.compile("不存在|没有|并非|不是|不属于|排除|不符合|不涉及|不包括|不包含|并无|否认|是否"), 6),
+    (re.compile("[无未没不]"), 1),
+    (re.compile(r"\b(?:not|no|never|without|none\s+of|\w+n['’]t)\b", re.IGNORECASE), 24),
+)
+# Words that contain a cue but do not negate what follows ("不能排除高风险" asserts the risk).
+_NOT_NEGATIONS = re.compile(
+    "不能排除|无法排除|不可排除|难以排除|不排除|毫无疑问|无疑|无论|无比|无法|无助|无奈|无聊|无力|无望|无数|无限|"
+    "未来|未知|不仅|不只|不止|不禁|不断|不停|不少|不由|不得不|不安|"
+    r"\bnot\s+only\b|\bnot\s+just\b|\bno\s+doubt\b",
+    re.IGNORECASE,
+)
+_CLAUSE_END = re.compile(r"[，,。.;；！!？?：:\n]")
+
+
+def _mask_non_negations(text: str) -> str:
+    return _NOT_NEGATIONS.sub(lambda m: "\x00" * len(m.group()), text)
+
+
+def find_mentions(task: Task, text: str) -> list[Mention]:
+    """Non-overlapping label mentions in reading order, longest match first.
+
+    Taking the longest candidates first, over the whole text, keeps "高自杀风险" from also being
+    read as a shorter form inside it, and a synonym from firing inside a longer form of another label.
+    """
+    candidates = [
+        (m.start(), m.end(), label_id)
+        for pattern, label_id in _form_patterns(task.labels)
+        for m in pattern.finditer(text)
+    ]
+    candidates.sort(key=lambda c: (c[0] - c[1], c[0]))
+    chosen: list[tuple[int, int, str]] = []
+    for start, end, label_id in candidates:
+        if all(end <= s or start >= e for s, e, _ in chosen):
+            chosen.append((start, end, label_id))
+    chosen.sort()
+    cue_text = _mask_non_negations(text)
+    mentions, previous_end = [], 0
+    for start, end, label_id in chosen:
+        mentions.append(Mention(label_id, start, end, _negated(cue_text, previous_end, start)))
+        previous_end = end
+    return mentions
+
+
+def _negated(cue_text: str, window_start: int, start: int) -> bool:
+    clause_ends = list(_CLAUSE_END.finditer(cue_text, window_start, start))
+    if clause_ends:
+        window_start = clause_ends[-1].end()
+    for pattern, gap in _NEGATION_CUES:
+        if any(start - m.end() <= gap for m in pattern.finditer(cue_text, window_start, start)):
+            return True
+    return False
+
+
+def _asserted(task: Task, text: str) -> list[str]:
+    """Label ids mentioned without negation; for single-label tasks only the first one.
+
+    Single-label answers name the verdict first ("高风险，而不是低风险…"); later mentions are
+    comparisons or explanation, so the first non-negated mention is the answer (the
+    ``take_first`` filter of lm-evaluation-harness). Conflicting answers are therefore not
+    INVALID in flexible mode; strict mode rejects them.
+    """
+    ids = [m.label_id for m in find_mentions(task, text) if not m.negated]
+    return ids[:1] if not task.is_multi_label else ids
+
+
+def _flexible(task: Task, regions: list[str], explanation: str | None) -> Parsed:
+    """The first region, most specific first, that asserts a label decides the answer."""
+    for region in regions:
+        ids = _asserted(task, region)
+        if ids:
+            return accept(task, ids, "flexible", explanation)
+    return invalid("flexible", explanation)
+
+
+# --- C-IMHI: "标签：<names>\n推理：<explanation>" ------------------------------------------------------
+
+_NAME_SEPARATORS = re.compile(r"[、，,;；/]+")
+_LABEL_LINE = re.compile(r"^[\s*#>【\[\-]*(?:标签|labels?)[\s*】\]]*[：:](.*)$", re.IGNORECASE | re.MULTILINE)
+
+
+def _read_names(task: Task, body: str) -> list[str] | None:
+    """Label ids of a separated name list, or None as soon as one name is unknown.
+
+    Spaces separate names too, but a piece is first tried whole so that English names with
+    spaces ("mind reading") are still read.
+    """
+    ids: list[str] = []
+    for piece in filter(None, (p.strip() for p in _NAME_SEPARATORS.split(body))):
+        whole = task.label_by_any_name(piece)
+        labels = [whole] if whole else [task.label_by_any_name(word) for word in piece.split()]
+        if not labels or None in labels:
+            return None
+        ids.extend(label.id for label in labels if label is not None)
+    return ids
+
+
+@register_parser("c-imhi")
+def parse_c_imhi(task: Task, text: str, mode: Mode) -> Parsed:
+    head, explanation = split_reasoning(text)
+    if mode == "strict":
+        first_line = text.strip().splitlines()[0].strip()
+        if not first_line.startswith(LABEL_PREFIX):
+            return invalid(mode, explanation)
+        ids = _read_names(task, first_line[len(LABEL_PREFIX) :].rstrip("。."))
+        return invalid(mode, explanation) if ids is None else accept(task, ids, mode, explanation)
+    label_line = _LABEL_LINE.search(text)
+    regions = [split_reasoning(label_line.group(1))[0]] if label_line else []
+    return _flexible(task, [*regions, head, text], explanation)
+
+
+# --- IMHI (English MentalLLaMA): "<label sentence>. Reasoning: <explanation>" ----------------------
+
+_SENTENCE_END = re.compile(r"[.!?\n]")
+
+
+@register_parser("imhi")
+def parse_imhi(task: Task, text: str, mode: Mode) -> Parsed:
+    head, explanation = split_reasoning(text)
+    first_sentence = _SENTENCE_END.split(head.strip(), maxsplit=1)[0].strip()
+    if mode == "flexible":
+        return _flexible(task, [first_sentence, head], explanation)
+    # strict: the first sentence names exactly one label, and ends with it.
+    mentions = find_mentions(task, first_sentence)
+    if len({m.label_id for m in mentions}) != 1 or mentions[-1].end != len(first_sentence):
+        return invalid(mode, explanation)
+    return accept(task, [mentions[-1].label_id], mode, explanation)
