@@ -85,7 +85,7 @@ def main() -> None:
     try:
         app()
     except MentalGLMError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        err_console.print(f"[red]error:[/red] {exc}", soft_wrap=True)  # one line, even in a narrow terminal
         sys.exit(2)
 
 

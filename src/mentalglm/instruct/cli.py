@@ -26,22 +26,25 @@ def _csv(value: str) -> list[str]:
 def build_instructions(task_ids: list[str], splits: list[str], data_dir: Path | None, *, limit: int | None = None,
                        seed: int = 13, skip_bad_rows: bool = False, verify: bool = True
                        ) -> tuple[dict[str, list[Instruction]], dict[str, object]]:
-    """Gold-label instructions per split; explanations come from the source when it has one (SOS-4K)."""
+    """Gold-label instructions per canonical (pairwise disjoint) split; explanations come from the source when it has one."""
+    from dataclasses import asdict
+
     from mentalglm.data.datadir import resolve_data_dir
-    from mentalglm.data.splits import load_split, training_pool
+    from mentalglm.data.splits import canonical_splits
 
     root = resolve_data_dir(data_dir)
     by_split: dict[str, list[Instruction]] = {s: [] for s in splits}
     decontamination: dict[str, object] = {}
     for task_id in task_ids:
         task = get_task(task_id)
+        canonical, report = canonical_splits(task_id, root, include_extra=False, skip_bad_rows=skip_bad_rows,
+                                             verify=verify)
+        decontamination[task_id] = {"training_pool": [asdict(s) for s in report.pool.sources],
+                                    "validation_dropped_against_test": report.dropped_against_test}
         for split in splits:
-            if split == "train":
-                posts, report = training_pool(task_id, root, include_extra=False, skip_bad_rows=skip_bad_rows,
-                                              verify=verify)
-                decontamination[task_id] = report.to_dict() if hasattr(report, "to_dict") else str(report)
-            else:
-                posts, _ = load_split(task_id, split, root, skip_bad_rows=skip_bad_rows, verify=verify)
+            if split not in canonical:
+                raise ValueError(f"task {task_id} has no split {split!r}; splits: {', '.join(canonical)}")
+            posts = canonical[split]
             if limit is not None and len(posts) > limit:
                 posts = random.Random(seed).sample(posts, limit)
             by_split[split].extend(make_instruction(task, p, p.meta.get("explanation")) for p in posts)
