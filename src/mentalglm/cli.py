@@ -38,6 +38,11 @@ for _name, _module in _SUB_APPS.items():
     except ImportError as exc:  # a half-installed optional area must not break the rest of the CLI
         err_console.print(f"[yellow]mentalglm {_name} unavailable: {exc}[/yellow]")
 
+from mentalglm.instruct import build_cli as _build_cli  # noqa: E402  (top-level commands of the builder)
+
+app.command("build")(_build_cli.build)
+app.command("qc")(_build_cli.qc)
+
 
 def _version(dist: str) -> str:
     try:

@@ -1,0 +1,173 @@
+"""Any OpenAI-compatible chat endpoint: GPT-4-class APIs, GLM, DeepSeek, vLLM, a llama.cpp server.
+
+Keys are read from the environment only and never appear in a repr, a log line or a recorded error, because
+run configs and per-sample logs are shared. Text sent here leaves the machine: scrub PII before calling.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import random
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+from urllib.parse import urlparse
+
+from mentalglm.backends.base import (
+    Backend,
+    BackendError,
+    FinishReason,
+    GenerationRequest,
+    GenerationResult,
+    apply_stop,
+    describe_error,
+)
+from mentalglm.errors import ConfigError
+
+BASE_URL_ENVS = ("MENTALGLM_OPENAI_BASE_URL", "OPENAI_BASE_URL")
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+RETRY_STATUS = frozenset({408, 409, 429})
+_LOCAL_PLACEHOLDER_KEY = "no-key-needed-for-local-server"
+
+
+def _is_local(url: str) -> bool:
+    host = urlparse(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class OpenAICompatBackend(Backend):
+    """Chat completions with retries (exponential backoff with jitter), a timeout and a thread pool."""
+
+    name = "openai"
+
+    def __init__(
+        self,
+        model: str,
+        base_url: str | None = None,
+        api_key_env: str = "OPENAI_API_KEY",
+        timeout_s: float = 60.0,
+        max_retries: int = 4,
+        backoff_s: float = 1.0,
+        max_backoff_s: float = 30.0,
+        concurrency: int = 4,
+        max_tokens_field: str = "max_tokens",
+        extra_body: dict[str, Any] | None = None,
+    ) -> None:
+        try:
+            import openai
+        except ImportError as exc:
+            raise BackendError("the openai backend needs the `openai` package: pip install 'mentalglm[remote]'") from exc
+        self._openai = openai
+        self._model = model
+        self.base_url = (base_url or next((os.environ[e] for e in BASE_URL_ENVS if os.environ.get(e)), "")
+                         or DEFAULT_BASE_URL).rstrip("/")
+        self.api_key_env = api_key_env
+        self._api_key = os.environ.get(api_key_env, "")
+        if not self._api_key:
+            if not _is_local(self.base_url):
+                raise ConfigError(
+                    f"no API key for {self.base_url}: set the environment variable {api_key_env} "
+                    "(keys are read from the environment only, never from config files)"
+                )
+            self._api_key = _LOCAL_PLACEHOLDER_KEY
+        if max_tokens_field not in ("max_tokens", "max_completion_tokens"):
+            raise ConfigError(f"max_tokens_field must be max_tokens or max_completion_tokens, got {max_tokens_field!r}")
+        self.timeout_s, self.max_retries, self.concurrency = timeout_s, max_retries, max(1, concurrency)
+        self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
+        self.max_tokens_field, self.extra_body = max_tokens_field, extra_body
+        # Our own retry loop (max_retries=0 here) so that every retry is counted and backed off the same way.
+        self._client = openai.OpenAI(api_key=self._api_key, base_url=self.base_url, timeout=timeout_s, max_retries=0)
+        self.retries = 0
+
+    @property
+    def model_id(self) -> str:
+        return f"openai:{self._model}@{urlparse(self.base_url).netloc}"
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(model={self._model!r}, base_url={self.base_url!r}, "
+            f"api_key=<from ${self.api_key_env}, hidden>, timeout_s={self.timeout_s}, concurrency={self.concurrency})"
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+        if len(requests) <= 1 or self.concurrency == 1:
+            return super()._generate(requests)
+        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="mentalglm-openai") as pool:
+            return list(pool.map(self._guarded, requests))
+
+    def _guarded(self, request: GenerationRequest) -> GenerationResult:
+        result = super()._guarded(request)
+        if result.error and self._api_key in result.error:
+            result.error = result.error.replace(self._api_key, "***")
+        return result
+
+    def _retryable(self, exc: Exception) -> bool:
+        if isinstance(exc, self._openai.APIConnectionError):  # includes timeouts
+            return True
+        status = getattr(exc, "status_code", None)
+        return isinstance(exc, self._openai.APIStatusError) and (status in RETRY_STATUS or (status or 0) >= 500)
+
+    def _delay(self, attempt: int) -> float:
+        return min(self.max_backoff_s, self.backoff_s * 2**attempt) * random.uniform(0.5, 1.0)
+
+    def _generate_one(self, request: GenerationRequest) -> GenerationResult:
+        settings = request.settings
+        kwargs: dict[str, Any] = {
+            "model": self._model,
+            "messages": request.messages,
+            "temperature": settings.temperature,
+            "top_p": settings.top_p,
+            self.max_tokens_field: settings.max_new_tokens,
+        }
+        if settings.stop:
+            kwargs["stop"] = list(settings.stop)
+        if settings.seed is not None:
+            kwargs["seed"] = settings.seed
+        if self.extra_body:
+            kwargs["extra_body"] = self.extra_body
+        start = time.perf_counter()
+        for attempt in range(self.max_retries + 1):
+            try:
+                response = self._client.chat.completions.create(**kwargs)
+                break
+            except Exception as exc:
+                if attempt == self.max_retries or not self._retryable(exc):
+                    reason = describe_error(exc)
+                    suffix = f" (after {attempt + 1} attempts)" if attempt else ""
+                    return GenerationResult.failure(reason + suffix, latency_s=time.perf_counter() - start)
+                self.retries += 1
+                time.sleep(self._delay(attempt))
+        return self._parse(response, request, time.perf_counter() - start)
+
+    @staticmethod
+    def _parse(response: Any, request: GenerationRequest, latency_s: float) -> GenerationResult:
+        """Validate the response shape: a proxy's HTML error page must become a failure, not an empty reply."""
+        try:
+            choice = response.choices[0]
+            content = choice.message.content
+        except (AttributeError, IndexError, TypeError) as exc:
+            return GenerationResult.failure(
+                f"malformed response from the server ({type(response).__name__}: {str(response)[:120]!r}): {exc}",
+                latency_s=latency_s,
+            )
+        if not isinstance(content, str):
+            return GenerationResult.failure(f"the response has no text content ({content!r})", latency_s=latency_s)
+        text, stopped = apply_stop(content, request.settings.stop)  # some servers ignore `stop`
+        finish: FinishReason = "length" if choice.finish_reason == "length" and not stopped else "stop"
+        usage = getattr(response, "usage", None)
+        return GenerationResult(
+            text,
+            finish,
+            prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+            completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+            latency_s=latency_s,
+        )

@@ -1,0 +1,226 @@
+"""Label-conditioned explanation generation with a teacher LLM (`mentalglm build`).
+
+The teacher sees the task, the label definitions, the gold label(s) and the post, and writes
+a Chinese explanation that quotes the post. Every result is stored in an append-only cache
+keyed by a content hash of (prompt, model, settings), so a killed run resumes without
+repeating — or re-billing — finished requests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mentalglm.backends.base import Backend, GenerationRequest, GenerationResult, GenerationSettings, cache_key
+from mentalglm.data.pii import scrub
+from mentalglm.data.records import Post
+from mentalglm.instruct.layout import LABEL_SEPARATOR, REASON_PREFIX
+from mentalglm.tasks.schema import Task
+
+
+@cache
+def teacher_prompt_template() -> dict[str, Any]:
+    path = resources.files("mentalglm.instruct") / "prompts" / "teacher.yaml"
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    min_chars: int = 60
+    max_chars: int = 200
+    # The longest post we send; longer posts are rejected with a reason, never cut silently.
+    max_post_chars: int = 1500
+    scrub_pii: bool = True
+    # Show every label's definition instead of only the gold labels' (see prompts/teacher.yaml).
+    all_definitions: bool = False
+
+
+def gold_names(task: Task, labels: Sequence[str]) -> str:
+    return LABEL_SEPARATOR.join(task.label(label).zh for label in labels)
+
+
+def teacher_messages(task: Task, post_text: str, labels: Sequence[str], *,
+                     few_shots: Sequence[tuple[str, Sequence[str], str]] = (),
+                     config: TeacherConfig = TeacherConfig()) -> list[dict[str, str]]:
+    """Chat messages asking the teacher to justify exactly the gold label(s)."""
+    template = teacher_prompt_template()
+    shown = task.labels if config.all_definitions else [task.label(label_id) for label_id in labels]
+    definitions = "\n".join(f"- {label.zh}：{label.definition_zh}" for label in shown)
+    shots = ""
+    if few_shots:
+        shots = template["few_shot_header"] + "\n\n".join(
+            template["few_shot"].format(post=p, gold_labels=gold_names(task, ls), explanation=e)
+            for p, ls, e in few_shots) + "\n\n"
+    user = template["user"].format(
+        task_name=task.name_zh, task_description=task.description_zh, label_definitions=definitions,
+        post=post_text, gold_labels=gold_names(task, labels), few_shots=shots,
+        min_chars=config.min_chars, max_chars=config.max_chars)
+    return [{"role": "system", "content": template["system"].strip()}, {"role": "user", "content": user}]
+
+
+def builtin_few_shots(task: Task) -> list[tuple[str, Sequence[str], str]]:
+    """The invented example the prompt file carries for this task (empty when it has none)."""
+    example = teacher_prompt_template().get("examples", {}).get(task.id)
+    if not example:
+        return []
+    return [(example["post"], tuple(str(label) for label in example["labels"]), example["explanation"])]
+
+
+def clean_explanation(text: str) -> str:
+    """Strip what a teacher adds despite the instructions: a label line, a 推理/解释 prefix, wrapping quotes."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    lines = [line for line in lines if not line.startswith(("标签：", "标签:", "专家标注", "帖子：“"))]
+    out = " ".join(lines).replace("**", "")
+    for prefix in (REASON_PREFIX, "推理:", "解释：", "解释:", "理由：", "理由:", "【理由】"):
+        if out.startswith(prefix):
+            out = out[len(prefix):].strip()
+    return out
+
+
+class ResultCache:
+    """Append-only JSONL of finished requests; one line is written (and fsynced) per result."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._records: dict[str, dict[str, Any]] = {}
+        if path.exists():
+            with path.open(encoding="utf-8") as handle:
+                for line in handle:
+                    try:
+                        record = json.loads(line)
+                    except json.JSONDecodeError:
+                        continue  # a line cut by a kill; the request is simply redone
+                    self._records[record["key"]] = record
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._records
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        return self._records.get(key)
+
+    def put(self, key: str, record: dict[str, Any]) -> None:
+        record = {"key": key, **record}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        self._records[key] = record
+
+
+@dataclass
+class Draft:
+    """One generated explanation for one post, with the request that produced it."""
+
+    post: Post
+    task: str
+    explanation: str | None
+    attempt: int
+    key: str
+    error: str | None = None
+    cached: bool = False
+    latency_s: float = 0.0
+    raw: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def retry_settings(settings: GenerationSettings, attempt: int) -> GenerationSettings:
+    """A rejected explanation is redrawn by sampling (greedy would repeat it) with a new seed."""
+    if attempt == 0:
+        return settings
+    return replace(settings, temperature=max(settings.temperature, 0.7), top_p=min(settings.top_p, 0.9),
+                   seed=(settings.seed or 0) + attempt)
+
+
+def rejection_before_sending(post: Post, config: TeacherConfig) -> str | None:
+    text = post.text.strip()
+    if not text:
+        return "empty post"
+    if len(text) > config.max_post_chars:
+        return f"post has {len(text)} characters, more than max_post_chars={config.max_post_chars}"
+    return None
+
+
+def generate_explanations(
+    task: Task,
+    posts: Sequence[Post],
+    backend: Backend,
+    cache_store: ResultCache,
+    *,
+    settings: GenerationSettings,
+    config: TeacherConfig = TeacherConfig(),
+    attempt: int = 0,
+    few_shots: Sequence[tuple[str, Sequence[str], str]] = (),
+    batch_size: int = 8,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> Iterator[Draft]:
+    """Yield one Draft per post; cached results are reused, new ones are cached as soon as they arrive.
+
+    ``attempt`` > 0 asks for a different sample (seed and temperature change) when QC rejected
+    an earlier one, and is part of the cache key so retries are cached too.
+    """
+    pending: list[tuple[Post, str, list[dict[str, str]], GenerationSettings]] = []
+    for post in posts:
+        reason = rejection_before_sending(post, config)
+        if reason:
+            if on_progress:
+                on_progress(0, 1)
+            yield Draft(post, task.id, None, attempt, "", error=reason)
+            continue
+        text = scrub(post.text).text if config.scrub_pii else post.text
+        try_settings = retry_settings(settings, attempt)
+        messages = teacher_messages(task, text, post.labels, few_shots=few_shots, config=config)
+        key = cache_key(messages, backend.model_id, try_settings)
+        record = cache_store.get(key)
+        if record is not None:
+            if on_progress:
+                on_progress(0, 1)
+            yield _draft_from_record(post, task, attempt, key, record, cached=True)
+            continue
+        pending.append((post, key, messages, try_settings))
+        if len(pending) >= batch_size:
+            yield from _run_batch(task, pending, backend, cache_store, attempt, on_progress)
+            pending = []
+    if pending:
+        yield from _run_batch(task, pending, backend, cache_store, attempt, on_progress)
+
+
+def _run_batch(task: Task, pending: list[tuple[Post, str, list[dict[str, str]], GenerationSettings]],
+               backend: Backend, cache_store: ResultCache, attempt: int,
+               on_progress: Callable[[int, int], None] | None) -> Iterator[Draft]:
+    requests = [GenerationRequest(messages=m, settings=s) for _, _, m, s in pending]
+    started = time.perf_counter()
+    results: list[GenerationResult] = backend.generate(requests)
+    for (post, key, _, _), result in zip(pending, results, strict=True):
+        record = {
+            "post_id": post.id, "task": task.id, "model": backend.model_id, "text": result.text,
+            "error": result.error, "finish_reason": result.finish_reason, "latency_s": result.latency_s,
+            "completion_tokens": result.completion_tokens, "attempt": attempt,
+        }
+        if result.error is None:  # failures are not cached: a later run retries them
+            cache_store.put(key, record)
+        if on_progress:
+            on_progress(1 if result.error is None else 0, 1)
+        yield _draft_from_record(post, task, attempt, key, record, cached=False)
+    del started
+
+
+def _draft_from_record(post: Post, task: Task, attempt: int, key: str, record: dict[str, Any],
+                       *, cached: bool) -> Draft:
+    raw = record.get("text") or ""
+    error = record.get("error")
+    explanation = clean_explanation(raw) if not error else None
+    return Draft(post, task.id, explanation or None, attempt, key, error=error or (None if explanation else
+                 "empty response"), cached=cached, latency_s=float(record.get("latency_s") or 0.0), raw=raw)

@@ -1,0 +1,241 @@
+"""Automatic quality control of generated explanations (`mentalglm qc`).
+
+Every check returns a reason string when it rejects, so the QC report can say exactly why a
+sample was dropped. The independent verifier predicts the label from the explanation alone
+(as MentalLLaMA did): an explanation that does not let a reader recover the gold label does
+not explain it.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from mentalglm.evaluate.parsing import find_mentions, parse
+from mentalglm.instruct.layout import render_answer
+from mentalglm.tasks.schema import Task
+
+_CJK = re.compile(r"[\u4e00-\u9fff]")
+_LETTER = re.compile(r"[A-Za-z\u4e00-\u9fff]")
+_QUOTE = re.compile(r"[“\"「『]([^”\"」』]{2,})[”\"」』]")
+_REFUSAL = re.compile(
+    r"抱歉|对不起|我无法|我不能|无法回答|无法提供|作为一个?(?:AI|人工智能|语言模型)|请寻求专业|I'?m sorry|I cannot|as an AI",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class QCConfig:
+    min_chars: int = 30
+    max_chars: int = 400
+    min_cjk_share: float = 0.6
+    # Share of the explanation that may be a verbatim run of the post before it counts as a copy.
+    max_copy_share: float = 0.8
+    near_duplicate_jaccard: float = 0.85
+    require_evidence_quote: bool = True
+
+
+class Verifier(Protocol):
+    """Predicts a task's label ids from an explanation alone."""
+
+    name: str
+
+    def predict(self, task: Task, explanations: Sequence[str]) -> list[tuple[str, ...]]: ...
+
+
+@dataclass
+class Verdict:
+    passed: bool
+    reasons: list[str] = field(default_factory=list)
+    checks: dict[str, bool] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"passed": self.passed, "reasons": self.reasons, "checks": self.checks}
+
+
+def normalise(text: str) -> str:
+    return "".join(ch for ch in unicodedata.normalize("NFKC", text).lower() if ch.isalnum())
+
+
+def _longest_common_run(a: str, b: str) -> int:
+    """Length of the longest common substring (dynamic programming; explanations are short)."""
+    if not a or not b:
+        return 0
+    best, previous = 0, [0] * (len(b) + 1)
+    for ch in a:
+        current = [0] * (len(b) + 1)
+        for j, other in enumerate(b, 1):
+            if ch == other:
+                current[j] = previous[j - 1] + 1
+                best = max(best, current[j])
+        previous = current
+    return best
+
+
+def evidence_quotes(explanation: str) -> list[str]:
+    return [m.group(1) for m in _QUOTE.finditer(explanation)]
+
+
+def grounded_share(explanation: str, post: str, task: Task | None = None) -> float | None:
+    """Share of quoted evidence that occurs in the post (None when nothing is quoted).
+
+    Quoted label names (“愤怒”) are the verdict, not evidence, and are left out.
+    """
+    quotes = evidence_quotes(explanation)
+    if task is not None:
+        quotes = [q for q in quotes if task.label_by_any_name(q) is None and q not in task.question]
+    if not quotes:
+        return None
+    post_norm = normalise(post)
+    return sum(normalise(q) in post_norm for q in quotes if normalise(q)) / len(quotes)
+
+
+# Each check: (name, function(task, labels, explanation, post, config) -> reason or None).
+CheckFn = Callable[[Task, Sequence[str], str, str, QCConfig], str | None]
+
+
+def check_layout(task: Task, labels: Sequence[str], explanation: str, post: str, config: QCConfig) -> str | None:
+    parsed = parse(task, render_answer(task, labels, explanation), mode="strict")
+    if not parsed.valid or set(parsed.labels) != set(labels):
+        return "answer layout does not parse back to the gold label"
+    return None
+
+
+def check_language(task: Task, labels: Sequence[str], explanation: str, post: str, config: QCConfig) -> str | None:
+    letters = _LETTER.findall(explanation)
+    share = len(_CJK.findall(explanation)) / len(letters) if letters else 0.0
+    return None if share >= config.min_cjk_share else f"not Chinese enough (CJK share {share:.2f})"
+
+
+def check_length(task: Task, labels: Sequence[str], explanation: str, post: str, config: QCConfig) -> str | None:
+    n = len(explanation)
+    if n < config.min_chars:
+        return f"too short ({n} < {config.min_chars} characters)"
+    if n > config.max_chars:
+        return f"too long ({n} > {config.max_chars} characters)"
+    return None
+
+
+def check_refusal(task: Task, labels: Sequence[str], explanation: str, post: str, config: QCConfig) -> str | None:
+    match = _REFUSAL.search(explanation)
+    return f"refusal or disclaimer instead of an explanation ({match.group(0)!r})" if match else None
+
+
+def check_copy(task: Task, labels: Sequence[str], explanation: str, post: str, config: QCConfig) -> str | None:
+    expl, src = normalise(explanation), normalise(post)
+    if expl and _longest_common_run(expl, src) / len(expl) > config.max_copy_share:
+        return "copies the post instead of explaining it"
+    for label in task.labels:  # copying a definition from the prompt is not an explanation either
+        definition = normalise(label.definition_zh)
+        if definition and len(definition) >= 15 and definition in expl and len(expl) < 1.3 * len(definition):
+            return "copies a label definition from the prompt"
+    return None
+
+
+def check_other_labels(task: Task, labels: Sequence[str], explanation: str, post: str,
+                       config: QCConfig) -> str | None:
+    """The explanation must not assert a label the gold answer does not have."""
+    others = sorted({m.label_id for m in find_mentions(task, explanation) if not m.negated} - set(labels))
+    if others:
+        return "argues for another label: " + "、".join(task.label(o).zh for o in others)
+    return None
+
+
+def check_evidence(task: Task, labels: Sequence[str], explanation: str, post: str, config: QCConfig) -> str | None:
+    if not config.require_evidence_quote:
+        return None
+    share = grounded_share(explanation, post, task)
+    if share is None:
+        return "quotes no evidence from the post"
+    if share == 0:
+        return "quoted evidence does not occur in the post"
+    return None
+
+
+CHECKS: dict[str, CheckFn] = {
+    "layout": check_layout,
+    "language": check_language,
+    "length": check_length,
+    "not_refusal": check_refusal,
+    "not_copy": check_copy,
+    "no_other_label": check_other_labels,
+    "evidence": check_evidence,
+}
+
+
+def check_sample(task: Task, labels: Sequence[str], explanation: str | None, post: str,
+                 config: QCConfig = QCConfig()) -> Verdict:
+    if not explanation:
+        return Verdict(False, ["no explanation"], {"generated": False})
+    verdict = Verdict(True)
+    for name, fn in CHECKS.items():
+        reason = fn(task, labels, explanation, post, config)
+        verdict.checks[name] = reason is None
+        if reason:
+            verdict.passed = False
+            verdict.reasons.append(f"{name}: {reason}")
+    return verdict
+
+
+def apply_verifier(task: Task, verifier: Verifier, items: Sequence[tuple[Sequence[str], str]],
+                   verdicts: Sequence[Verdict]) -> None:
+    """Add the verifier's check: the label predicted from the explanation alone must match the gold."""
+    if not items:
+        return
+    predictions = verifier.predict(task, [explanation for _, explanation in items])
+    for (gold, _), predicted, verdict in zip(items, predictions, verdicts, strict=True):
+        if task.is_multi_label:
+            ok = bool(set(predicted) & set(gold)) and not (set(predicted) - set(gold))
+        else:
+            ok = tuple(predicted) == tuple(gold)
+        verdict.checks["verifier"] = ok
+        if not ok:
+            verdict.passed = False
+            shown = "、".join(task.label(p).zh for p in predicted) or "无"
+            verdict.reasons.append(f"verifier: {verifier.name} reads the explanation as {shown}")
+
+
+def _shingles(text: str, n: int = 5) -> set[str]:
+    norm = normalise(text)
+    return {norm[i:i + n] for i in range(max(1, len(norm) - n + 1))}
+
+
+def near_duplicates(explanations: Sequence[str], threshold: float) -> set[int]:
+    """Indexes of explanations that nearly repeat an earlier one (character 5-gram Jaccard)."""
+    seen: list[set[str]] = []
+    duplicates: set[int] = set()
+    for i, text in enumerate(explanations):
+        grams = _shingles(text)
+        if any(len(grams & other) / max(1, len(grams | other)) >= threshold for other in seen):
+            duplicates.add(i)
+        else:
+            seen.append(grams)
+    return duplicates
+
+
+def summarise(rows: Sequence[tuple[str, Verdict]]) -> dict[str, Any]:
+    """Pass rates per check and per task, and the most common rejection reasons."""
+    per_task: dict[str, Counter[str]] = defaultdict(Counter)
+    reasons: Counter[str] = Counter()
+    for task_id, verdict in rows:
+        counter = per_task[task_id]
+        counter["n"] += 1
+        counter["passed"] += verdict.passed
+        for name, ok in verdict.checks.items():
+            counter[f"checked:{name}"] += 1
+            counter[f"ok:{name}"] += ok
+        reasons.update(r.split(":", 1)[0] for r in verdict.reasons)
+    out: dict[str, Any] = {"tasks": {}, "rejections_by_check": dict(reasons.most_common())}
+    for task_id, counter in sorted(per_task.items()):
+        checks = {name.split(":", 1)[1]: round(counter[f"ok:{name.split(':', 1)[1]}"] / counter[name], 4)
+                  for name in counter if name.startswith("checked:")}
+        out["tasks"][task_id] = {"n": counter["n"], "passed": counter["passed"],
+                                 "pass_rate": round(counter["passed"] / counter["n"], 4), "check_pass_rates": checks}
+    total = sum(c["n"] for c in per_task.values())
+    out["overall"] = {"n": total, "passed": sum(c["passed"] for c in per_task.values()),
+                      "pass_rate": round(sum(c["passed"] for c in per_task.values()) / total, 4) if total else None}
+    return out

@@ -1,0 +1,1 @@
+"""Training: classical and encoder classifiers, and the LoRA SFT recipe."""
