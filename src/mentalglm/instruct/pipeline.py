@@ -91,13 +91,26 @@ class TaskOutcome:
 
 
 def _tfidf_verifier(task: Task, pool: Sequence[Post], sampled: Sequence[Post],
-                    validation: Sequence[Post]) -> Verifier:
+                    validation: Sequence[Post], cache_dir: Path) -> Verifier:
     """Trained on the pool minus the sampled posts: explanations quote their posts, so a verifier
-    that had seen them could recognise the post instead of reading the explanation."""
-    from mentalglm.train.classical import TfidfVerifier, fit_on_posts
+    that had seen them could recognise the post instead of reading the explanation.
+
+    Fitting on the 26K emotion posts takes minutes on one core, so the fitted verifier is kept in
+    the run's cache, keyed by the posts it was trained on, and a resumed run reuses it.
+    """
+    import hashlib
+
+    from mentalglm.train.classical import TfidfClassifier, TfidfVerifier, fit_on_posts
 
     sampled_ids = {p.id for p in sampled}
-    return TfidfVerifier(fit_on_posts(task, [p for p in pool if p.id not in sampled_ids], validation))
+    train = [p for p in pool if p.id not in sampled_ids]
+    digest = hashlib.sha256("\n".join(sorted(p.id for p in train)).encode()).hexdigest()[:16]
+    path = cache_dir / f"verifier-{task.id}-{digest}.pkl"
+    if path.exists():
+        return TfidfVerifier(TfidfClassifier.load(path))
+    classifier = fit_on_posts(task, train, validation)
+    classifier.save(path)
+    return TfidfVerifier(classifier)
 
 
 def build_task(task: Task, pool: Sequence[Post], validation: Sequence[Post], backend: Backend | None,
@@ -106,7 +119,8 @@ def build_task(task: Task, pool: Sequence[Post], validation: Sequence[Post], bac
     started = time.perf_counter()
     sampled = stratified_sample(pool, config.per_task, config.seed)
     outcome = TaskOutcome(task.id, len(sampled))
-    verifier = _tfidf_verifier(task, pool, sampled, validation) if config.verifier == "tfidf" else None
+    verifier = (_tfidf_verifier(task, pool, sampled, validation, cache_store.path.parent)
+                if config.verifier == "tfidf" else None)
     few_shots = _few_shots(task, pool, sampled, config.few_shot, config.seed)
     pending = list(sampled)
     for attempt in range(config.max_attempts):

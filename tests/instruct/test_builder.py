@@ -1,0 +1,138 @@
+"""The C-IMHI builder with a scripted teacher: caching and resume, QC reasons, regeneration, export."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from mentalglm.backends.base import GenerationSettings
+from mentalglm.backends.fake import FakeBackend
+from mentalglm.data.records import Post
+from mentalglm.instruct.generate import ResultCache, TeacherConfig, generate_explanations, teacher_messages
+from mentalglm.instruct.pipeline import BuildConfig, build_task, stratified_sample
+from mentalglm.instruct.qc import QCConfig, check_sample, near_duplicates
+from mentalglm.tasks import get_task
+
+SUICIDE = get_task("suicide_risk")
+POSTS = [
+    Post("p:1", "药已经准备好了，今晚就结束这一切", ("high",), "fixture"),
+    Post("p:2", "今天考试没考好，有点难过", ("low",), "fixture"),
+    Post("p:3", "真的不想活了，已经写好了遗书", ("high",), "fixture"),
+    Post("p:4", "加班好累，只想睡一觉", ("low",), "fixture"),
+]
+
+
+def _post_of(request) -> str:
+    return re.findall(r"帖子：“(.*?)”", request.messages[-1]["content"])[-1]
+
+
+def good_teacher(request) -> str:
+    post = _post_of(request)
+    gold = re.findall(r"专家标注：(\S+)", request.messages[-1]["content"])[-1]  # the last one: after the few-shot
+    return f"帖子中“{post}”是关键证据，与{gold}的定义一致。"
+
+
+def test_teacher_prompt_carries_gold_label_definition_and_post():
+    messages = teacher_messages(SUICIDE, "我想消失", ["high"])
+    user = messages[-1]["content"]
+    assert "专家标注：高自杀风险" in user and "“我想消失”" in user
+    assert SUICIDE.label("high").definition_zh in user
+    assert SUICIDE.label("low").definition_zh not in user  # only the gold label's definition by default
+
+
+def test_cache_makes_a_second_run_free(tmp_path):
+    backend = FakeBackend("scripted", responses=good_teacher)
+    settings = GenerationSettings(max_new_tokens=64)
+    first = list(generate_explanations(SUICIDE, POSTS, backend, ResultCache(tmp_path / "c.jsonl"), settings=settings))
+    assert backend.calls == 4 and all(d.explanation for d in first)
+    again = list(generate_explanations(SUICIDE, POSTS, backend, ResultCache(tmp_path / "c.jsonl"), settings=settings))
+    assert backend.calls == 4 and all(d.cached for d in again)
+    assert [d.explanation for d in again] == [d.explanation for d in first]
+
+
+def test_a_cut_cache_line_is_redone_not_fatal(tmp_path):
+    path = tmp_path / "c.jsonl"
+    backend = FakeBackend("scripted", responses=good_teacher)
+    list(generate_explanations(SUICIDE, POSTS[:2], backend, ResultCache(path), settings=GenerationSettings()))
+    path.write_text(path.read_text(encoding="utf-8")[:-20], encoding="utf-8")  # a kill mid-write
+    list(generate_explanations(SUICIDE, POSTS[:2], backend, ResultCache(path), settings=GenerationSettings()))
+    assert backend.calls == 3
+
+
+def test_empty_and_overlong_posts_are_rejected_before_sending(tmp_path):
+    backend = FakeBackend("scripted", responses=good_teacher)
+    posts = [Post("e", "  ", ("low",), "f"), Post("l", "长" * 50, ("low",), "f")]
+    drafts = list(generate_explanations(SUICIDE, posts, backend, ResultCache(tmp_path / "c.jsonl"),
+                                        settings=GenerationSettings(), config=TeacherConfig(max_post_chars=20)))
+    assert backend.calls == 0
+    assert drafts[0].error == "empty post" and "max_post_chars" in drafts[1].error
+
+
+def test_backend_failures_are_recorded_and_the_run_continues(tmp_path):
+    def flaky(request):
+        if "遗书" in _post_of(request):
+            raise RuntimeError("HTTP 500")
+        return good_teacher(request)
+
+    drafts = list(generate_explanations(SUICIDE, POSTS, FakeBackend("scripted", responses=flaky),
+                                        ResultCache(tmp_path / "c.jsonl"), settings=GenerationSettings()))
+    assert sum(d.error is not None for d in drafts) == 1 and sum(d.explanation is not None for d in drafts) == 3
+
+
+@pytest.mark.parametrize(
+    ("explanation", "check"),
+    [
+        ("抱歉，我无法回答这个问题，请寻求专业帮助，这超出了我的能力范围，谢谢理解。", "not_refusal"),
+        ("The post says it is high risk because of the words used, so the label holds.", "language"),
+        ("帖子中“药已经准备好了”说明有具体方法，但整体看属于低自杀风险，因为语气平静且没有更多的细节。", "no_other_label"),
+        ("发帖人表达了明确的自杀意图和具体的准备行为，时间也很明确，所以属于高自杀风险的范畴。", "evidence"),
+        ("帖子中“明天就去海边”说明了具体的时间和地点安排，这是典型的自杀准备行为，风险很高。", "evidence"),
+        ("高", "length"),
+    ],
+)
+def test_each_check_rejects_with_its_reason(explanation, check):
+    verdict = check_sample(SUICIDE, ["high"], explanation, POSTS[0].text)
+    assert not verdict.passed and verdict.checks[check] is False
+    assert any(reason.startswith(check) for reason in verdict.reasons)
+
+
+def test_a_grounded_explanation_passes():
+    text = "帖子中“药已经准备好了”说明发帖人已有具体的自杀方法和准备行为，“今晚就结束这一切”给出了明确的时间。"
+    assert check_sample(SUICIDE, ["high"], text, POSTS[0].text).passed
+
+
+def test_near_duplicates():
+    a = "帖子中“药已经准备好了”说明发帖人已有具体的自杀方法和准备行为。"
+    assert near_duplicates([a, a + "。", "完全不同的一段解释文字，讲的是另一件事情和其他内容。"], 0.85) == {1}
+
+
+def test_stratified_sample_keeps_every_label():
+    posts = [Post(f"a{i}", f"t{i}", ("low",), "f") for i in range(90)] + [
+        Post(f"b{i}", f"u{i}", ("high",), "f") for i in range(10)]
+    sample = stratified_sample(posts, 20, seed=1, min_per_label=3)
+    assert len(sample) == 20 and sum(p.labels == ("high",) for p in sample) >= 3
+    assert stratified_sample(posts, 20, seed=1, min_per_label=3) == sample
+
+
+def test_build_task_regenerates_rejected_answers_and_logs_reasons(tmp_path):
+    attempts: dict[str, int] = {}
+
+    def improving(request):  # the first answer for each post is ungrounded, the retry quotes the post
+        post = _post_of(request)
+        attempts[post] = attempts.get(post, 0) + 1
+        if attempts[post] == 1:
+            return "这个帖子的风险判断如上所述，理由是语气和内容都符合定义中的描述，没有其他需要说明的。"
+        return good_teacher(request)
+
+    config = BuildConfig(tasks=["suicide_risk"], per_task=4, verifier="none", max_attempts=2,
+                         qc=QCConfig(min_chars=20))
+    log: list[dict] = []
+    outcome = build_task(SUICIDE, POSTS, [], FakeBackend("scripted", responses=improving),
+                         ResultCache(tmp_path / "c.jsonl"), config, log)
+    assert len(outcome.accepted) == 4 and dict(outcome.attempts_used) == {1: 4}
+    first = [row for row in log if row["attempt"] == 0]
+    assert all(not row["passed"] and any("evidence" in r for r in row["reasons"]) for row in first)
+    assert all(s.answer.startswith("标签：") and "\n推理：帖子中“" in s.answer for s in outcome.accepted)
+    json.dumps(log, ensure_ascii=False)  # the log is written as JSONL
