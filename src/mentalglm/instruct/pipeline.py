@@ -117,13 +117,16 @@ def build_task(task: Task, pool: Sequence[Post], validation: Sequence[Post], bac
                cache_store: ResultCache, config: BuildConfig, qc_log: list[dict[str, Any]],
                progress: tqdm | None = None) -> TaskOutcome:
     started = time.perf_counter()
+    if backend is None:  # no teacher: only posts that come with an explanation can be built
+        pool = [p for p in pool if p.meta.get("explanation")]
     sampled = stratified_sample(pool, config.per_task, config.seed)
     outcome = TaskOutcome(task.id, len(sampled))
     verifier = (_tfidf_verifier(task, pool, sampled, validation, cache_store.path.parent)
                 if config.verifier == "tfidf" else None)
     few_shots = _few_shots(task, pool, sampled, config.few_shot, config.seed)
     pending = list(sampled)
-    for attempt in range(config.max_attempts):
+    attempts = config.max_attempts if backend is not None else 1  # nothing can regenerate without a teacher
+    for attempt in range(attempts):
         if not pending:
             break
         drafts = _drafts(task, pending, backend, cache_store, config, attempt, few_shots, outcome, progress)
@@ -145,8 +148,8 @@ def build_task(task: Task, pool: Sequence[Post], validation: Sequence[Post], bac
                 outcome.dropped["rejected before sending: " + draft.error.split(",")[0]] += 1
             else:
                 pending.append(draft.post)
-        if pending and attempt == config.max_attempts - 1:
-            outcome.dropped[f"failed QC after {config.max_attempts} attempts"] += len(pending)
+        if pending and attempt == attempts - 1:
+            outcome.dropped[f"failed QC after {attempts} attempt(s)"] += len(pending)
     duplicates = near_duplicates([s.explanation or "" for s in outcome.accepted], config.qc.near_duplicate_jaccard)
     if duplicates:
         outcome.dropped["near-duplicate explanation"] += len(duplicates)
