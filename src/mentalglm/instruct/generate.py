@@ -20,7 +20,13 @@ from typing import Any
 
 import yaml
 
-from mentalglm.backends.base import Backend, GenerationRequest, GenerationResult, GenerationSettings, cache_key
+from mentalglm.backends.base import (
+    Backend,
+    GenerationRequest,
+    GenerationResult,
+    GenerationSettings,
+    cache_key,
+)
 from mentalglm.data.pii import scrub
 from mentalglm.data.records import Post
 from mentalglm.instruct.layout import LABEL_SEPARATOR, REASON_PREFIX

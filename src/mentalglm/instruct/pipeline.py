@@ -30,7 +30,15 @@ from mentalglm.instruct.generate import (
     generate_explanations,
     teacher_prompt_template,
 )
-from mentalglm.instruct.qc import QCConfig, Verdict, Verifier, apply_verifier, check_sample, near_duplicates, summarise
+from mentalglm.instruct.qc import (
+    QCConfig,
+    Verdict,
+    Verifier,
+    apply_verifier,
+    check_sample,
+    near_duplicates,
+    summarise,
+)
 from mentalglm.tasks.registry import get_task
 from mentalglm.tasks.schema import Task
 

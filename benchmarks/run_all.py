@@ -1,0 +1,90 @@
+"""Every baseline on the three Chinese main tasks, then results/summary.json and the comparison report.
+
+    # TF-IDF on the full test splits, and the embedded llama.cpp model zero- and few-shot on 20 posts per task
+    MENTALGLM_THREADS=1 python benchmarks/run_all.py --data-dir ../shared/data --llm-limit 20
+    # TF-IDF only, one task
+    python benchmarks/run_all.py --data-dir ../shared/data --tasks suicide_risk --llm-limit 0
+
+LLM rows use a seeded, label-stratified sample of ``--llm-limit`` test posts (CPU decoding costs seconds a
+post); their CIs say how little that sample can tell. Predictions resume: rerunning with the same options
+only predicts the posts that are missing. Predictions go to outputs/ (they hold post text and gold labels
+and stay out of git); results JSON, summary.json and the report go to --results-dir.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from mentalglm.backends.base import GenerationSettings
+from mentalglm.backends.registry import create_backend
+from mentalglm.evaluate.metrics import _atomic_write
+from mentalglm.evaluate.predict import llm_system_name, slug
+from mentalglm.evaluate.report import load_results, summary_records, write_report
+from mentalglm.evaluate.runner import (
+    PREDICTIONS_DIR,
+    RESULTS_DIR,
+    evaluate_file,
+    run_llm,
+    run_tfidf_baseline,
+    split_index,
+)
+from mentalglm.tasks.registry import CHINESE_MAIN_TASKS
+
+
+def _arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", type=Path, default=None, help="data directory (default: $MENTALGLM_DATA_DIR)")
+    parser.add_argument("--tasks", default=",".join(CHINESE_MAIN_TASKS))
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--predictions-dir", type=Path, default=PREDICTIONS_DIR)
+    parser.add_argument("--llm-limit", type=int, default=10, help="test posts per task for LLM rows; 0 skips them")
+    parser.add_argument("--llm-backend", default="llamacpp:default")
+    parser.add_argument("--few-shot", type=int, default=3, help="K of the few-shot row (0 keeps zero-shot only)")
+    parser.add_argument("--max-new-tokens", type=int, default=200)
+    parser.add_argument("--no-format-hint", action="store_true",
+                        help="prompt exactly as a tuned model sees it (untuned models then rarely follow the layout)")
+    parser.add_argument("--skip-tfidf", action="store_true")
+    parser.add_argument("--include", type=Path, nargs="*", default=[],
+                        help="more results JSON (e.g. a tuned MentalGLM) to put in the summary and report")
+    parser.add_argument("--resamples", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=13)
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = _arguments()
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    results: list[Path] = list(args.include)
+    if not args.skip_tfidf:
+        for task in tasks:
+            results.append(run_tfidf_baseline(task, args.data_dir, predictions_dir=args.predictions_dir,
+                                              results_dir=args.results_dir, n_resamples=args.resamples)[1])
+    if args.llm_limit > 0:
+        options = {"n_ctx": 4096} if args.llm_backend.startswith("llamacpp") else {}
+        index = split_index(args.data_dir)
+        settings = GenerationSettings(max_new_tokens=args.max_new_tokens, seed=args.seed)
+        with create_backend(args.llm_backend, **options) as backend:
+            for task in tasks:
+                for shots in dict.fromkeys([0, args.few_shot]):
+                    name = llm_system_name(args.llm_backend, shots)
+                    stem = f"{task}.test.{slug(name)}.n{args.llm_limit}"
+                    predictions = run_llm(task, backend, args.llm_backend, data_dir=args.data_dir,
+                                          limit=args.llm_limit, few_shot=shots, seed=args.seed,
+                                          out=args.predictions_dir / f"{stem}.jsonl", settings=settings,
+                                          with_format_hint=not args.no_format_hint, name=name)
+                    results += evaluate_file(predictions, args.results_dir / f"{stem}.results.json", index=index,
+                                             n_resamples=args.resamples)
+    loaded = load_results(results)
+    summary = _atomic_write(args.results_dir / "summary.json",
+                            json.dumps({"records": summary_records(loaded)}, ensure_ascii=False, indent=2) + "\n")
+    markdown, page = write_report(loaded, args.results_dir / "report")
+    for record in summary_records(loaded):
+        print(f"{record['task']:22s} {record['system']:34s} {record['metric']} {record['value']:.4f} "
+              f"{record['ci95']} invalid {record['invalid_rate']:.3f} {record['posts_per_s'] or 0:.2f} posts/s")
+    print(f"summary → {summary}\nreport → {markdown}, {page}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,228 @@
+"""The analyzer's default classifiers: one TF-IDF model per task, trained by `mentalglm analyze-train`.
+
+They are built from the user's data directory (never committed: the data licences do not allow
+redistributing models fitted on them without thought, and they are easy to rebuild). Each task gets
+``<task>.tfidf.pkl`` and ``<task>.card.json`` (data, splits, validation metrics, calibration, limitations).
+
+Calibration: the logistic regression uses ``class_weight="balanced"``, which inflates rare classes'
+probabilities, so raw probabilities are not taken on trust. Per-label Platt scaling (a 1-D logistic fit on
+the log-odds, the ``sigmoid`` method of sklearn's CalibratedClassifierCV, renormalised for single-label
+tasks) is fitted on validation. Both are measured by 2-fold cross-fitting on validation (Brier score, ECE)
+and the better one by Brier is kept; the card records which, with the numbers. Labels are always decided
+on the raw probabilities (that is what the thresholds were tuned on); only the reported confidence is calibrated.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mentalglm.errors import MissingDataError
+from mentalglm.tasks import CHINESE_MAIN_TASKS, Task, get_task
+from mentalglm.train.classical import TfidfClassifier
+
+ENV_VAR = "MENTALGLM_ANALYZER_DIR"
+CARD_VERSION = 1
+_EPS = 1e-6
+LIMITATIONS = (
+    "Character n-gram TF-IDF with logistic regression: it reads surface wording, not meaning; negation, irony "
+    "and context beyond the post are missed.",
+    "Trained on Weibo posts of the public datasets named under data; other platforms, languages or time periods "
+    "can behave very differently (the analyzer flags mostly non-Chinese text as out_of_domain).",
+    "Confidences are calibrated on a small validation split; treat them as rough.",
+    "Decision support for professionals, not a diagnosis.",
+)
+
+
+def default_artifacts_dir() -> Path:
+    """``$MENTALGLM_ANALYZER_DIR`` or ``~/.cache/mentalglm/analyzer``."""
+    return Path(os.environ.get(ENV_VAR) or Path.home() / ".cache" / "mentalglm" / "analyzer").expanduser()
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Per-label Platt scaling ``sigmoid(a * logit(p) + b)``; identity when ``method == "none"``."""
+
+    method: str = "none"
+    coef: tuple[tuple[float, float], ...] = ()
+    normalise: bool = False
+
+    def apply(self, proba: np.ndarray) -> np.ndarray:
+        if self.method == "none":
+            return proba
+        p = np.clip(proba, _EPS, 1 - _EPS)
+        a, b = np.array(self.coef).T
+        out = 1.0 / (1.0 + np.exp(-(a * np.log(p / (1 - p)) + b)))
+        return out / out.sum(axis=1, keepdims=True) if self.normalise else out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "coef": [list(c) for c in self.coef], "normalise": self.normalise}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Calibration:
+        return cls(raw.get("method", "none"), tuple(tuple(c) for c in raw.get("coef", ())),
+                   bool(raw.get("normalise", False)))
+
+
+def indicator(classes: Sequence[str], labels: Sequence[Sequence[str]]) -> np.ndarray:
+    index = {c: i for i, c in enumerate(classes)}
+    y = np.zeros((len(labels), len(classes)))
+    for row, names in enumerate(labels):
+        for name in names:
+            y[row, index[name]] = 1
+    return y
+
+
+def fit_platt(proba: np.ndarray, y: np.ndarray, normalise: bool) -> Calibration:
+    from sklearn.linear_model import LogisticRegression
+
+    p = np.clip(proba, _EPS, 1 - _EPS)
+    coef = []
+    for j in range(p.shape[1]):
+        if len(set(y[:, j])) < 2:  # a label absent from validation: leave it as it is
+            coef.append((1.0, 0.0))
+            continue
+        model = LogisticRegression(C=1e4).fit(np.log(p[:, j] / (1 - p[:, j]))[:, None], y[:, j])
+        coef.append((float(model.coef_[0, 0]), float(model.intercept_[0])))
+    return Calibration("platt", tuple(coef), normalise)
+
+
+def brier(proba: np.ndarray, y: np.ndarray, multi_label: bool) -> float:
+    """Multi-class Brier (sum over classes, mean over posts) or mean per-label binary Brier."""
+    squared = (proba - y) ** 2
+    return float(squared.mean() if multi_label else squared.sum(axis=1).mean())
+
+
+def ece(proba: np.ndarray, y: np.ndarray, multi_label: bool, bins: int = 10) -> float:
+    """Expected calibration error: top-label confidence (single-label) or every label cell (multi-label)."""
+    if multi_label:
+        conf, hit = proba.ravel(), y.ravel()
+    else:
+        top = proba.argmax(axis=1)
+        conf, hit = proba[np.arange(len(top)), top], y[np.arange(len(top)), top]
+    which = np.minimum((conf * bins).astype(int), bins - 1)
+    return float(sum(abs(conf[which == b].mean() - hit[which == b].mean()) * (which == b).sum()
+                     for b in range(bins) if (which == b).any()) / len(conf))
+
+
+def choose_calibration(proba: np.ndarray, y: np.ndarray, multi_label: bool,
+                       seed: int = 13) -> tuple[Calibration, dict[str, Any]]:
+    """Raw LR probabilities or Platt scaling, whichever has the lower 2-fold cross-fitted validation Brier."""
+    order = np.random.default_rng(seed).permutation(len(y))
+    folds = (order[: len(y) // 2], order[len(y) // 2:])
+    crossed = np.empty_like(proba)
+    for fit_on, apply_to in (folds, folds[::-1]):
+        crossed[apply_to] = fit_platt(proba[fit_on], y[fit_on], not multi_label).apply(proba[apply_to])
+    measured = {
+        "raw": {"brier": brier(proba, y, multi_label), "ece": ece(proba, y, multi_label)},
+        "platt_2fold": {"brier": brier(crossed, y, multi_label), "ece": ece(crossed, y, multi_label)},
+    }
+    use_platt = measured["platt_2fold"]["brier"] < measured["raw"]["brier"]
+    chosen = fit_platt(proba, y, not multi_label) if use_platt else Calibration()
+    return chosen, {**{k: {m: round(v, 4) for m, v in d.items()} for k, d in measured.items()},
+                    "chosen": chosen.method, "criterion": "lower 2-fold cross-fitted Brier on validation"}
+
+
+@dataclass
+class TaskModel:
+    """A task's classifier with its calibration and card: what the analyzer's `labels` engine runs."""
+
+    task: Task
+    classifier: TfidfClassifier
+    calibration: Calibration = field(default_factory=Calibration)
+    card: dict[str, Any] = field(default_factory=dict)
+
+    def predict(self, texts: Sequence[str]) -> list[tuple[tuple[str, ...], dict[str, float]]]:
+        """Per post: decided label ids and the calibrated probability of every label."""
+        raw = self.classifier.predict_proba(texts)
+        calibrated = self.calibration.apply(raw)
+        return [(labels, {c: float(p) for c, p in zip(self.classifier.classes, row, strict=True)})
+                for labels, row in zip(self.classifier.decide(raw), calibrated, strict=True)]
+
+
+def model_paths(directory: Path, task_id: str) -> tuple[Path, Path]:
+    return directory / f"{task_id}.tfidf.pkl", directory / f"{task_id}.card.json"
+
+
+def load_task_model(task_id: str, directory: Path | None = None) -> TaskModel:
+    directory = directory or default_artifacts_dir()
+    model_path, card_path = model_paths(directory, task_id)
+    if not model_path.is_file() or not card_path.is_file():
+        raise MissingDataError(
+            f"analyzer model for task {task_id}", directory,
+            "build it with `mentalglm analyze-train --data-dir DATA` (or pass --artifacts-dir / $" + ENV_VAR + ")")
+    card = json.loads(card_path.read_text(encoding="utf-8"))
+    return TaskModel(get_task(task_id), TfidfClassifier.load(model_path),
+                     Calibration.from_dict(card.get("calibration", {})), card)
+
+
+def train_task_model(task_id: str, data_dir: str | Path | None, *, c_grid: Sequence[float] = (1.0, 4.0, 16.0),
+                     log: Callable[[str], None] = print) -> TaskModel:
+    """Fit on the decontaminated training pool, choose C (and thresholds) on validation, calibrate, score test."""
+    from mentalglm.data.splits import canonical_splits
+    from mentalglm.evaluate.metrics import jsonable, score
+    from mentalglm.train.classical import fit_on_posts
+
+    task = get_task(task_id)
+    started = time.perf_counter()
+    splits, report = canonical_splits(task.id, data_dir, include_extra=False)
+    train, validation, test = splits["train"], splits["validation"], splits.get("test", [])
+    tuning: dict[float, float] = {}
+    best: TfidfClassifier | None = None
+    for c in c_grid:
+        model = fit_on_posts(task, train, validation, C=c)
+        tuning[c] = score(task, [p.labels for p in validation], model.predict([p.text for p in validation]),
+                          n_resamples=0)[task.official_metric]
+        log(f"{task.id}: C={c} validation {task.official_metric}={tuning[c]:.4f}")
+        if best is None or tuning[c] > tuning[best.C]:
+            best = model
+    assert best is not None
+    val_proba = best.predict_proba([p.text for p in validation])
+    calibration, measured = choose_calibration(val_proba, indicator(best.classes, [p.labels for p in validation]),
+                                               best.multi_label)
+
+    def metrics(posts: Sequence[Any]) -> dict[str, Any]:
+        scores = score(task, [p.labels for p in posts], best.predict([p.text for p in posts]), n_resamples=0)
+        return jsonable({k: v for k, v in scores.items() if k not in ("bootstrap", "ci95")})
+
+    card = {
+        "card_version": CARD_VERSION, "task": task.id, "task_version": task.version,
+        "model": {"kind": "char TF-IDF (1-3) + logistic regression", "C": best.C, "ngram_range": best.ngram_range,
+                  "max_features": best.max_features, "class_weight": "balanced",
+                  "thresholds": best.thresholds if best.multi_label else None,
+                  "decision": "tuned threshold, at least one label" if best.multi_label else "argmax"},
+        "data": {"source": task.source, "splits": {s.name: f"{s.dataset}/{s.part}" for s in task.splits},
+                 "train_posts": len(train), "validation_posts": len(validation), "test_posts": len(test),
+                 "extra_train_used": False, "pool_dropped_as_contaminated_or_duplicate": report.pool.dropped,
+                 "validation_dropped_against_test": report.dropped_against_test},
+        "tuning": {"grid": {"C": list(c_grid)}, f"validation_{task.official_metric}": tuning},
+        "validation": metrics(validation), "test": metrics(test) if test else None,
+        "calibration": calibration.to_dict(), "calibration_measured": measured,
+        "limitations": list(LIMITATIONS), "train_seconds": round(time.perf_counter() - started, 1),
+    }
+    return TaskModel(task, best, calibration, card)
+
+
+def save_task_model(model: TaskModel, directory: Path) -> tuple[Path, Path]:
+    model_path, card_path = model_paths(directory, model.task.id)
+    model.classifier.save(model_path)
+    card_path.write_text(json.dumps(model.card, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    return model_path, card_path
+
+
+def train_all(data_dir: str | Path | None, out: Path, tasks: Sequence[str] = CHINESE_MAIN_TASKS, *,
+              c_grid: Sequence[float] = (1.0, 4.0, 16.0), log: Callable[[str], None] = print) -> list[Path]:
+    """Train and save every task's model; returns the card paths."""
+    cards = []
+    for task_id in tasks:
+        model = train_task_model(task_id, data_dir, c_grid=c_grid, log=log)
+        cards.append(save_task_model(model, out)[1])
+        log(f"{task_id}: saved to {out} ({model.card['train_seconds']} s)")
+    return cards

@@ -1,0 +1,148 @@
+"""`mentalglm analyze` (one post, pretty; or a file, streamed to JSONL) and `mentalglm analyze-train`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console, Group
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from mentalglm.analyze.engine import DEFAULT_MAX_CHARS, ENGINES, Analyzer
+from mentalglm.analyze.schema import PostResult, TaskResult
+from mentalglm.errors import ConfigError
+from mentalglm.tasks import CHINESE_MAIN_TASKS
+
+console = Console()
+err_console = Console(stderr=True)
+BAR_WIDTH = 20
+
+
+def _task_list(value: str) -> list[str]:
+    return [t.strip() for t in value.split(",") if t.strip()]
+
+
+def _bar(confidence: float | None) -> Text:
+    if confidence is None:
+        return Text("(no calibrated confidence)", style="dim")
+    filled = round(confidence * BAR_WIDTH)
+    return Text("█" * filled + "░" * (BAR_WIDTH - filled) + f" {confidence:.2f}", style="cyan")
+
+
+def _highlighted_post(text: str, result: TaskResult) -> Text:
+    shown = Text(text)
+    for span in result.evidence:
+        shown.stylize("bold yellow underline", span.start, span.end)
+    return shown
+
+
+def _highlighted_explanation(explanation: str) -> Text:
+    shown = Text(explanation)
+    shown.highlight_regex(r"“[^”]+”|「[^」]+」|\"[^\"]+\"", "bold yellow")
+    return shown
+
+
+def render(result: PostResult, text: str) -> Group:
+    """The post result for a terminal: labels with confidence bars, explanations with evidence, notices."""
+    parts: list[object] = []
+    header = f"{result.id} · {result.text_length} characters"
+    if result.out_of_domain:
+        header += " · [yellow]out of domain: mostly not Chinese, results are unreliable[/yellow]"
+    parts.append(Text.from_markup(header))
+    for task_result in result.tasks.values():
+        table = Table(title=f"{task_result.task_name_zh} ({task_result.task}, engine {task_result.engine})",
+                      show_header=False, title_justify="left")
+        if not task_result.valid:
+            table.add_row(Text("INVALID", style="bold red"), Text(task_result.error or "", style="red"))
+        for label in task_result.labels:
+            table.add_row(f"{label.name_zh} / {label.name_en}", _bar(label.confidence))
+        parts.append(table)
+        if task_result.explanation:
+            parts.append(_highlighted_explanation(task_result.explanation))
+            if task_result.evidence:
+                parts.append(Text("证据 / evidence: ").append(_highlighted_post(text, task_result)))
+            agree = {True: "agrees", False: "DISAGREES", None: "n/a"}[task_result.verifier_agrees]
+            parts.append(Text(f"verifier {agree}; QC {'passed' if task_result.qc_passed else task_result.qc_reasons}",
+                              style="dim"))
+        elif task_result.error:
+            parts.append(Text(f"no explanation: {task_result.error}", style="yellow"))
+    for notice in result.notices:
+        if notice.kind == "crisis":
+            lines = "\n".join(f"  {r.name}: {r.contact} ({r.note})" for r in notice.resources)
+            parts.append(Panel(f"{notice.text}\n{lines}", title="危机资源 / crisis resources", style="bold red"))
+        else:
+            parts.append(Text(notice.text, style="italic"))
+    return Group(*parts)  # type: ignore[arg-type]
+
+
+def analyze(
+    text: Annotated[str | None, typer.Argument(help="A post to analyse (or use --input).")] = None,
+    input: Annotated[Path | None, typer.Option("--input", "-i", help=".txt (one post a line), .csv or .jsonl")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="JSONL results (default: stdout)")] = None,
+    text_column: Annotated[str | None, typer.Option(help="CSV column / JSONL key of the text")] = None,
+    id_column: Annotated[str | None, typer.Option(help="CSV column / JSONL key of the post id")] = None,
+    tasks: Annotated[str, typer.Option(help="Comma-separated task ids.")] = ",".join(CHINESE_MAIN_TASKS),
+    engine: Annotated[str, typer.Option(help="hybrid | labels | llm")] = "hybrid",
+    backend: Annotated[str, typer.Option(help="LLM backend spec for hybrid / llm.")] = "llamacpp:default",
+    explain: Annotated[bool, typer.Option("--explain/--no-explain", help="Write explanations (LLM).")] = True,
+    keep_going: Annotated[bool, typer.Option(help="Bad rows become error records instead of stopping.")] = False,
+    artifacts_dir: Annotated[Path | None, typer.Option(help="Trained classifiers (analyze-train --out).")] = None,
+    max_chars: Annotated[int, typer.Option(help="Longest post accepted.")] = DEFAULT_MAX_CHARS,
+    locale: Annotated[str, typer.Option(help="Crisis resources locale: zh-CN or en.")] = "zh-CN",
+    batch_size: Annotated[int, typer.Option(min=1)] = 16,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the result as JSON, not a panel.")] = False,
+) -> None:
+    """Analyse posts for emotion, cognitive distortions and suicide risk. Decision support, not a diagnosis."""
+    if (text is None) == (input is None):
+        raise ConfigError("give either a post text or --input FILE (not both)")
+    if engine not in ENGINES:
+        raise ConfigError(f"unknown engine {engine!r}; engines: {', '.join(ENGINES)}")
+    analyzer = Analyzer(_task_list(tasks), engine, backend, artifacts_dir, explain=explain,  # type: ignore[arg-type]
+                        max_chars=max_chars, locale=locale)
+    with analyzer:
+        if text is not None:
+            result = analyzer.analyze(text)
+            console.print_json(result.model_dump_json()) if json_output else console.print(render(result, text))
+            return
+        _analyze_file(analyzer, input, output, text_column, id_column, keep_going, batch_size)  # type: ignore[arg-type]
+
+
+def _analyze_file(analyzer: Analyzer, path: Path, output: Path | None, text_column: str | None,
+                  id_column: str | None, keep_going: bool, batch_size: int) -> None:
+    from tqdm import tqdm
+
+    from mentalglm.analyze.io import read_posts, write_jsonl
+
+    rows = read_posts(path, text_column, id_column, keep_going=keep_going)
+    errors = high = total = 0
+    handle = output.open("w", encoding="utf-8") if output else sys.stdout
+    try:
+        results = analyzer.analyze_many(rows, batch_size, keep_going=keep_going)
+        for result in tqdm(write_jsonl(results, handle), desc="analyze", unit="post", file=sys.stderr):
+            total += 1
+            errors += result.status == "error"
+            high += isinstance(result, PostResult) and result.high_risk
+    finally:
+        if output:
+            handle.close()
+    err_console.print(f"{total} rows, {errors} errors, {high} high suicide risk"
+                      + (f" → {output}" if output else ""))
+
+
+def analyze_train(
+    data_dir: Annotated[Path | None, typer.Option(help="Data directory (default: $MENTALGLM_DATA_DIR).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Where to write (default ~/.cache/mentalglm/analyzer).")] = None,
+    tasks: Annotated[str, typer.Option(help="Comma-separated task ids.")] = ",".join(CHINESE_MAIN_TASKS),
+    c_grid: Annotated[str, typer.Option(help="Comma-separated C values tried on validation.")] = "1,4,16",
+) -> None:
+    """Train the analyzer's TF-IDF classifiers (decontaminated train, tuned and calibrated on validation)."""
+    from mentalglm.analyze.artifacts import default_artifacts_dir, train_all
+
+    cards = train_all(data_dir, (out or default_artifacts_dir()).expanduser(), _task_list(tasks),
+                      c_grid=[float(c) for c in c_grid.split(",")], log=err_console.print)
+    for card in cards:
+        console.print(f"model card: {card}")

@@ -1,0 +1,81 @@
+"""The result schema of an analysis: one model for the CLI, the Python API, JSONL exports and the HTTP API.
+
+Pydantic, so the service can publish it as JSON Schema and clients can validate what they receive.
+The post text itself is never part of a result: exports must not carry what the user may not share.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+SCHEMA_VERSION = 1
+EngineName = Literal["labels", "hybrid", "llm"]
+
+
+class EvidenceSpan(BaseModel):
+    """A piece the explanation quotes, found in the original post at ``[start, end)`` (character offsets)."""
+
+    quote: str
+    start: int = Field(ge=0)
+    end: int = Field(ge=0)
+
+
+class LabelScore(BaseModel):
+    id: str
+    name_zh: str
+    name_en: str
+    confidence: float | None = Field(default=None, description="calibrated probability; null for the llm engine")
+
+
+class TaskResult(BaseModel):
+    task: str
+    task_name_zh: str
+    engine: EngineName
+    valid: bool = Field(default=True, description="false = INVALID: the LLM answer named no readable label (llm engine)")
+    labels: list[LabelScore] = Field(description="the decided labels (empty only when INVALID)")
+    confidences: dict[str, float] = Field(default_factory=dict, description="calibrated probability of every label")
+    explanation: str | None = Field(default=None, description="Chinese explanation quoting the post; null when off or failed")
+    evidence: list[EvidenceSpan] = Field(default_factory=list)
+    verifier_agrees: bool | None = Field(default=None, description="TF-IDF verifier reads the same label from the explanation")
+    qc_passed: bool | None = None
+    qc_reasons: list[str] = Field(default_factory=list)
+    attempts: int = 0
+    model: str | None = Field(default=None, description="the LLM that wrote the explanation, if any")
+    error: str | None = Field(default=None, description="why there is no explanation although one was asked for")
+
+
+class CrisisResource(BaseModel):
+    name: str
+    contact: str
+    note: str = ""
+
+
+class Notice(BaseModel):
+    kind: Literal["not_a_diagnosis", "crisis"]
+    text: str
+    resources: list[CrisisResource] = Field(default_factory=list)
+
+
+class PostResult(BaseModel):
+    status: Literal["ok"] = "ok"
+    schema_version: int = SCHEMA_VERSION
+    id: str
+    text_length: int
+    out_of_domain: bool = Field(description="true when the text is mostly not Chinese (still analysed)")
+    cjk_share: float
+    pii_scrubbed: dict[str, int] = Field(default_factory=dict, description="PII kinds replaced before any LLM call")
+    tasks: dict[str, TaskResult]
+    high_risk: bool
+    notices: list[Notice]
+
+
+class ErrorRecord(BaseModel):
+    """A row that could not be analysed (``--keep-going``): it is reported, never skipped silently."""
+
+    status: Literal["error"] = "error"
+    schema_version: int = SCHEMA_VERSION
+    id: str
+    line: int | None = None
+    error: str

@@ -1,0 +1,128 @@
+"""`mentalglm predict | evaluate | baseline | report`: predictions in, checked scores and a report out."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from mentalglm.evaluate.defaults import DEFAULT_SEED, PREDICTIONS_DIR, RESULTS_DIR
+
+console = Console()
+DataDir = Annotated[Path | None, typer.Option(help="Data directory (default: $MENTALGLM_DATA_DIR).")]
+
+
+def _print_results(paths: list[Path]) -> None:
+    table = Table(title="results")
+    for column in ("system", "task", "n", "metric", "flexible [95% CI]", "strict", "invalid flex/strict", "posts/s"):
+        table.add_column(column)
+    for path in paths:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+        m, head = payload["metrics"], payload["metrics"]["headline"]
+        ci = head["ci95"] or [float("nan")] * 2
+        table.add_row(payload["run"]["system"], payload["task"], str(m["n"]), head["metric"],
+                      f"{head['value']:.4f} [{ci[0]:.3f}, {ci[1]:.3f}]", f"{m['strict'][head['metric']]:.4f}",
+                      f"{head['invalid_rate']:.3f}/{m['strict']['n_invalid'] / m['n']:.3f}",
+                      f"{m['posts_per_s']:.2f}" if m.get("posts_per_s") else "–")
+    console.print(table)
+    console.print("results → " + ", ".join(map(str, paths)))
+
+
+def predict(
+    task: Annotated[str, typer.Option(help="Task id (see `mentalglm tasks list`).")],
+    backend: Annotated[str, typer.Option(help="Backend spec: llamacpp:default, hf:PATH, openai:MODEL, fake:echo.")],
+    split: Annotated[str, typer.Option(help="Canonical split to predict.")] = "test",
+    limit: Annotated[int | None, typer.Option(
+        help="Predict only N posts: a seeded sample stratified by label (a multi-label post by its rarest label).")
+    ] = None,
+    few_shot: Annotated[int, typer.Option(
+        help="K training posts (label-balanced, seeded, <= 300 characters) with gold answers as earlier chat turns.")
+    ] = 0,
+    seed: int = DEFAULT_SEED,
+    out: Annotated[Path | None, typer.Option(
+        help="Predictions JSONL; rows already in it are skipped (resume). "
+             "Default: outputs/predictions/TASK.SPLIT.SYSTEM.jsonl")] = None,
+    data_dir: DataDir = None,
+    max_new_tokens: int = 256,
+    format_hint: Annotated[bool, typer.Option(
+        help="Spell out the answer layout in the prompt (for models not tuned on C-IMHI).")] = False,
+    n_ctx: Annotated[int, typer.Option(help="Context size for llama.cpp backends.")] = 4096,
+    batch_size: Annotated[int, typer.Option(help="Requests per backend call (batched engines).")] = 1,
+    name: Annotated[str, typer.Option(help="System name in rows and reports (default: spec + shots).")] = "",
+) -> None:
+    """Prompt a backend with the C-IMHI user turn and write one row per post (resumable)."""
+    from mentalglm.backends.base import GenerationSettings
+    from mentalglm.backends.registry import create_backend
+    from mentalglm.evaluate.predict import llm_system_name, slug
+    from mentalglm.evaluate.runner import run_llm
+
+    options = {"n_ctx": n_ctx} if backend.startswith("llamacpp") else {}
+    system_name = name or llm_system_name(backend, few_shot)
+    out = out or PREDICTIONS_DIR / f"{task}.{split}.{slug(system_name)}.jsonl"
+    with create_backend(backend, **options) as engine:
+        run_llm(task, engine, backend, split=split, data_dir=data_dir, limit=limit, few_shot=few_shot, seed=seed,
+                out=out, settings=GenerationSettings(max_new_tokens=max_new_tokens, seed=seed),
+                with_format_hint=format_hint, batch_size=batch_size, name=system_name)
+    console.print(f"predictions → {out} (score them with `mentalglm evaluate {out}`)")
+
+
+def evaluate(
+    predictions: Annotated[Path, typer.Argument(help="Predictions JSONL from `mentalglm predict` or `baseline`.")],
+    out: Annotated[Path | None, typer.Option(
+        help="Results JSON (default: PREDICTIONS.results.json; one file per task when the file mixes tasks).")] = None,
+    data_dir: DataDir = None,
+    check_ids: Annotated[bool, typer.Option(
+        help="Check ids and gold against the split (needs the data directory).")] = True,
+    resamples: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% CIs.")] = 1000,
+    seed: int = 0,
+    verifier: Annotated[str, typer.Option(
+        help="Label-consistency verifier for explanations: tfidf (trained on the task's training pool) or none.")
+    ] = "none",
+) -> None:
+    """Score predictions without re-running the model: strict and flexible side by side, INVALID counted."""
+    from mentalglm.evaluate.runner import evaluate_file, split_index, tfidf_verifier
+
+    if verifier not in ("tfidf", "none"):
+        raise typer.BadParameter("--verifier must be tfidf or none")
+    paths = evaluate_file(predictions, out, index=split_index(data_dir) if check_ids else None,
+                          n_resamples=resamples, seed=seed,
+                          verifier_for=tfidf_verifier(data_dir) if verifier == "tfidf" else None)
+    _print_results(paths)
+
+
+def baseline(
+    kind: Annotated[str, typer.Argument(help="Baseline to train: tfidf.")],
+    task: Annotated[str, typer.Option(help="Task id.")],
+    data_dir: DataDir = None,
+    predictions_dir: Annotated[Path, typer.Option(
+        help="Where the predictions JSONL goes (it holds gold labels: keep it out of git).")] = PREDICTIONS_DIR,
+    results_dir: Annotated[Path, typer.Option(help="Where the results JSON goes.")] = RESULTS_DIR,
+    split: str = "test",
+    c_grid: Annotated[str, typer.Option(help="Comma-separated values of C tried on validation.")] = "1,4,16",
+) -> None:
+    """Train a classical baseline on the decontaminated training pool and write predictions and results."""
+    from mentalglm.evaluate.runner import BASELINES
+
+    if kind not in BASELINES:
+        raise typer.BadParameter(f"unknown baseline {kind!r}; known: {', '.join(BASELINES)}")
+    grid = [float(c) for c in c_grid.split(",") if c.strip()]
+    predictions, results = BASELINES[kind](task, data_dir, split=split, predictions_dir=predictions_dir,
+                                           results_dir=results_dir, c_grid=grid)
+    _print_results([results])
+    console.print(f"predictions → {predictions}")
+
+
+def report(
+    results: Annotated[list[Path], typer.Argument(help="Results JSON files from `mentalglm evaluate`/`baseline`.")],
+    out: Annotated[Path, typer.Option(help="Output directory for report.md, report.html and figures/.")] = Path(
+        "results/report"),
+) -> None:
+    """One Markdown and one self-contained HTML comparison report."""
+    from mentalglm.evaluate.report import load_results, write_report
+
+    markdown, page = write_report(load_results(results), out)
+    console.print(f"report → {markdown} and {page}")

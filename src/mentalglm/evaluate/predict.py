@@ -1,0 +1,331 @@
+"""Run a *system* over the posts of a task split and leave one JSONL row per post, resumably.
+
+A system is anything that turns posts into labels: an LLM behind a `Backend` (zero-shot, few-shot,
+or a tuned MentalGLM) or a classifier (TF-IDF, an encoder). All of them write the same row, so
+`mentalglm evaluate` and the report never need to know which kind produced a file, and a run can
+be re-scored without running the model again (lm-evaluation-harness's ``--log_samples``).
+
+Rows are appended and flushed one by one: a killed run keeps what it finished, and a rerun with the
+same output file skips the ids already there (a line cut by the kill is dropped and redone).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import random
+import re
+import resource
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from functools import cache
+from pathlib import Path
+from typing import Any, Protocol
+
+from mentalglm.backends.base import Backend, GenerationRequest, GenerationSettings, Message
+from mentalglm.data.records import Post
+from mentalglm.errors import ConfigError, MentalGLMError
+from mentalglm.evaluate.metrics import _package_version, jsonable
+from mentalglm.evaluate.parsing import Parsed, parse_all_modes
+from mentalglm.instruct.format import make_instruction
+from mentalglm.instruct.layout import LABEL_PREFIX, LABEL_SEPARATOR, REASON_PREFIX
+from mentalglm.tasks.schema import Task
+
+ROW_KEYS = ("id", "task", "split", "prompt", "raw_output", "gold", "pred_strict", "pred_flexible",
+            "valid_strict", "valid_flexible", "explanation", "latency_s", "system")
+from mentalglm.evaluate.defaults import DEFAULT_SEED  # noqa: E402  (re-exported)
+
+# Few-shot examples longer than this are skipped: K long posts would crowd the post under test out of the context.
+MAX_SHOT_CHARS = 300
+
+
+class PredictionFileError(MentalGLMError):
+    def __init__(self, path: Path | str, line: int, reason: str) -> None:
+        self.path, self.line = Path(path), line
+        super().__init__(f"{path}:{line}: {reason}")
+
+
+def make_row(task: Task, split: str, post: Post, *, system: str, prompt: Any, raw_output: str,
+             answers: dict[str, Parsed], latency_s: float, error: str | None = None) -> dict[str, Any]:
+    """The one prediction row every system writes (``error`` only when the backend failed)."""
+    strict, flexible = answers["strict"], answers["flexible"]
+    row = {
+        "id": post.id, "task": task.id, "split": split, "prompt": prompt, "raw_output": raw_output,
+        "gold": list(post.labels),
+        "pred_strict": list(strict.labels), "pred_flexible": list(flexible.labels),
+        "valid_strict": strict.valid, "valid_flexible": flexible.valid,
+        "explanation": flexible.explanation or strict.explanation, "latency_s": latency_s, "system": system,
+    }
+    if error:
+        row["error"] = error
+    return row
+
+
+class System(Protocol):
+    """Anything that predicts labels for posts and can say how it is configured."""
+
+    name: str
+
+    def describe(self) -> dict[str, Any]: ...
+
+    def predict(self, task: Task, split: str, posts: Sequence[Post]) -> Iterator[dict[str, Any]]: ...
+
+
+def _batches(posts: Sequence[Post], size: int) -> Iterator[Sequence[Post]]:
+    for start in range(0, len(posts), max(1, size)):
+        yield posts[start : start + max(1, size)]
+
+
+@dataclass
+class ClassifierSystem:
+    """A label predictor (TF-IDF, an encoder): its answers are valid by construction and carry no text."""
+
+    name: str
+    classify: Callable[[list[str]], Sequence[Sequence[str]]]
+    config: dict[str, Any] = field(default_factory=dict)
+    batch_size: int = 256
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "classifier", "name": self.name, **self.config}
+
+    def predict(self, task: Task, split: str, posts: Sequence[Post]) -> Iterator[dict[str, Any]]:
+        for batch in _batches(posts, self.batch_size):
+            start = time.perf_counter()
+            predicted = self.classify([p.text for p in batch])
+            each = (time.perf_counter() - start) / len(batch)
+            for post, labels in zip(batch, predicted, strict=True):
+                answers = {mode: Parsed(tuple(labels), True, mode) for mode in ("strict", "flexible")}
+                yield make_row(task, split, post, system=self.name, prompt="", raw_output="", answers=answers,
+                               latency_s=each)
+
+
+def format_hint(task: Task) -> str:
+    """The answer layout spelled out, for models that were not tuned on C-IMHI (the tuned model needs none)."""
+    choice = f"可多选，用“{LABEL_SEPARATOR}”分隔" if task.is_multi_label else "只选一个"
+    names = LABEL_SEPARATOR.join(label.zh for label in task.labels)
+    return (f"请严格按以下格式回答：第一行以“{LABEL_PREFIX}”开头写出标签（{choice}，可选：{names}），"
+            f"第二行以“{REASON_PREFIX}”开头写出理由。")
+
+
+def llm_system_name(spec: str, few_shot: int) -> str:
+    return f"{spec} {few_shot}-shot" if few_shot else f"{spec} zero-shot"
+
+
+def slug(text: str) -> str:
+    """A file-name-safe form of a system name."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "system"
+
+
+@dataclass
+class LLMSystem:
+    """An LLM prompted with the C-IMHI turns a tuned MentalGLM sees; few-shot examples are earlier chat turns."""
+
+    backend: Backend
+    spec: str
+    shots: Sequence[Post] = ()
+    settings: GenerationSettings = field(default_factory=lambda: GenerationSettings(max_new_tokens=256))
+    with_format_hint: bool = False
+    batch_size: int = 1
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        self.name = self.name or llm_system_name(self.spec, len(self.shots))
+
+    def messages(self, task: Task, post: Post) -> list[Message]:
+        target = make_instruction(task, post).messages[:-1]  # system + user, without the gold answer
+        if self.with_format_hint and task.answer_layout == "c-imhi":
+            target[-1] = {"role": "user", "content": target[-1]["content"] + "\n" + format_hint(task)}
+        examples = [m for shot in self.shots
+                    for m in make_instruction(task, shot, shot.meta.get("explanation")).messages[1:]]
+        return [*target[:-1], *examples, target[-1]]
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "llm", "backend": self.spec, "model_id": self.backend.model_id,
+                "few_shot": len(self.shots), "shot_ids": [p.id for p in self.shots],
+                "settings": asdict(self.settings), "format_hint": self.with_format_hint}
+
+    def predict(self, task: Task, split: str, posts: Sequence[Post]) -> Iterator[dict[str, Any]]:
+        for batch in _batches(posts, self.batch_size):
+            requests = [GenerationRequest(self.messages(task, post), self.settings) for post in batch]
+            for post, request, result in zip(batch, requests, self.backend.generate(requests), strict=True):
+                yield make_row(task, split, post, system=self.name, prompt=request.messages, raw_output=result.text,
+                               answers=parse_all_modes(task, result.text), latency_s=result.latency_s,
+                               error=result.error)
+
+
+def pick_shots(pool: Sequence[Post], k: int, seed: int = DEFAULT_SEED,
+               max_chars: int = MAX_SHOT_CHARS) -> list[Post]:
+    """``k`` short training posts, taken round-robin over labels so that K >= #labels shows every label."""
+    if k <= 0:
+        return []
+    rng = random.Random(seed)
+    groups: dict[str, list[Post]] = defaultdict(list)
+    for post in pool:
+        if post.labels and len(post.text) <= max_chars:
+            groups[post.labels[0]].append(post)
+    keys = sorted(groups)
+    rng.shuffle(keys)
+    for key in keys:
+        rng.shuffle(groups[key])
+    picked: list[Post] = []
+    while len(picked) < k and any(groups.values()):
+        picked.extend(groups[key].pop() for key in keys if groups[key] and len(picked) < k)
+    rng.shuffle(picked)
+    return picked
+
+
+def select_posts(posts: Sequence[Post], limit: int | None, seed: int = DEFAULT_SEED) -> list[Post]:
+    """All posts, or ``limit`` of them stratified by label (a multi-label post by its rarest label), in split order."""
+    if limit is None or limit >= len(posts):
+        return list(posts)
+    from mentalglm.instruct.pipeline import stratified_sample
+
+    chosen = {p.id for p in stratified_sample(posts, limit, seed, min_per_label=1)}
+    return [p for p in posts if p.id in chosen]
+
+
+# --- provenance ------------------------------------------------------------------------------------
+
+
+def sha256_json(value: Any) -> str:
+    canonical = json.dumps(jsonable(value), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def posts_sha256(posts: Sequence[Post]) -> str:
+    """Identifies the evaluated data: ids, texts and gold labels, independent of order."""
+    return sha256_json(sorted([p.id, p.text, list(p.labels)] for p in posts))
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
+
+
+@cache
+def machine_info() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count() or 1
+    return {"cpu": cpu, "cores": os.cpu_count(), "usable_cores": usable, "platform": platform.platform(),
+            "python": platform.python_version(), "threads_env": os.environ.get("MENTALGLM_THREADS")}
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def meta_path(predictions: Path) -> Path:
+    """``preds.jsonl`` -> ``preds.meta.json``: how the rows were produced, read by ``evaluate``."""
+    return predictions.with_name(predictions.stem + ".meta.json")
+
+
+def read_meta(predictions: Path) -> dict[str, Any]:
+    path = meta_path(predictions)
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+# --- the rows file ---------------------------------------------------------------------------------
+
+
+def read_rows(path: Path, *, repair_tail: bool = False) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, row) for each non-blank line; an unreadable line is an error that names it.
+
+    With ``repair_tail`` a last line without its newline (a run killed mid-write) is cut off the file
+    instead, so that resuming redoes that one post.
+    """
+    data = path.read_text(encoding="utf-8")
+    lines = data.split("\n")
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            if repair_tail and number == len(lines):
+                os.truncate(path, len(data[: len(data) - len(line)].encode("utf-8")))
+                break
+            raise PredictionFileError(path, number, f"not a JSON line ({error.msg}): the file is truncated or "
+                                      "was edited; delete or fix that line") from error
+        if not isinstance(row, dict):
+            raise PredictionFileError(path, number, f"a row must be a JSON object, not {type(row).__name__}")
+        rows.append((number, row))
+    return rows
+
+
+@dataclass
+class PredictRun:
+    path: Path
+    written: int
+    skipped: int
+    seconds: float
+    meta: dict[str, Any]
+
+
+def _completed_ids(out: Path, task: Task, split: str, system: System, config_sha: str) -> set[str]:
+    if not out.exists():
+        return set()
+    previous = read_meta(out).get("config_sha256")
+    if previous and previous != config_sha:
+        raise ConfigError(f"{out} was written by {system.name!r} with another configuration "
+                          f"(config_sha256 {previous[:12]}…); pass another --out or delete the file to start over")
+    done = set()
+    for number, row in read_rows(out, repair_tail=True):
+        found = (row.get("system"), row.get("task"), row.get("split"))
+        if found != (system.name, task.id, split):
+            raise PredictionFileError(out, number, f"holds a row of system/task/split {found}, not "
+                                      f"{(system.name, task.id, split)}; pass another --out")
+        done.add(str(row.get("id")))
+    return done
+
+
+def run_predictions(task: Task, split: str, posts: Sequence[Post], system: System, out: Path, *,
+                    progress: bool = True, extra_meta: dict[str, Any] | None = None) -> PredictRun:
+    """Predict every post not yet in ``out``, appending rows; then write the ``.meta.json`` beside it."""
+    from tqdm import tqdm
+
+    config = system.describe()
+    config_sha = sha256_json(config)
+    done = _completed_ids(out, task, split, system, config_sha)
+    todo = [p for p in posts if p.id not in done]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    started, written = time.perf_counter(), 0
+    with out.open("a", encoding="utf-8") as handle, tqdm(
+        total=len(posts), initial=len(posts) - len(todo), desc=f"{task.id} · {system.name}", unit="post",
+        disable=not progress,
+    ) as bar:
+        for row in system.predict(task, split, todo):
+            handle.write(json.dumps(jsonable(row), ensure_ascii=False, allow_nan=False) + "\n")
+            handle.flush()
+            written += 1
+            bar.update()
+        os.fsync(handle.fileno())
+    seconds = time.perf_counter() - started
+    meta = {
+        "system": system.name, "config": config, "config_sha256": config_sha,
+        "task": task.id, "task_version": task.version, "split": split,
+        "n_posts": len(posts), "data_sha256": posts_sha256(posts), **(extra_meta or {}),
+        "written": written, "resumed_rows": len(posts) - len(todo), "seconds": round(seconds, 3),
+        "posts_per_s": round(written / seconds, 4) if written and seconds > 0 else None,
+        "peak_rss_mb": peak_rss_mb(), "machine": machine_info(), "date": now_iso(),
+        "mentalglm_version": _package_version(),
+    }
+    meta_path(out).write_text(json.dumps(jsonable(meta), ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    return PredictRun(out, written, len(posts) - len(todo), seconds, meta)

@@ -1,0 +1,280 @@
+"""The comparison report: every system's results JSON, side by side with published numbers.
+
+The report is built once as a list of blocks (headings, tables, figures) and rendered twice: as
+Markdown with PNG files beside it (for the repository) and as one self-contained HTML page with
+the PNGs inlined as base64 (to mail or attach). Every number comes from a results JSON written by
+`mentalglm evaluate`, so the report can be regenerated at any time without running a model.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mentalglm.errors import ConfigError
+from mentalglm.evaluate.metrics import _atomic_write
+from mentalglm.evaluate.predict import now_iso
+from mentalglm.tasks.registry import get_task
+from mentalglm.tasks.schema import Task
+
+SUMMARY_KEYS = ("system", "task", "split", "metric", "value", "ci95", "invalid_rate", "posts_per_s", "peak_rss_mb",
+                "machine", "date")
+NOTICE = ("Scores of research models on public datasets; the outputs of these systems are decision support, "
+          "not a diagnosis.")
+
+
+def load_results(paths: Sequence[Path]) -> list[dict[str, Any]]:
+    """Results payloads of `mentalglm evaluate`, each with its file name under ``"_path"``."""
+    loaded = []
+    for path in paths:
+        try:
+            payload = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as error:
+            raise ConfigError(f"{path}: cannot read a results JSON ({error})") from error
+        if not isinstance(payload, dict) or "headline" not in payload.get("metrics", {}):
+            raise ConfigError(f"{path}: not a results file of `mentalglm evaluate` (no metrics.headline); "
+                              "predictions (.jsonl) must be scored with `mentalglm evaluate` first")
+        loaded.append({**payload, "_path": str(path)})
+    return loaded
+
+
+def machine_line(machine: dict[str, Any] | None) -> str:
+    if not machine:
+        return "unknown"
+    return f"{machine.get('cpu', '?')} ({machine.get('usable_cores') or machine.get('cores', '?')} cores)"
+
+
+def summary_records(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One flat record per (system, task, split): the headline score and its cost."""
+    records = []
+    for r in results:
+        head, run = r["metrics"]["headline"], r["run"]
+        records.append({
+            "system": run["system"], "task": r["task"], "split": run["split"], "metric": head["metric"],
+            "value": head["value"], "ci95": head["ci95"], "invalid_rate": head["invalid_rate"],
+            "posts_per_s": r["metrics"].get("posts_per_s"), "peak_rss_mb": run.get("peak_rss_mb"),
+            "machine": machine_line(run.get("machine")), "date": run.get("date"),
+        })
+    return records
+
+
+# --- figures ---------------------------------------------------------------------------------------
+
+
+def _png(figure: Any) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers; label ids keep the axes free of CJK font issues
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def per_label_figure(task: Task, results: Sequence[dict[str, Any]]) -> bytes:
+    """Grouped bars: F1 of every label (headline mode) for every system."""
+    plt = _pyplot()
+    labels = list(task.label_ids)
+    width = 0.8 / max(1, len(results))
+    figure, axes = plt.subplots(figsize=(max(6.0, 0.7 * len(labels) * max(1, len(results)) ** 0.5 + 2), 3.6))
+    for i, r in enumerate(results):
+        per = r["metrics"][r["metrics"]["headline"]["mode"]]["per_label"]
+        axes.bar([x + i * width for x in range(len(labels))], [per[label]["f1"] for label in labels], width,
+                 label=r["run"]["system"])
+    axes.set_xticks([x + width * (len(results) - 1) / 2 for x in range(len(labels))], labels, rotation=35, ha="right")
+    axes.set_ylim(0, 1)
+    axes.set_ylabel("F1")
+    axes.set_title(f"{task.id}: per-label F1")
+    axes.legend(fontsize=7, loc="upper right")
+    return _png(figure)
+
+
+def confusion_figure(task: Task, result: dict[str, Any]) -> bytes:
+    """Gold rows by predicted columns (INVALID last), counts written in the cells."""
+    plt = _pyplot()
+    confusion = result["metrics"][result["metrics"]["headline"]["mode"]]["confusion_matrix"]
+    matrix = confusion["matrix"]
+    figure, axes = plt.subplots(figsize=(1.0 + 0.6 * len(confusion["columns"]), 0.8 + 0.55 * len(matrix)))
+    axes.imshow(matrix, cmap="Blues")
+    peak = max(max(row) for row in matrix) or 1
+    for i, row in enumerate(matrix):
+        for j, value in enumerate(row):
+            axes.text(j, i, str(value), ha="center", va="center", fontsize=8,
+                      color="white" if value > peak / 2 else "black")
+    axes.set_xticks(range(len(confusion["columns"])), confusion["columns"], rotation=35, ha="right")
+    axes.set_yticks(range(len(confusion["rows"])), confusion["rows"])
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("gold")
+    axes.set_title(f"{task.id} · {result['run']['system']}", fontsize=9)
+    return _png(figure)
+
+
+# --- blocks ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Block:
+    kind: str  # heading | text | table | figure
+    text: str = ""
+    header: tuple[str, ...] = ()
+    rows: tuple[tuple[str, ...], ...] = ()
+    png: bytes = b""
+    name: str = ""
+
+
+def _num(value: Any, digits: int = 4) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _ci(ci: Sequence[float] | None) -> str:
+    return f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
+
+
+def _score_rows(task: Task, results: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
+    rows: list[tuple[str, ...]] = []
+    for r in results:
+        m, run = r["metrics"], r["run"]
+        head, strict = m["headline"], m["strict"]
+        invalid = f"{head['invalid_rate']:.3f} / {strict['n_invalid'] / m['n']:.3f}"
+        n = f"{m['n']}" + (f" of {m['split_size']}" if m.get("split_size") and m["split_size"] != m["n"] else "")
+        rows.append((run["system"], run["split"], n, _num(head["value"]) + _ci(head["ci95"]),
+                     _num(strict[task.official_metric]), invalid, _num(m.get("posts_per_s"), 2),
+                     _num(run.get("peak_rss_mb"), 0)))
+    for published in task.published:
+        rows.append((f"{published['system']} (published)", "test", "", _num(published["value"]), "", "", "", ""))
+    return rows
+
+
+_EXPLANATION_COLUMNS = (("n_explained", 0), ("mean_chars", 0), ("cjk_share", 3), ("quoting_share", 3),
+                        ("grounded_share", 3), ("rouge_l_f", 4), ("bleu4", 4), ("label_consistency", 3))
+
+
+def _explanation_rows(results: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
+    rows = []
+    for r in results:
+        scores = r["metrics"].get("explanations") or {}
+        if scores.get("n_explained"):
+            rows.append((r["run"]["system"], *(_num(scores.get(key), digits) for key, digits in _EXPLANATION_COLUMNS)))
+    return rows
+
+
+def report_blocks(results: Sequence[dict[str, Any]]) -> list[Block]:
+    by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in results:
+        by_task[r["task"]].append(r)
+    blocks = [Block("heading", "MentalGLM evaluation report"),
+              Block("text", f"Generated {now_iso()} from {len(results)} results file(s). {NOTICE} Headline scores "
+                    "read answers with the flexible parser; strict (format compliance included) is shown beside "
+                    "them. INVALID answers count as wrong. 95% CIs: percentile bootstrap over posts.")]
+    for task_id, task_results in by_task.items():
+        task = get_task(task_id)
+        metric = task.official_metric
+        blocks.append(Block("heading", f"{task.name_en} ({task.id}, {task.source})"))
+        blocks.append(Block("table", header=("system", "split", "n", f"{metric} (flexible) [95% CI]", f"{metric} (strict)",
+                                             "invalid (flex / strict)", "posts/s", "peak RSS MB"),
+                            rows=tuple(_score_rows(task, task_results))))
+        if task.published and task.citation:
+            blocks.append(Block("text", f"Published numbers: {task.citation}"))
+        explained = _explanation_rows(task_results)
+        if explained:
+            blocks.append(Block("table", header=("system", *(key for key, _ in _EXPLANATION_COLUMNS)),
+                                rows=tuple(explained)))
+        blocks.append(Block("figure", f"{task.id}: per-label F1", png=per_label_figure(task, task_results),
+                            name=f"{task.id}-per-label-f1.png"))
+        if not task.is_multi_label:
+            for i, r in enumerate(task_results):
+                blocks.append(Block("figure", f"{task.id} · {r['run']['system']}: confusion matrix",
+                                    png=confusion_figure(task, r), name=f"{task.id}-confusion-{i}.png"))
+    blocks.append(Block("heading", "Run metadata"))
+    blocks.append(Block("table", header=("system", "task", "date", "machine", "config sha256", "data sha256",
+                                         "predictions sha256", "mentalglm"),
+                        rows=tuple((r["run"]["system"], r["task"], str(r["run"].get("date")),
+                                    machine_line(r["run"].get("machine")),
+                                    (r["run"].get("config_sha256") or "–")[:12], (r["run"].get("data_sha256") or "–")[:12],
+                                    (r["run"].get("predictions_sha256") or "–")[:12], str(r.get("mentalglm_version")))
+                                   for r in results)))
+    return blocks
+
+
+# --- rendering -------------------------------------------------------------------------------------
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def to_markdown(blocks: Sequence[Block], figure_dir: str = "figures") -> str:
+    lines: list[str] = []
+    first = True
+    for block in blocks:
+        if block.kind == "heading":
+            lines += [("# " if first else "## ") + block.text, ""]
+            first = False
+        elif block.kind == "text":
+            lines += [block.text, ""]
+        elif block.kind == "table":
+            lines.append("| " + " | ".join(map(_md_cell, block.header)) + " |")
+            lines.append("|" + "---|" * len(block.header))
+            lines += ["| " + " | ".join(map(_md_cell, row)) + " |" for row in block.rows]
+            lines.append("")
+        elif block.kind == "figure":
+            lines += [f"![{block.text}]({figure_dir}/{block.name})", ""]
+    return "\n".join(lines)
+
+
+_STYLE = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
+          "table{border-collapse:collapse;margin:1em 0;font-size:14px}td,th{border:1px solid #ccc;padding:4px 8px}"
+          "th{background:#f3f3f3}img{max-width:100%;margin:.5em 0}")
+
+
+def to_html(blocks: Sequence[Block]) -> str:
+    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>MentalGLM report</title>"
+             f"<style>{_STYLE}</style></head><body>"]
+    first = True
+    for block in blocks:
+        if block.kind == "heading":
+            tag = "h1" if first else "h2"
+            parts.append(f"<{tag}>{html.escape(block.text)}</{tag}>")
+            first = False
+        elif block.kind == "text":
+            parts.append(f"<p>{html.escape(block.text)}</p>")
+        elif block.kind == "table":
+            head = "".join(f"<th>{html.escape(h)}</th>" for h in block.header)
+            body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in block.rows)
+            parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        elif block.kind == "figure":
+            data = base64.b64encode(block.png).decode("ascii")
+            parts.append(f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(block.text)}">'
+                         f"<figcaption>{html.escape(block.text)}</figcaption></figure>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_report(results: Sequence[dict[str, Any]], out_dir: Path) -> tuple[Path, Path]:
+    """``out_dir/report.md`` with ``figures/*.png`` beside it, and the self-contained ``report.html``."""
+    if not results:
+        raise ConfigError("no results to report: pass results JSON files written by `mentalglm evaluate`")
+    blocks = report_blocks(results)
+    for block in blocks:
+        if block.kind == "figure":
+            target = out_dir / "figures" / block.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(block.png)
+    markdown = _atomic_write(out_dir / "report.md", to_markdown(blocks))
+    page = _atomic_write(out_dir / "report.html", to_html(blocks))
+    return markdown, page

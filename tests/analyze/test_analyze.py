@@ -1,0 +1,268 @@
+"""The analyzer on invented posts, tiny classifiers and a scripted LLM: no data directory, no model weights."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+
+import pytest
+from typer.testing import CliRunner
+
+from mentalglm.analyze.artifacts import (
+    Calibration,
+    TaskModel,
+    brier,
+    choose_calibration,
+    ece,
+    save_task_model,
+)
+from mentalglm.analyze.engine import Analyzer, InputRow, InputTextError, evidence_spans
+from mentalglm.analyze.io import InputFileError, read_posts
+from mentalglm.analyze.safety import NOT_A_DIAGNOSIS
+from mentalglm.analyze.schema import ErrorRecord, PostResult
+from mentalglm.backends.base import GenerationRequest
+from mentalglm.backends.fake import FakeBackend
+from mentalglm.tasks import get_task
+from mentalglm.train.classical import TfidfClassifier
+
+HIGH = ["药已经攒够了，今晚就结束这一切", "遗书写好了，明天就从楼上跳下去", "刀片准备好了，今晚就割腕结束这一切",
+        "安眠药攒够了，明天就吃下去结束生命"]
+LOW = ["今天工作好累，但还是要加油", "考试没考好，有点难过，明天继续努力", "下雨了心情一般，晚上吃火锅开心一下",
+       "最近压力有点大，周末去爬山放松"]
+EMOTION = {
+    "angry": ["排队两小时说卖完了，气死我了", "又被插队了，气死我了真的"],
+    "happy": ["今天收到礼物，太开心了哈哈", "考试通过了，太开心了哈哈"],
+    "neutral": ["今天下午三点开会，记得带电脑", "明天下午三点开会，记得带材料"],
+    "sad": ["我好难过，一个人哭了一晚上", "好难过，想家想得哭了"],
+    "surprise": ["天哪，居然中奖了，太意外了", "天哪，他居然来了，太意外了"],
+    "fear": ["半夜听到奇怪的声音，好害怕", "一个人走夜路好害怕，心跳好快"],
+}
+TASKS = ("emotion", "suicide_risk")
+
+
+def _model(task_id: str, texts: list[str], labels: list[tuple[str, ...]]) -> TaskModel:
+    task = get_task(task_id)
+    return TaskModel(task, TfidfClassifier.for_task(task).fit(texts, labels))
+
+
+@pytest.fixture(scope="module")
+def models() -> dict[str, TaskModel]:
+    emotion = [(t, (label,)) for label, texts in EMOTION.items() for t in texts]
+    return {
+        "suicide_risk": _model("suicide_risk", HIGH + LOW, [("high",)] * len(HIGH) + [("low",)] * len(LOW)),
+        "emotion": _model("emotion", [t for t, _ in emotion], [labels for _, labels in emotion]),
+    }
+
+
+def _post_in(request: GenerationRequest) -> str:
+    user = request.messages[-1]["content"]
+    return re.findall(r"帖子：“(.*?)”", user, re.S)[-1]
+
+
+def quoting(request: GenerationRequest) -> str:
+    """A teacher that quotes the first six characters of the post it was given."""
+    post = _post_in(request)
+    return f"帖子中“{post[:6]}”这句话直接表达了发帖人当时的处境和感受，结合上下文来看，整体情绪和态度与所给标注的定义相符。"
+
+
+def labels_analyzer(models: dict[str, TaskModel], **kwargs) -> Analyzer:
+    return Analyzer(TASKS, "labels", models=models, **kwargs)
+
+
+def test_result_schema_and_not_a_diagnosis_notice(models):
+    result = labels_analyzer(models).analyze("今天收到礼物，太开心了哈哈")
+    assert isinstance(result, PostResult)
+    assert result.text_length == len("今天收到礼物，太开心了哈哈") and not result.out_of_domain
+    emotion = result.tasks["emotion"]
+    assert emotion.engine == "labels" and emotion.valid and emotion.explanation is None
+    assert [label.id for label in emotion.labels] == ["happy"]
+    assert emotion.labels[0].name_zh == get_task("emotion").label("happy").zh
+    assert set(emotion.confidences) == set(get_task("emotion").label_ids)
+    assert abs(sum(emotion.confidences.values()) - 1) < 1e-3
+    assert [n.text for n in result.notices if n.kind == "not_a_diagnosis"] == [NOT_A_DIAGNOSIS]
+    assert json.loads(result.model_dump_json())["tasks"]["suicide_risk"]["labels"]
+
+
+def test_crisis_notice_only_on_high_risk(models):
+    analyzer = labels_analyzer(models)
+    high = analyzer.analyze("药已经攒够了，今晚就结束这一切")
+    low = analyzer.analyze("今天工作好累，但还是要加油")
+    assert high.high_risk and any(n.kind == "crisis" for n in high.notices)
+    crisis = next(n for n in high.notices if n.kind == "crisis")
+    assert {"12356", "120", "110"} <= {r.contact for r in crisis.resources}
+    assert not low.high_risk and [n.kind for n in low.notices] == ["not_a_diagnosis"]
+    english = labels_analyzer(models, locale="en").analyze("药已经攒够了，今晚就结束这一切")
+    assert "hotline" in next(n for n in english.notices if n.kind == "crisis").resources[0].name
+
+
+def test_hybrid_explains_with_evidence_offsets_into_the_original_post(models):
+    backend = FakeBackend(responses=quoting)
+    analyzer = Analyzer(TASKS, "hybrid", backend=backend, models=models)
+    text = "我好难过，一个人哭了一晚上"
+    result = analyzer.analyze(text)
+    for task_result in result.tasks.values():
+        assert task_result.explanation and task_result.model == "fake:scripted"
+        assert task_result.evidence, task_result
+        for span in task_result.evidence:
+            assert text[span.start:span.end] == span.quote
+        assert task_result.verifier_agrees in (True, False)
+    assert [n.kind for n in result.notices][0] == "not_a_diagnosis"
+
+
+def test_regenerates_once_when_the_explanation_argues_for_another_label(models):
+    backend = FakeBackend(responses=lambda r: "帖子中“今天收到礼物”说明发帖人非常愤怒，符合愤怒的定义，整体情绪是愤怒和不满。")
+    result = Analyzer(["emotion"], "hybrid", backend=backend, models=models).analyze("今天收到礼物，太开心了哈哈")
+    task_result = result.tasks["emotion"]
+    assert backend.calls == 2 and task_result.attempts == 2
+    assert task_result.qc_passed is False and any("no_other_label" in r for r in task_result.qc_reasons)
+
+
+def test_pii_is_scrubbed_before_the_backend_and_not_echoed(models):
+    backend = FakeBackend(responses=lambda r: "帖子中“" + _post_in(r)[:20] + "”表达了发帖人强烈的情绪，电话13912345678，符合标注。")
+    text = "@李小明 我的电话是13812345678，好难过，一个人哭了一晚上"
+    result = Analyzer(TASKS, "hybrid", backend=backend, models=models).analyze(text)
+    sent = json.dumps([r.messages for r in backend.requests], ensure_ascii=False)
+    assert "13812345678" not in sent and "@李小明" not in sent and backend.requests
+    exported = result.model_dump_json()
+    assert "13812345678" not in exported and "13912345678" not in exported
+    assert result.pii_scrubbed.get("phone") == 1
+
+
+@pytest.mark.parametrize("text, message", [("", "empty"), ("   \n ", "empty"), ("难" * 2001, "more than the maximum")])
+def test_bad_text_is_a_clear_error_or_an_error_record(models, text, message):
+    analyzer = labels_analyzer(models)
+    with pytest.raises(InputTextError, match=message):
+        analyzer.analyze(text)
+    records = list(analyzer.analyze_many(["好难过", text, "太开心了"], keep_going=True))
+    assert [r.status for r in records] == ["ok", "error", "ok"]
+    assert isinstance(records[1], ErrorRecord) and message in records[1].error
+
+
+def test_out_of_domain_flag_on_english(models):
+    result = labels_analyzer(models).analyze("I feel so tired of everything and nobody understands me")
+    assert result.out_of_domain and result.tasks["emotion"].labels
+
+
+def test_llm_engine_reports_invalid_explicitly(models):
+    backend = FakeBackend(responses={"帖子：“今天": "标签：高兴\n推理：帖子中“今天收到礼物”表达了喜悦。"},
+                          default="我不知道。")
+    analyzer = Analyzer(["emotion"], "llm", backend=backend, models=models)
+    ok, bad = list(analyzer.analyze_many(["今天收到礼物，太开心了哈哈", "随便说点什么吧"]))
+    assert ok.tasks["emotion"].valid and [label.id for label in ok.tasks["emotion"].labels] == ["happy"]
+    assert ok.tasks["emotion"].evidence[0].quote == "今天收到礼物"
+    assert not bad.tasks["emotion"].valid and bad.tasks["emotion"].labels == []
+    assert "INVALID" in bad.tasks["emotion"].error
+
+
+def test_evidence_spans_tolerate_width_and_punctuation():
+    post = "ＡＢＣ，我真的、好累啊！！"
+    spans = evidence_spans("帖子中“abc我真的好累”说明……", post)
+    assert len(spans) == 1 and post[spans[0].start:spans[0].end] == spans[0].quote == "ＡＢＣ，我真的、好累"
+    assert evidence_spans("“不在帖子里的话”", post) == []
+
+
+def test_streaming_is_lazy(models):
+    consumed = 0
+
+    def rows() -> Iterator[str]:
+        nonlocal consumed
+        for _ in range(1000):
+            consumed += 1
+            yield "好难过"
+
+    stream = labels_analyzer(models).analyze_many(rows(), batch_size=8)
+    next(stream)
+    assert consumed <= 9
+
+
+def test_file_reader_streams_a_1000_line_file(tmp_path, models):
+    path = tmp_path / "posts.txt"
+    path.write_text("\n".join(["好难过"] * 1000) + "\n", encoding="utf-8")
+    rows = read_posts(path)
+    assert next(rows).text == "好难过"  # a generator: nothing else has been read
+    results = labels_analyzer(models).analyze_many(read_posts(path), batch_size=32)
+    assert sum(1 for _ in results) == 1000
+
+
+def test_bad_files(tmp_path, models):
+    binary = tmp_path / "posts.txt"
+    binary.write_bytes(b"\x89PNG\x00\x00\x01")
+    with pytest.raises(InputFileError, match="binary"):
+        list(read_posts(binary))
+    gbk = tmp_path / "gbk.txt"
+    gbk.write_bytes("好难过\n".encode() + "今天很开心\n".encode("gbk"))
+    analyzer = labels_analyzer(models)
+    records = list(analyzer.analyze_many(read_posts(gbk), keep_going=True))
+    assert [r.status for r in records] == ["ok", "error"] and "UTF-8" in records[1].error
+    with pytest.raises(InputTextError, match="line 2 is not valid UTF-8"):
+        list(analyzer.analyze_many(read_posts(gbk)))
+    no_text = tmp_path / "posts.csv"
+    no_text.write_text("id,body\n1,好难过\n", encoding="utf-8")
+    with pytest.raises(InputFileError, match="no text column.*--text-column"):
+        list(read_posts(no_text))
+    records = list(analyzer.analyze_many(read_posts(no_text, keep_going=True), keep_going=True))
+    assert [r.status for r in records] == ["error"] and records[0].id == "1"
+    assert [r.text for r in read_posts(no_text, text_column="body")] == ["好难过"]
+    jsonl = tmp_path / "posts.jsonl"
+    jsonl.write_text('{"id": "a", "text": "好难过"}\nnot json\n{"id": "c"}\n', encoding="utf-8")
+    records = list(analyzer.analyze_many(read_posts(jsonl), keep_going=True))
+    assert [(r.id, r.status) for r in records] == [("a", "ok"), ("posts.jsonl:2", "error"), ("c", "error")]
+    (tmp_path / "x.docx").write_text("x")
+    with pytest.raises(InputFileError, match="unknown input format"):
+        list(read_posts(tmp_path / "x.docx"))
+
+
+def test_cli_streams_a_csv_to_jsonl(tmp_path, models):
+    from mentalglm.cli import app
+
+    for model in models.values():
+        save_task_model(model, tmp_path / "artifacts")
+    posts = tmp_path / "posts.csv"
+    posts.write_text('id,text\n1,"药已经攒够了，今晚就结束这一切"\n2,\n3,今天收到礼物，太开心了哈哈\n', encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    args = ["analyze", "--input", str(posts), "--output", str(out), "--engine", "labels", "--tasks", ",".join(TASKS),
+            "--artifacts-dir", str(tmp_path / "artifacts")]
+    result = CliRunner().invoke(app, [*args, "--keep-going"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [r["status"] for r in rows] == ["ok", "error", "ok"] and rows[0]["high_risk"]
+    assert "text" not in rows[0]  # exports never carry the post
+    failed = CliRunner().invoke(app, args)
+    assert failed.exit_code != 0 and isinstance(failed.exception, InputTextError)
+    pretty = CliRunner().invoke(app, ["analyze", "药已经攒够了，今晚就结束这一切", "--engine", "labels",
+                                      "--tasks", ",".join(TASKS), "--artifacts-dir", str(tmp_path / "artifacts")])
+    assert pretty.exit_code == 0 and "12356" in pretty.output and "并非诊断" in pretty.output
+
+
+def test_calibration_measures():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    y_index = rng.integers(0, 2, 400)
+    y = np.eye(2)[y_index]
+    overconfident = np.clip(y * 0.98 + 0.01 + rng.normal(0, 0.01, y.shape), 0.01, 0.99)
+    overconfident[:100] = overconfident[:100, ::-1]  # a quarter confidently wrong
+    overconfident /= overconfident.sum(axis=1, keepdims=True)
+    calibration, measured = choose_calibration(overconfident, y, multi_label=False)
+    assert measured["platt_2fold"]["brier"] < measured["raw"]["brier"] and calibration.method == "platt"
+    assert ece(calibration.apply(overconfident), y, False) < ece(overconfident, y, False)
+    assert brier(Calibration().apply(y), y, False) == 0
+
+
+def test_missing_artifacts_name_the_fix(tmp_path):
+    from mentalglm.errors import MissingDataError
+
+    with pytest.raises(MissingDataError, match="analyze-train"):
+        Analyzer(["suicide_risk"], "labels", artifacts_dir=tmp_path)
+
+
+def test_lazy_top_level_export():
+    import mentalglm
+
+    assert mentalglm.Analyzer is Analyzer
+
+
+def test_input_row_error_is_reported(models):
+    records = list(labels_analyzer(models).analyze_many([InputRow("x", None, 3, "broken")], keep_going=True))
+    assert records == [ErrorRecord(id="x", line=3, error="broken")]
