@@ -43,6 +43,21 @@ from mentalglm.instruct import build_cli as _build_cli  # noqa: E402  (top-level
 app.command("build")(_build_cli.build)
 app.command("qc")(_build_cli.qc)
 
+from mentalglm.evaluate import cli as _evaluate_cli  # noqa: E402  (predictions, scores, baselines, report)
+
+for _command in ("predict", "evaluate", "baseline", "report"):
+    app.command(_command)(getattr(_evaluate_cli, _command))
+
+from mentalglm.train import cli as _train_cli  # noqa: E402  (LoRA SFT and adapter export)
+
+app.command("train")(_train_cli.train)
+app.command("export")(_train_cli.export)
+
+from mentalglm.analyze import cli as _analyze_cli  # noqa: E402  (the analyzer and its classifiers)
+
+app.command("analyze")(_analyze_cli.analyze)
+app.command("analyze-train")(_analyze_cli.analyze_train)
+
 
 def _version(dist: str) -> str:
     try:
