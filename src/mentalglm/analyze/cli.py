@@ -14,10 +14,11 @@ from rich.text import Text
 
 from mentalglm.analyze.engine import DEFAULT_MAX_CHARS, ENGINES, Analyzer
 from mentalglm.analyze.schema import PostResult, TaskResult
+from mentalglm.console import make_console
 from mentalglm.errors import ConfigError
 from mentalglm.tasks import CHINESE_MAIN_TASKS
 
-console = Console()
+console = make_console()
 err_console = Console(stderr=True)
 BAR_WIDTH = 20
 

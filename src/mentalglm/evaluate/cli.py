@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from mentalglm.console import make_console
 from mentalglm.evaluate.defaults import DEFAULT_SEED, PREDICTIONS_DIR, RESULTS_DIR
 
-console = Console()
+console = make_console()
 DataDir = Annotated[Path | None, typer.Option(help="Data directory (default: $MENTALGLM_DATA_DIR).")]
 
 

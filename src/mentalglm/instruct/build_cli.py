@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
+from mentalglm.console import make_console
 from mentalglm.tasks.registry import CHINESE_MAIN_TASKS, get_task
 
-console = Console()
+console = make_console()
 # The embedded 1.5B writes grounded explanations far more often than the 0.5B (docs/c-imhi-build.md).
 DEFAULT_TEACHER = "llamacpp:qwen2.5-1.5b"
 

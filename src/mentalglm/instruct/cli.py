@@ -7,16 +7,16 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from mentalglm.console import make_console
 from mentalglm.instruct.card import dataset_card
 from mentalglm.instruct.export import FORMATS, atomic_write_text, export_samples
 from mentalglm.instruct.format import Instruction, make_instruction
 from mentalglm.tasks.registry import CHINESE_MAIN_TASKS, get_task
 
 app = typer.Typer(help="Build C-IMHI instruction samples (chat JSONL, Alpaca JSON, HF datasets).", no_args_is_help=True)
-console = Console()
+console = make_console()
 
 
 def _csv(value: str) -> list[str]:

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from mentalglm.console import make_console
 from mentalglm.instruct.export import atomic_write_text
 from mentalglm.instruct.validate import (
     SCALES,
@@ -23,7 +23,7 @@ from mentalglm.instruct.validate import (
 
 app = typer.Typer(help="Human validation of C-IMHI answers: stratified rating sheets, agreement reports.",
                   no_args_is_help=True)
-console = Console()
+console = make_console()
 
 
 @app.command("export")

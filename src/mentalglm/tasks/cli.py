@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from mentalglm.console import make_console
 from mentalglm.tasks.registry import get_task, list_tasks
 
 app = typer.Typer(help="List and inspect task declarations.", no_args_is_help=True)
-console = Console()
+console = make_console()
 
 
 @app.command("list")
