@@ -137,6 +137,9 @@ def build_task(task: Task, pool: Sequence[Post], validation: Sequence[Post], bac
     for attempt in range(attempts):
         if not pending:
             break
+        if attempt > 0 and progress is not None:  # retries are work too: keep done/total and the ETA honest
+            progress.total += len(pending)
+            progress.refresh()
         drafts = _drafts(task, pending, backend, cache_store, config, attempt, few_shots, outcome, progress)
         verdicts = [check_sample(task, d.post.labels, d.explanation, d.post.text, config.qc) if d.error is None
                     else Verdict(False, [f"generation: {d.error}"], {"generated": False}) for d in drafts]
