@@ -139,11 +139,15 @@ def analyze_train(
     out: Annotated[Path | None, typer.Option(help="Where to write (default ~/.cache/mentalglm/analyzer).")] = None,
     tasks: Annotated[str, typer.Option(help="Comma-separated task ids.")] = ",".join(CHINESE_MAIN_TASKS),
     c_grid: Annotated[str, typer.Option(help="Comma-separated C values tried on validation.")] = "1,4,16",
+    general_negatives: Annotated[int | None, typer.Option(
+        help="Ordinary Weibo posts added as low risk to the suicide classifier (fewer false alarms on ordinary "
+             "text, more confident misses: see docs/analyze.md). Default 0.")] = None,
 ) -> None:
     """Train the analyzer's TF-IDF classifiers (decontaminated train, tuned and calibrated on validation)."""
     from mentalglm.analyze.artifacts import default_artifacts_dir, train_all
 
     cards = train_all(data_dir, (out or default_artifacts_dir()).expanduser(), _task_list(tasks),
-                      c_grid=[float(c) for c in c_grid.split(",")], log=err_console.print)
+                      c_grid=[float(c) for c in c_grid.split(",")], log=err_console.print,
+                      general_negatives=general_negatives)
     for card in cards:
         console.print(f"model card: {card}")

@@ -1,0 +1,18 @@
+"""The suicide classifier's model card says how often ordinary (non-forum) posts are flagged high risk."""
+
+import pytest
+
+from mentalglm.analyze.artifacts import train_task_model
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_card_reports_flag_rate_on_ordinary_posts_and_negatives_lower_it(data_dir):
+    plain = train_task_model("suicide_risk", data_dir, c_grid=(1.0,), log=lambda _: None)
+    general = plain.card["data"]["general_negatives"]
+    assert general["posts"] == 0 and general["check_posts"].startswith("first 1000")
+    with_negatives = train_task_model("suicide_risk", data_dir, c_grid=(1.0,), log=lambda _: None,
+                                      general_negatives=500)
+    assert with_negatives.card["data"]["general_negatives"]["posts"] == 500
+    assert (with_negatives.card["data"]["general_negatives"]["flagged_positive_rate"]
+            < general["flagged_positive_rate"])
