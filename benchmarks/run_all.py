@@ -19,7 +19,6 @@ from pathlib import Path
 
 from mentalglm.backends.base import GenerationSettings
 from mentalglm.backends.registry import create_backend
-from mentalglm.evaluate.metrics import _atomic_write
 from mentalglm.evaluate.predict import llm_system_name, slug
 from mentalglm.evaluate.report import load_results, summary_records, write_report
 from mentalglm.evaluate.runner import (
@@ -30,6 +29,7 @@ from mentalglm.evaluate.runner import (
     run_tfidf_baseline,
     split_index,
 )
+from mentalglm.files import atomic_write_text
 from mentalglm.tasks.registry import CHINESE_MAIN_TASKS
 
 
@@ -77,7 +77,7 @@ def main() -> None:
                     results += evaluate_file(predictions, args.results_dir / f"{stem}.results.json", index=index,
                                              n_resamples=args.resamples)
     loaded = load_results(results)
-    summary = _atomic_write(args.results_dir / "summary.json",
+    summary = atomic_write_text(args.results_dir / "summary.json",
                             json.dumps({"records": summary_records(loaded)}, ensure_ascii=False, indent=2) + "\n")
     markdown, page = write_report(loaded, args.results_dir / "report")
     for record in summary_records(loaded):

@@ -4,6 +4,7 @@ import os
 import numpy as np
 import pytest
 
+from mentalglm import files
 from mentalglm.evaluate import metrics
 from mentalglm.evaluate.metrics import read_predictions, score, write_predictions, write_results
 from mentalglm.evaluate.parsing import Parsed, parse
@@ -160,7 +161,7 @@ def test_a_failed_write_keeps_the_previous_file_and_leaves_no_temp(tmp_path, mon
     def crash(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(metrics.os, "replace", crash)
+    monkeypatch.setattr(files.os, "replace", crash)  # the shared atomic writer metrics uses
     with pytest.raises(OSError, match="disk full"):
         write_predictions(path, [{"a": 2}])
     assert read_predictions(path) == [{"a": 1}]

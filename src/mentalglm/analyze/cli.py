@@ -14,7 +14,7 @@ from rich.text import Text
 
 from mentalglm.analyze.engine import DEFAULT_MAX_CHARS, ENGINES, Analyzer
 from mentalglm.analyze.schema import PostResult, TaskResult
-from mentalglm.console import make_console
+from mentalglm.console import comma_list, make_console
 from mentalglm.errors import ConfigError
 from mentalglm.tasks import CHINESE_MAIN_TASKS
 
@@ -22,9 +22,6 @@ console = make_console()
 err_console = Console(stderr=True)
 BAR_WIDTH = 20
 
-
-def _task_list(value: str) -> list[str]:
-    return [t.strip() for t in value.split(",") if t.strip()]
 
 
 def _bar(confidence: float | None) -> Text:
@@ -102,7 +99,7 @@ def analyze(
         raise ConfigError("give either a post text or --input FILE (not both)")
     if engine not in ENGINES:
         raise ConfigError(f"unknown engine {engine!r}; engines: {', '.join(ENGINES)}")
-    analyzer = Analyzer(_task_list(tasks), engine, backend, artifacts_dir, explain=explain,  # type: ignore[arg-type]
+    analyzer = Analyzer(comma_list(tasks), engine, backend, artifacts_dir, explain=explain,  # type: ignore[arg-type]
                         max_chars=max_chars, locale=locale)
     with analyzer:
         if text is not None:
@@ -146,7 +143,7 @@ def analyze_train(
     """Train the analyzer's TF-IDF classifiers (decontaminated train, tuned and calibrated on validation)."""
     from mentalglm.analyze.artifacts import default_artifacts_dir, train_all
 
-    cards = train_all(data_dir, (out or default_artifacts_dir()).expanduser(), _task_list(tasks),
+    cards = train_all(data_dir, (out or default_artifacts_dir()).expanduser(), comma_list(tasks),
                       c_grid=[float(c) for c in c_grid.split(",")], log=err_console.print,
                       general_negatives=general_negatives)
     for card in cards:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
@@ -29,6 +27,7 @@ from sklearn.metrics import (
 from sklearn.preprocessing import MultiLabelBinarizer
 
 from mentalglm.evaluate.parsing import Parsed
+from mentalglm.files import atomic_write_text
 from mentalglm.tasks.schema import Task, TaskType
 
 INVALID = "INVALID"
@@ -320,25 +319,7 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-def _atomic_write(path: Path, text: str) -> Path:
-    """Write beside the target, then rename: a crash leaves the old file or none, never half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile(
-        "w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
-    )
-    try:
-        with handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(handle.name, path)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _package_version() -> str:
+def package_version() -> str:
     try:
         return metadata.version("mentalglm")
     except metadata.PackageNotFoundError:
@@ -354,16 +335,16 @@ def write_results(path: str | Path, task: Task, metrics: Mapping[str, Any], run_
         "official_metric": task.official_metric,
         "metrics": metrics,
         "run": run_meta,
-        "mentalglm_version": _package_version(),
+        "mentalglm_version": package_version(),
     }
     text = json.dumps(jsonable(payload), ensure_ascii=False, indent=2, allow_nan=False) + "\n"
-    return _atomic_write(Path(path), text)
+    return atomic_write_text(Path(path), text)
 
 
 def write_predictions(path: str | Path, rows: Iterable[Mapping[str, Any]]) -> Path:
     """Per-sample JSONL beside the results, so a run can be re-scored without re-running the model."""
     lines = (json.dumps(jsonable(row), ensure_ascii=False, allow_nan=False) for row in rows)
-    return _atomic_write(Path(path), "".join(line + "\n" for line in lines))
+    return atomic_write_text(Path(path), "".join(line + "\n" for line in lines))
 
 
 def read_predictions(path: str | Path) -> list[dict[str, Any]]:

@@ -31,7 +31,7 @@ from typing import Any, Protocol
 from mentalglm.backends.base import Backend, GenerationRequest, GenerationSettings, Message
 from mentalglm.data.records import Post
 from mentalglm.errors import ConfigError, MentalGLMError
-from mentalglm.evaluate.metrics import _package_version, jsonable
+from mentalglm.evaluate.metrics import jsonable, package_version
 from mentalglm.evaluate.parsing import Parsed, parse_all_modes
 from mentalglm.instruct.format import make_instruction
 from mentalglm.instruct.layout import LABEL_PREFIX, LABEL_SEPARATOR, REASON_PREFIX
@@ -325,7 +325,7 @@ def run_predictions(task: Task, split: str, posts: Sequence[Post], system: Syste
         "written": written, "resumed_rows": len(posts) - len(todo), "seconds": round(seconds, 3),
         "posts_per_s": round(written / seconds, 4) if written and seconds > 0 else None,
         "peak_rss_mb": peak_rss_mb(), "machine": machine_info(), "date": now_iso(),
-        "mentalglm_version": _package_version(),
+        "mentalglm_version": package_version(),
     }
     meta_path(out).write_text(json.dumps(jsonable(meta), ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     return PredictRun(out, written, len(posts) - len(todo), seconds, meta)

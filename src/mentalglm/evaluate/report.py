@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from mentalglm.errors import ConfigError
-from mentalglm.evaluate.metrics import _atomic_write
 from mentalglm.evaluate.predict import now_iso
+from mentalglm.files import atomic_write_text
 from mentalglm.tasks.registry import get_task
 from mentalglm.tasks.schema import Task
 
@@ -275,6 +275,6 @@ def write_report(results: Sequence[dict[str, Any]], out_dir: Path) -> tuple[Path
             target = out_dir / "figures" / block.name
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(block.png)
-    markdown = _atomic_write(out_dir / "report.md", to_markdown(blocks))
-    page = _atomic_write(out_dir / "report.html", to_html(blocks))
+    markdown = atomic_write_text(out_dir / "report.md", to_markdown(blocks))
+    page = atomic_write_text(out_dir / "report.html", to_html(blocks))
     return markdown, page

@@ -9,16 +9,13 @@ from typing import Annotated
 
 import typer
 
-from mentalglm.console import make_console
+from mentalglm.console import comma_list, make_console
 from mentalglm.tasks.registry import CHINESE_MAIN_TASKS, get_task
 
 console = make_console()
 # The embedded 1.5B writes grounded explanations far more often than the 0.5B (docs/c-imhi-build.md).
 DEFAULT_TEACHER = "llamacpp:qwen2.5-1.5b"
 
-
-def _csv(value: str) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()]
 
 
 def build(
@@ -52,7 +49,7 @@ def build(
     from mentalglm.backends.registry import create_backend
     from mentalglm.instruct.pipeline import BuildConfig, run_build
 
-    task_ids = _csv(tasks)
+    task_ids = comma_list(tasks)
     for task_id in task_ids:
         get_task(task_id)
     if verifier not in ("tfidf", "none"):
@@ -65,7 +62,7 @@ def build(
     options = {"n_ctx": n_ctx, "reuse_prompt_cache": True} if teacher.startswith("llamacpp") else {}
     backend = None if teacher == "none" else create_backend(teacher, **options)
     try:
-        report = run_build(config, data_dir, out, backend, formats=_csv(formats))
+        report = run_build(config, data_dir, out, backend, formats=comma_list(formats))
     finally:
         if backend is not None:
             backend.close()
@@ -82,7 +79,7 @@ def qc(
 ) -> None:
     """Re-run the automatic checks on an existing instruction file and write a QC report (JSON + Markdown)."""
     from mentalglm.errors import MissingDataError
-    from mentalglm.instruct.export import atomic_write_text
+    from mentalglm.files import atomic_write_text
     from mentalglm.instruct.qc import Verdict, check_sample, near_duplicates, summarise
 
     if not input.is_file():

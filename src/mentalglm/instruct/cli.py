@@ -9,18 +9,16 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from mentalglm.console import make_console
+from mentalglm.console import comma_list, make_console
+from mentalglm.files import atomic_write_text
 from mentalglm.instruct.card import dataset_card
-from mentalglm.instruct.export import FORMATS, atomic_write_text, export_samples
+from mentalglm.instruct.export import FORMATS, export_samples
 from mentalglm.instruct.format import Instruction, make_instruction
 from mentalglm.tasks.registry import CHINESE_MAIN_TASKS, get_task
 
 app = typer.Typer(help="Build C-IMHI instruction samples (chat JSONL, Alpaca JSON, HF datasets).", no_args_is_help=True)
 console = make_console()
 
-
-def _csv(value: str) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()]
 
 
 def build_instructions(task_ids: list[str], splits: list[str], data_dir: Path | None, *, limit: int | None = None,
@@ -65,7 +63,7 @@ def export(
     verify: Annotated[bool, typer.Option(help="Verify the SHA-256 of every data file read.")] = True,
 ) -> None:
     """Export gold-label instructions; training splits are decontaminated against evaluation splits."""
-    task_ids, split_names, format_names = _csv(tasks), _csv(splits), _csv(formats)
+    task_ids, split_names, format_names = comma_list(tasks), comma_list(splits), comma_list(formats)
     for task_id in task_ids:
         get_task(task_id)  # fail on a typo before reading any data
     with console.status("reading the data directory"):

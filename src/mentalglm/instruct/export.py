@@ -7,15 +7,14 @@ returned so the dataset card can state them.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from mentalglm.data.pii import scrub
+from mentalglm.files import atomic_write_text, write_jsonl
 from mentalglm.instruct.format import Instruction
 
 FORMATS = ("chat", "alpaca", "hf")
@@ -37,25 +36,6 @@ def scrub_instruction(sample: Instruction, counts: Counter[str] | None = None) -
         meta["post"] = scrub(meta["post"]).text
     explanation = clean(sample.explanation) if sample.explanation else sample.explanation
     return replace(sample, messages=messages, meta=meta, explanation=explanation)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write through a temp file and rename, so an interrupted export never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> int:
-    lines = [json.dumps(row, ensure_ascii=False) for row in rows]
-    atomic_write_text(path, "\n".join(lines) + ("\n" if lines else ""))
-    return len(lines)
 
 
 def export_samples(samples: Sequence[Instruction], out_dir: Path, name: str,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cache
@@ -207,7 +206,6 @@ def _run_batch(task: Task, pending: list[tuple[Post, str, list[dict[str, str]], 
                backend: Backend, cache_store: ResultCache, attempt: int,
                on_progress: Callable[[int, int], None] | None) -> Iterator[Draft]:
     requests = [GenerationRequest(messages=m, settings=s) for _, _, m, s in pending]
-    started = time.perf_counter()
     results: list[GenerationResult] = backend.generate(requests)
     for (post, key, _, _), result in zip(pending, results, strict=True):
         record = {
@@ -220,7 +218,6 @@ def _run_batch(task: Task, pending: list[tuple[Post, str, list[dict[str, str]], 
         if on_progress:
             on_progress(1 if result.error is None else 0, 1)
         yield _draft_from_record(post, task, attempt, key, record, cached=False)
-    del started
 
 
 def _draft_from_record(post: Post, task: Task, attempt: int, key: str, record: dict[str, Any],

@@ -20,7 +20,8 @@ from tqdm import tqdm
 
 from mentalglm.backends.base import Backend, GenerationSettings
 from mentalglm.data.records import Post
-from mentalglm.instruct.export import atomic_write_text, export_samples, write_jsonl
+from mentalglm.files import atomic_write_text, write_jsonl
+from mentalglm.instruct.export import export_samples
 from mentalglm.instruct.format import Instruction, make_instruction
 from mentalglm.instruct.generate import (
     Draft,

@@ -29,7 +29,7 @@ import numpy as np
 
 from mentalglm.data.pii import scrub
 from mentalglm.errors import MentalGLMError
-from mentalglm.instruct.export import atomic_write_text, write_jsonl
+from mentalglm.files import atomic_write_text, write_jsonl
 from mentalglm.instruct.layout import render_labels
 from mentalglm.tasks import get_task
 

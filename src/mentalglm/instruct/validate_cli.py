@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from mentalglm.console import make_console
-from mentalglm.instruct.export import atomic_write_text
+from mentalglm.files import atomic_write_text
 from mentalglm.instruct.validate import (
     SCALES,
     apply_decisions,
