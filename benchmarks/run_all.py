@@ -2,8 +2,13 @@
 
     # TF-IDF on the full test splits, and the embedded llama.cpp model zero- and few-shot on 20 posts per task
     MENTALGLM_THREADS=1 python benchmarks/run_all.py --data-dir ../shared/data --llm-limit 20
+    # add the fine-tuned encoder baseline (embedded multilingual-e5-small; hours a task on 2 CPU cores)
+    python benchmarks/run_all.py --data-dir ../shared/data --llm-limit 0 --encoder
     # TF-IDF only, one task
     python benchmarks/run_all.py --data-dir ../shared/data --tasks suicide_risk --llm-limit 0
+    # a tuned MentalGLM (GGUF from `mentalglm export --gguf`) against the same base zero-shot, on validation
+    python benchmarks/run_all.py --split validation --skip-tfidf --few-shot 0 --llm-limit 100 \
+        --tuned llamacpp:outputs/mentalglm-0.5b-cpu/model-q8_0.gguf --results-dir results/train-cpu
 
 LLM rows use a seeded, label-stratified sample of ``--llm-limit`` test posts (CPU decoding costs seconds a
 post); their CIs say how little that sample can tell. Predictions resume: rerunning with the same options
@@ -24,6 +29,7 @@ from mentalglm.evaluate.report import load_results, summary_records, write_repor
 from mentalglm.evaluate.runner import (
     PREDICTIONS_DIR,
     RESULTS_DIR,
+    SplitIndex,
     evaluate_file,
     run_llm,
     run_tfidf_baseline,
@@ -40,12 +46,20 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--predictions-dir", type=Path, default=PREDICTIONS_DIR)
     parser.add_argument("--llm-limit", type=int, default=10, help="test posts per task for LLM rows; 0 skips them")
-    parser.add_argument("--llm-backend", default="llamacpp:default")
+    parser.add_argument("--split", default="test", help="canonical split the LLM rows are scored on")
+    parser.add_argument("--llm-backend", default="llamacpp:default", help="prompted LLM ('' skips those rows)")
+    parser.add_argument("--tuned", nargs="*", default=[], metavar="SPEC",
+                        help="tuned MentalGLM backends (e.g. llamacpp:PATH.gguf): zero-shot, no format hint, "
+                             "the prompt they were trained on")
     parser.add_argument("--few-shot", type=int, default=3, help="K of the few-shot row (0 keeps zero-shot only)")
     parser.add_argument("--max-new-tokens", type=int, default=200)
     parser.add_argument("--no-format-hint", action="store_true",
                         help="prompt exactly as a tuned model sees it (untuned models then rarely follow the layout)")
     parser.add_argument("--skip-tfidf", action="store_true")
+    parser.add_argument("--encoder", nargs="?", const="e5-small", default=None, metavar="MODEL",
+                        help="also fine-tune an encoder baseline per task: e5-small (the default) or hf:PATH")
+    parser.add_argument("--encoder-epochs", type=float, default=3.0)
+    parser.add_argument("--encoder-max-steps", type=int, default=None, help="cap on encoder steps (quick runs)")
     parser.add_argument("--include", type=Path, nargs="*", default=[],
                         help="more results JSON (e.g. a tuned MentalGLM) to put in the summary and report")
     parser.add_argument("--resamples", type=int, default=1000)
@@ -61,21 +75,24 @@ def main() -> None:
         for task in tasks:
             results.append(run_tfidf_baseline(task, args.data_dir, predictions_dir=args.predictions_dir,
                                               results_dir=args.results_dir, n_resamples=args.resamples)[1])
+    if args.encoder:
+        from mentalglm.evaluate.runner import run_encoder_baseline
+        from mentalglm.train.encoder import EncoderSettings
+
+        encoder = EncoderSettings(model=args.encoder, epochs=args.encoder_epochs, max_steps=args.encoder_max_steps,
+                                  seed=args.seed)
+        for task in tasks:
+            results.append(run_encoder_baseline(task, args.data_dir, predictions_dir=args.predictions_dir,
+                                                results_dir=args.results_dir, settings=encoder,
+                                                n_resamples=args.resamples)[1])
     if args.llm_limit > 0:
-        options = {"n_ctx": 4096} if args.llm_backend.startswith("llamacpp") else {}
         index = split_index(args.data_dir)
         settings = GenerationSettings(max_new_tokens=args.max_new_tokens, seed=args.seed)
-        with create_backend(args.llm_backend, **options) as backend:
-            for task in tasks:
-                for shots in dict.fromkeys([0, args.few_shot]):
-                    name = llm_system_name(args.llm_backend, shots)
-                    stem = f"{task}.test.{slug(name)}.n{args.llm_limit}"
-                    predictions = run_llm(task, backend, args.llm_backend, data_dir=args.data_dir,
-                                          limit=args.llm_limit, few_shot=shots, seed=args.seed,
-                                          out=args.predictions_dir / f"{stem}.jsonl", settings=settings,
-                                          with_format_hint=not args.no_format_hint, name=name)
-                    results += evaluate_file(predictions, args.results_dir / f"{stem}.results.json", index=index,
-                                             n_resamples=args.resamples)
+        if args.llm_backend:
+            shots = list(dict.fromkeys([0, args.few_shot]))
+            results += _llm_rows(args, args.llm_backend, tasks, shots, not args.no_format_hint, settings, index)
+        for spec in args.tuned:
+            results += _llm_rows(args, spec, tasks, [0], False, settings, index, name=f"mentalglm-tuned:{spec}")
     loaded = load_results(results)
     summary = atomic_write_text(args.results_dir / "summary.json",
                             json.dumps({"records": summary_records(loaded)}, ensure_ascii=False, indent=2) + "\n")
@@ -84,6 +101,25 @@ def main() -> None:
         print(f"{record['task']:22s} {record['system']:34s} {record['metric']} {record['value']:.4f} "
               f"{record['ci95']} invalid {record['invalid_rate']:.3f} {record['posts_per_s'] or 0:.2f} posts/s")
     print(f"summary → {summary}\nreport → {markdown}, {page}")
+
+
+def _llm_rows(args: argparse.Namespace, spec: str, tasks: list[str], shots: list[int], format_hint: bool,
+             settings: GenerationSettings, index: SplitIndex, name: str = "") -> list[Path]:
+    """Predict and score one backend on every task (and shot count); predictions resume when rerun."""
+    options = {"n_ctx": 4096} if spec.startswith("llamacpp") else {}
+    written: list[Path] = []
+    with create_backend(spec, **options) as backend:
+        for task in tasks:
+            for k in shots:
+                system = llm_system_name(name or spec, k)
+                stem = f"{task}.{args.split}.{slug(system)}.n{args.llm_limit}"
+                predictions = run_llm(task, backend, spec, split=args.split, data_dir=args.data_dir,
+                                      limit=args.llm_limit, few_shot=k, seed=args.seed,
+                                      out=args.predictions_dir / f"{stem}.jsonl", settings=settings,
+                                      with_format_hint=format_hint, name=system)
+                written += evaluate_file(predictions, args.results_dir / f"{stem}.results.json", index=index,
+                                         n_resamples=args.resamples)
+    return written
 
 
 if __name__ == "__main__":

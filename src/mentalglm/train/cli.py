@@ -48,7 +48,8 @@ def train(
 def export(
     adapter: Annotated[Path, typer.Option(help="Adapter directory (<output_dir>/<stage>/adapter).")],
     out: Annotated[Path, typer.Option(help="Directory for the merged safetensors weights and tokenizer.")],
-    gguf: Annotated[bool, typer.Option(help="Also convert to GGUF with llama.cpp's convert_hf_to_gguf.py.")] = False,
+    gguf: Annotated[bool, typer.Option(help="Also convert to GGUF with llama.cpp's convert_hf_to_gguf.py (fetched "
+                                                 "once from llama-cpp-python's sdist when not configured).")] = False,
     gguf_type: Annotated[str, typer.Option(help="GGUF tensor type: f32, f16, bf16, q8_0 or auto.")] = "bf16",
     base: Annotated[str | None, typer.Option(help="Base model, when it moved since training.")] = None,
     dtype: Annotated[str | None, typer.Option(help="dtype for the merged weights (default: training's).")] = None,
@@ -57,7 +58,8 @@ def export(
     from mentalglm.train.export import convert_to_gguf, find_converter, merge_adapter
 
     if gguf:
-        find_converter()  # fail before the slow merge when the converter is missing
+        converter = find_converter(fetch=True)  # fail before the slow merge when there is none to be had
+        console.print(f"GGUF converter: {converter}")
     merged = merge_adapter(adapter, out, base=base, dtype=dtype)
     console.print(f"[green]merged[/green] weights in {merged}")
     if gguf:

@@ -2,9 +2,11 @@
 
 Merged weights load in any transformers / vLLM server without PEFT. GGUF conversion is delegated to
 llama.cpp's own ``convert_hf_to_gguf.py``: it tracks every architecture's tensor naming and tokenizer quirks
-(GLM-4's included), which a home-made converter would get subtly wrong. That script ships neither in
-llama-cpp-python's wheel nor in the ``gguf`` package, so it is looked up and, when absent, the error says
-what to install.
+(GLM-4's included), which a home-made converter would get subtly wrong. The script is not in
+llama-cpp-python's wheel nor in the ``gguf`` package, but it is in llama-cpp-python's *source distribution*
+(``vendor/llama.cpp``) on PyPI, together with the ``gguf-py`` it was written against. So, when no converter is
+configured, the one matching the installed llama-cpp-python is fetched from the package index once and cached;
+offline, the error says how to point at a llama.cpp checkout instead.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
+import tempfile
+from importlib import metadata
 from pathlib import Path
 
 from mentalglm.errors import ConfigError, MentalGLMError
@@ -30,14 +35,71 @@ class ConverterNotFoundError(MentalGLMError):
     def __init__(self, looked: list[str]) -> None:
         super().__init__(
             f"no GGUF converter found ({CONVERTER} is not shipped by llama-cpp-python or the gguf package; looked "
-            f"in: {', '.join(looked)}). Install it with `git clone https://github.com/ggml-org/llama.cpp && pip "
+            f"in: {', '.join(looked)}). `mentalglm export --gguf` fetches the one in llama-cpp-python's source "
+            f"distribution from PyPI when the package index is reachable; otherwise install it with `git clone https://github.com/ggml-org/llama.cpp && pip "
             f"install -r llama.cpp/requirements/requirements-convert_hf_to_gguf.txt`, then set {LLAMA_CPP_DIR_ENV}="
             f"path/to/llama.cpp (or {CONVERTER_ENV}=path/to/{CONVERTER}) and rerun; the merged safetensors are "
             "already written")
 
 
-def find_converter() -> Path:
-    """llama.cpp's converter from the environment variables, PATH or a package that vendors llama.cpp."""
+SDIST_PACKAGE = "llama-cpp-python"
+VENDORED = "vendor/llama.cpp/"  # inside the sdist: the converter and its matching gguf-py
+
+
+def converter_cache_dir() -> Path:
+    """`$MENTALGLM_CACHE/llama.cpp-converter`, else ~/.cache/mentalglm/llama.cpp-converter."""
+    from mentalglm.backends.weights import CACHE_ENV
+
+    return Path(os.environ.get(CACHE_ENV) or "~/.cache/mentalglm").expanduser() / "llama.cpp-converter"
+
+
+def unpack_converter(sdist: Path, target: Path) -> Path:
+    """Extract the converter and the gguf-py package it imports from a llama-cpp-python sdist into `target`."""
+    wanted = (CONVERTER, "gguf-py/")
+    staging = Path(tempfile.mkdtemp(prefix=".unpack-", dir=target.parent))
+    try:
+        with tarfile.open(sdist) as archive:
+            members = []
+            for member in archive.getmembers():
+                _, _, inner = member.name.partition("/" + VENDORED)
+                if inner and inner.startswith(wanted) and (member.isfile() or member.isdir()):
+                    member.name = inner
+                    members.append(member)
+            if not any(m.name == CONVERTER for m in members):
+                raise MentalGLMError(f"{sdist} has no {VENDORED}{CONVERTER}; it is not a llama-cpp-python sdist")
+            archive.extractall(staging, members=members, filter="data")
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)  # whole or nothing: an interrupted fetch leaves no half converter
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target / CONVERTER
+
+
+def fetch_converter(version: str | None = None) -> Path:
+    """The converter vendored in the llama-cpp-python sdist of `version` (default: the installed one), cached."""
+    if version is None:
+        try:
+            version = metadata.version(SDIST_PACKAGE)
+        except metadata.PackageNotFoundError as exc:
+            raise ConverterNotFoundError(["llama-cpp-python is not installed"]) from exc
+    target = converter_cache_dir() / version
+    if (target / CONVERTER).is_file():
+        return target / CONVERTER
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as download:
+        command = [sys.executable, "-m", "pip", "download", f"{SDIST_PACKAGE}=={version}", "--no-binary", ":all:",
+                   "--no-deps", "--no-build-isolation", "--quiet", "--dest", download]
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        archives = sorted(Path(download).glob("*.tar.gz"))
+        if result.returncode != 0 or not archives:
+            raise ConverterNotFoundError([f"the {SDIST_PACKAGE}=={version} sdist could not be downloaded "
+                                          f"({result.stderr.strip()[-300:] or 'no archive'})"])
+        return unpack_converter(archives[0], target)
+
+
+def find_converter(*, fetch: bool = False) -> Path:
+    """llama.cpp's converter from the environment variables, PATH, the cache, or (with `fetch`) PyPI's sdist."""
     candidates: list[Path] = []
     if value := os.environ.get(CONVERTER_ENV):
         candidates.append(Path(value))
@@ -50,10 +112,14 @@ def find_converter() -> Path:
         if spec and spec.submodule_search_locations:
             for location in spec.submodule_search_locations:
                 candidates.extend(Path(location).rglob(CONVERTER))
+    candidates.extend(sorted(converter_cache_dir().glob(f"*/{CONVERTER}"), reverse=True))
     for candidate in candidates:
         if candidate.is_file():
             return candidate
-    looked = [f"${CONVERTER_ENV}", f"${LLAMA_CPP_DIR_ENV}", "PATH", "site-packages/llama_cpp", "site-packages/gguf"]
+    if fetch:
+        return fetch_converter()
+    looked = [f"${CONVERTER_ENV}", f"${LLAMA_CPP_DIR_ENV}", "PATH", "site-packages/llama_cpp", "site-packages/gguf",
+              str(converter_cache_dir())]
     raise ConverterNotFoundError(looked)
 
 
@@ -102,9 +168,13 @@ def convert_to_gguf(merged: Path, outfile: Path, outtype: str = "bf16") -> Path:
     """Run llama.cpp's converter on merged weights (quantise further with llama.cpp's `llama-quantize`)."""
     if outtype not in GGUF_TYPES:
         raise ConfigError(f"GGUF type {outtype!r} is not one of {', '.join(GGUF_TYPES)}")
-    converter = find_converter()
+    converter = find_converter(fetch=True)
     command = [sys.executable, str(converter), str(merged), "--outfile", str(outfile), "--outtype", outtype]
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    environment = dict(os.environ)
+    vendored_gguf = converter.parent / "gguf-py"
+    if vendored_gguf.is_dir():  # the gguf-py the script was written against, before any installed gguf
+        environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(vendored_gguf), environment.get("PYTHONPATH")]))
+    result = subprocess.run(command, capture_output=True, text=True, check=False, env=environment)
     if result.returncode != 0:
         raise MentalGLMError(f"{converter} failed (exit {result.returncode}): {result.stderr.strip()[-800:]}")
     return outfile

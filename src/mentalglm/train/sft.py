@@ -149,9 +149,18 @@ def load_base_model(model: ModelArguments) -> Any:
 
     source, gguf = resolve_model_source(model)
     kwargs: dict[str, Any] = {"dtype": _dtype(model.dtype), "trust_remote_code": model.trust_remote_code}
-    if gguf:
-        kwargs["gguf_file"] = gguf
-    return AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    if not gguf:
+        return AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    from transformers import GgufConfig
+
+    # transformers 5 keeps GGUF blocks packed by default, and packed weights cannot be trained or merged:
+    # unpack them into a plain dense model and drop the quantizer, so PEFT and the Trainer see ordinary weights.
+    model = AutoModelForCausalLM.from_pretrained(source, gguf_file=gguf, **kwargs,
+                                                 quantization_config=GgufConfig(gguf_file=gguf, dequantize=True))
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is not None:
+        quantizer.remove_quantization_config(model)
+    return model
 
 
 def _peft_model(config: RunConfig, previous_adapter: Path | None) -> Any:
