@@ -68,6 +68,10 @@ class PostResult(BaseModel):
     pii_scrubbed: dict[str, int] = Field(default_factory=dict, description="PII kinds replaced before any LLM call")
     tasks: dict[str, TaskResult]
     high_risk: bool
+    injection_suspected: bool = Field(
+        default=False, description="the post holds text addressed to the analyzer (prompt injection); no model read it")
+    injection_spans: list[list[int]] = Field(default_factory=list,
+                                             description="[start, end) character offsets of that text in the post")
     notices: list[Notice]
 
 
