@@ -84,12 +84,6 @@ def api_client(api_models: dict[str, TaskModel], monkeypatch: pytest.MonkeyPatch
         client.__exit__(None, None, None)
 
 
-@pytest.fixture(autouse=True)
-def _private_jobs_dir(tmp_path, monkeypatch):
-    """The jobs router (when installed) resumes jobs from its folder at startup: never the user's real one."""
-    monkeypatch.setenv("MENTALGLM_JOBS_DIR", str(tmp_path / "jobs"))
-
-
 def _quoting(request: GenerationRequest) -> str:
     """A teacher that quotes the post it was given, as the hybrid engine's QC expects."""
     post = request.messages[-1]["content"].split("帖子：“")[-1].split("”")[0]

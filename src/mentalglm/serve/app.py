@@ -227,7 +227,19 @@ class Service:
             log.warning("a model call was still running after %.0f s; the model is left to the process exit",
                         self.settings.shutdown_timeout_s)
         elif self.analyzer is not None:
-            await asyncio.to_thread(self.analyzer.close)
+            await asyncio.to_thread(self._close_analyzer)
+
+    def _close_analyzer(self) -> None:
+        """Free the model only once no batch (a request's or a batch job's) is running on it."""
+        if not self.lock.acquire(timeout=self.settings.shutdown_timeout_s):
+            log.warning("a batch still held the model after %.0f s; it is left to the process exit",
+                        self.settings.shutdown_timeout_s)
+            return
+        try:
+            assert self.analyzer is not None
+            self.analyzer.close()
+        finally:
+            self.lock.release()
 
     # work
 
