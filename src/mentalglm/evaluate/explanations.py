@@ -1,11 +1,12 @@
 """Explanation quality: reference-based overlap and reference-free checks.
 
-Only SOS-4K ships reference explanations (``Post.meta["explanation"]``), and those are themselves
+SOS-4K and the IMHI sets ship reference explanations (``Post.meta["explanation"]``), and those are themselves
 LLM-written, so overlap with them (ROUGE-L, BLEU-4 on jieba words, as MentalLLaMA reports) is a
-weak signal. The reference-free scores say more about a single answer: does it quote the post
-(grounding), does an independent reader recover its own label from it (consistency), is it
-Chinese, and how long is it. ROUGE/BLEU are implemented here because neither ``rouge`` nor
-``sacrebleu`` is a dependency; tests check them against hand-computed values.
+weak signal; BERTScore (``bertscore.py``) at least credits a paraphrase, which word overlap cannot.
+The reference-free scores say more about a single answer: does it quote the post (grounding), does
+an independent reader recover its own label from it (consistency), is it Chinese, and how long is it.
+ROUGE/BLEU are implemented here because neither ``rouge`` nor ``sacrebleu`` is a dependency; tests
+check them against hand-computed values.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+from mentalglm.evaluate.bertscore import BertScorer, EncoderUnavailable
 from mentalglm.instruct.qc import Verifier, evidence_quotes, grounded_share
 from mentalglm.tasks.schema import Task
 
@@ -119,8 +121,20 @@ def _consistent(task: Task, read: Sequence[str], labels: Sequence[str]) -> bool:
     return set(read) == set(labels)
 
 
-def explanation_scores(task: Task, answers: Sequence[ExplainedAnswer],
-                       verifier: Verifier | None = None) -> dict[str, Any]:
+def _bertscore(scorer: BertScorer | None, referenced: Sequence[ExplainedAnswer]) -> dict[str, Any]:
+    """Mean BERTScore P/R/F1, or only ``bertscore_skipped`` with the reason: never a made-up number."""
+    if scorer is None:
+        return {"bertscore_skipped": "switched off (evaluate --bertscore none)"}
+    try:
+        means = scorer.score([a.explanation for a in referenced], [a.reference or "" for a in referenced]).means()
+    except EncoderUnavailable as error:
+        return {"bertscore_skipped": str(error)}
+    return {"bertscore_precision": means["precision"], "bertscore_recall": means["recall"],
+            "bertscore_f1": means["f1"], "bertscore": scorer.describe()}
+
+
+def explanation_scores(task: Task, answers: Sequence[ExplainedAnswer], verifier: Verifier | None = None,
+                       bertscore: BertScorer | None = None) -> dict[str, Any]:
     """Averages over the answers that carry an explanation; keys are absent when they cannot be computed.
 
     ``label_consistency`` compares the verifier's reading of the explanation with the answer's *own*
@@ -144,6 +158,7 @@ def explanation_scores(task: Task, answers: Sequence[ExplainedAnswer],
         out["n_referenced"] = len(referenced)
         out["rouge_l_f"] = _mean([rouge_l(h, r) for h, r in zip(hyps, refs, strict=True)])
         out["bleu4"] = corpus_bleu(hyps, refs)
+        out.update(_bertscore(bertscore, referenced))
     labelled = [a for a in answers if a.labels]
     if verifier is not None and labelled:
         read = verifier.predict(task, [a.explanation for a in labelled])

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mentalglm.errors import ConfigError
+from mentalglm.evaluate.judge import CRITERIA
 from mentalglm.evaluate.predict import now_iso
 from mentalglm.files import atomic_write_text
 from mentalglm.tasks.registry import get_task
@@ -161,7 +162,8 @@ def _score_rows(task: Task, results: Sequence[dict[str, Any]]) -> list[tuple[str
 
 
 _EXPLANATION_COLUMNS = (("n_explained", 0), ("mean_chars", 0), ("cjk_share", 3), ("quoting_share", 3),
-                        ("grounded_share", 3), ("rouge_l_f", 4), ("bleu4", 4), ("label_consistency", 3))
+                        ("grounded_share", 3), ("rouge_l_f", 4), ("bleu4", 4), ("bertscore_f1", 4),
+                        ("label_consistency", 3))
 
 
 def _explanation_rows(results: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
@@ -170,6 +172,31 @@ def _explanation_rows(results: Sequence[dict[str, Any]]) -> list[tuple[str, ...]
         scores = r["metrics"].get("explanations") or {}
         if scores.get("n_explained"):
             rows.append((r["run"]["system"], *(_num(scores.get(key), digits) for key, digits in _EXPLANATION_COLUMNS)))
+    return rows
+
+
+def _bertscore_note(results: Sequence[dict[str, Any]]) -> str:
+    """Which encoder made bertscore_f1, or why a referenced run has none."""
+    notes = set()
+    for r in results:
+        scores = r["metrics"].get("explanations") or {}
+        if scores.get("bertscore_skipped"):
+            notes.add(f"{r['run']['system']}: no bertscore_f1 ({scores['bertscore_skipped']})")
+        elif scores.get("bertscore"):
+            used = scores["bertscore"]
+            notes.add(f"bertscore_f1: {used['model']}, layer {used['layer']}" + (", IDF" if used.get("idf") else "")
+                      + (", rescaled" if used.get("baseline") else ""))
+    return "; ".join(sorted(notes))
+
+
+def _judge_rows(results: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
+    rows = []
+    for r in results:
+        judged = r["metrics"].get("judge")
+        if judged:
+            rows.append((r["run"]["system"], f"{judged['spec']} (rubric v{judged['prompt_version']})",
+                         f"{judged['n_valid']} / {judged['n_judged']}", _num(judged["invalid_rate"], 3),
+                         *(_num(judged["mean"][c], 2) for c in CRITERIA), _num(judged["overall"], 2)))
     return rows
 
 
@@ -194,6 +221,15 @@ def report_blocks(results: Sequence[dict[str, Any]]) -> list[Block]:
         if explained:
             blocks.append(Block("table", header=("system", *(key for key, _ in _EXPLANATION_COLUMNS)),
                                 rows=tuple(explained)))
+            if _bertscore_note(task_results):
+                blocks.append(Block("text", _bertscore_note(task_results) + "."))
+        judged = _judge_rows(task_results)
+        if judged:
+            blocks.append(Block("text", "LLM judge of the explanations: means (1-5) over its valid answers; an "
+                                "answer without four integer scores in range is invalid. Judge scores are a "
+                                "model's opinion, not an expert rating."))
+            blocks.append(Block("table", header=("system", "judge", "valid / judged", "invalid rate", *CRITERIA,
+                                                 "overall"), rows=tuple(judged)))
         blocks.append(Block("figure", f"{task.id}: per-label F1", png=per_label_figure(task, task_results),
                             name=f"{task.id}-per-label-f1.png"))
         if not task.is_multi_label:

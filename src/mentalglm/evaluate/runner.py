@@ -21,7 +21,9 @@ from typing import Any
 from mentalglm.backends.base import Backend, GenerationSettings
 from mentalglm.data.records import Post
 from mentalglm.errors import ConfigError
+from mentalglm.evaluate.bertscore import EMBEDDED_ENCODER, BertScorer
 from mentalglm.evaluate.explanations import ExplainedAnswer, explanation_scores
+from mentalglm.evaluate.judge import Judge
 from mentalglm.evaluate.metrics import DEFAULT_RESAMPLES, encode, per_label, score, write_results
 from mentalglm.evaluate.parsing import MODES
 from mentalglm.evaluate.predict import (
@@ -122,7 +124,8 @@ def _mode_scores(task: Task, rows: Sequence[dict[str, Any]], mode: str, n_resamp
 
 
 def score_group(task: Task, group: RowGroup, posts: Mapping[str, Post] | None, *,
-                n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0, verifier: Verifier | None = None) -> dict[str, Any]:
+                n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0, verifier: Verifier | None = None,
+                bertscore: BertScorer | None = None) -> dict[str, Any]:
     """Strict and flexible scores, the headline value with its CI, throughput and explanation scores."""
     if task.type is TaskType.HIERARCHICAL:
         raise ConfigError(f"task {task.id!r} is hierarchical: score it with evaluate.pathway, not prediction rows")
@@ -144,7 +147,7 @@ def score_group(task: Task, group: RowGroup, posts: Mapping[str, Post] | None, *
                                    tuple(r["pred_flexible"]) if r["valid_flexible"] else (),
                                    posts[str(r["id"])].meta.get("explanation"))
                    for r in rows]
-        metrics["explanations"] = explanation_scores(task, answers, verifier)
+        metrics["explanations"] = explanation_scores(task, answers, verifier, bertscore)
     return metrics
 
 
@@ -166,11 +169,17 @@ def _file_sha256(path: Path) -> str:
 
 def evaluate_file(predictions: Path, out: Path | None = None, *, index: SplitIndex | None,
                   n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
-                  verifier_for: Callable[[Task], Verifier] | None = None) -> list[Path]:
+                  verifier_for: Callable[[Task], Verifier] | None = None,
+                  bertscore: BertScorer | str | None = EMBEDDED_ENCODER, judge: Judge | None = None) -> list[Path]:
     """Check and score a predictions JSONL; one results JSON per (system, task, split) in it.
 
     ``index=None`` skips the check against the split (and the explanation scores, which need the posts).
+    ``bertscore`` (an encoder spec or a scorer; None: off) only loads its model when references exist;
+    ``judge`` writes its per-answer scores and rubric beside each results JSON.
     """
+    if judge is not None and index is None:
+        raise ConfigError("the judge needs the posts: keep the check against the split on (drop --no-check-ids)")
+    scorer = BertScorer(bertscore) if isinstance(bertscore, str) else bertscore
     rows = read_rows(predictions)
     if not rows:
         raise PredictionFileError(predictions, 1, "no prediction rows")
@@ -182,7 +191,11 @@ def evaluate_file(predictions: Path, out: Path | None = None, *, index: SplitInd
         posts = index(task.id, group.split) if index is not None else None
         check_group(predictions, group, posts)
         verifier = verifier_for(task) if verifier_for is not None else None
-        metrics = score_group(task, group, posts, n_resamples=n_resamples, seed=seed, verifier=verifier)
+        metrics = score_group(task, group, posts, n_resamples=n_resamples, seed=seed, verifier=verifier,
+                              bertscore=scorer)
+        target = results_path(predictions, out, group, groups)
+        if judge is not None and posts is not None:
+            metrics["judge"] = judge.score_rows(task, [row for _, row in group.rows], posts, target)
         produced = meta if (meta.get("system"), meta.get("task")) == (group.system, group.task) else {}
         run = {
             "system": group.system, "split": group.split, "predictions": str(predictions),
@@ -191,7 +204,7 @@ def evaluate_file(predictions: Path, out: Path | None = None, *, index: SplitInd
             "peak_rss_mb": produced.get("peak_rss_mb"), "config_sha256": produced.get("config_sha256"),
             "data_sha256": produced.get("data_sha256"), "prediction_run": produced or None,
         }
-        written.append(write_results(results_path(predictions, out, group, groups), task, metrics, run))
+        written.append(write_results(target, task, metrics, run))
     return written
 
 
@@ -273,7 +286,8 @@ def run_encoder_baseline(task_id: str, data_dir: str | Path | None, *, split: st
     varying = ("train_seconds", "resumed_from", "model_dir")  # this invocation's, not the configuration's
     config = {"model": f"fine-tuned encoder ({settings.model}), mean pooling + linear head",
               "settings": asdict(settings), **{k: v for k, v in summary.items() if k not in varying}, **provenance}
-    name = f"encoder-{settings.slug}"
+    # a model trained on a subset of the pool is another system: say so in its name and in every report row
+    name = f"encoder-{settings.slug}" + (f"-train{settings.limit_train}" if settings.limit_train else "")
     system = ClassifierSystem(name, classifier.predict, config, batch_size=settings.eval_batch_size)
     stem = f"{task.id}.{split}.{slug(name)}"
     predictions = _fresh(predictions_dir / f"{stem}.jsonl")
