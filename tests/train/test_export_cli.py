@@ -92,6 +92,7 @@ def _fake_sdist(path: Path, with_converter: bool = True) -> Path:
     import tarfile
 
     files = {"llama_cpp_python-9.9.9/vendor/llama.cpp/gguf-py/gguf/__init__.py": b"VERSION = 'vendored'\n",
+             "llama_cpp_python-9.9.9/vendor/llama.cpp/conversion/__init__.py": b"",
              "llama_cpp_python-9.9.9/vendor/llama.cpp/README.md": b"not needed\n",
              "llama_cpp_python-9.9.9/pyproject.toml": b"[project]\n"}
     if with_converter:
@@ -112,7 +113,7 @@ def test_converter_unpacked_from_the_sdist_with_its_own_gguf(tmp_path: Path) -> 
     target.parent.mkdir(parents=True)
     converter = unpack_converter(_fake_sdist(tmp_path / "x.tar.gz"), target)
     assert converter == target / "convert_hf_to_gguf.py" and converter.is_file()
-    assert (target / "gguf-py" / "gguf" / "__init__.py").is_file()
+    assert (target / "gguf-py" / "gguf" / "__init__.py").is_file() and (target / "conversion" / "__init__.py").is_file()
     assert not (target / "README.md").exists() and not (target / "pyproject.toml").exists()
     assert [p.name for p in target.parent.iterdir()] == ["9.9.9"]  # no staging directory left behind
 

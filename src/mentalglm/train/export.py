@@ -54,8 +54,9 @@ def converter_cache_dir() -> Path:
 
 
 def unpack_converter(sdist: Path, target: Path) -> Path:
-    """Extract the converter and the gguf-py package it imports from a llama-cpp-python sdist into `target`."""
-    wanted = (CONVERTER, "gguf-py/")
+    """Extract the converter and what it imports (its `conversion` package, gguf-py) from a llama-cpp-python
+    sdist into `target`."""
+    wanted = (CONVERTER, "conversion/", "gguf-py/")
     staging = Path(tempfile.mkdtemp(prefix=".unpack-", dir=target.parent))
     try:
         with tarfile.open(sdist) as archive:
@@ -89,7 +90,7 @@ def fetch_converter(version: str | None = None) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as download:
         command = [sys.executable, "-m", "pip", "download", f"{SDIST_PACKAGE}=={version}", "--no-binary", ":all:",
-                   "--no-deps", "--no-build-isolation", "--quiet", "--dest", download]
+                   "--no-deps", "--quiet", "--dest", download]
         result = subprocess.run(command, capture_output=True, text=True, check=False)
         archives = sorted(Path(download).glob("*.tar.gz"))
         if result.returncode != 0 or not archives:
