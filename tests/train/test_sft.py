@@ -75,6 +75,8 @@ def test_three_steps_finite_loss_and_csv_log(run_yaml, tmp_path: Path) -> None:
     rows = read_log(Path(config.training.output_dir) / "s1" / "train_log.csv")
     assert [int(r["step"]) for r in rows] == [1, 2, 3]
     assert all(math.isfinite(float(r["loss"])) for r in rows) and rows[1]["learning_rate"] != ""
+    tokens = [float(r["num_tokens"]) for r in rows]  # what tokens/s is computed from, with the wall clock
+    assert tokens[0] > 0 and tokens == sorted(tokens) and float(rows[-1]["time"]) >= float(rows[0]["time"]) > 0
     assert (adapter / "adapter_model.safetensors").is_file() and (adapter / "mentalglm_base.json").is_file()
     done = json.loads((adapter.parent / "done.json").read_text())
     assert done["global_step"] == 3 and math.isfinite(done["train_loss"])

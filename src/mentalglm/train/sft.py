@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import random
+import time
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -180,9 +181,12 @@ def _csv_callback_class() -> type:
     from transformers import TrainerCallback
 
     class CsvLogCallback(TrainerCallback):
-        """Append loss / learning rate rows to a CSV that survives resumes (plots need no TensorBoard)."""
+        """Append loss / learning rate rows to a CSV that survives resumes (plots need no TensorBoard).
 
-        columns = ("step", "epoch", "loss", "learning_rate", "grad_norm")
+        ``num_tokens`` (TRL's count of trained tokens so far) and the wall-clock ``time`` give tokens/s.
+        """
+
+        columns = ("step", "epoch", "loss", "learning_rate", "grad_norm", "num_tokens", "mean_token_accuracy", "time")
 
         def __init__(self, path: Path) -> None:
             self.path = path
@@ -197,7 +201,7 @@ def _csv_callback_class() -> type:
                 if new:
                     writer.writerow(self.columns)
                 writer.writerow([state.global_step, logs.get("epoch", state.epoch)]
-                                + [logs.get(c, "") for c in self.columns[2:]])
+                                + [logs.get(c, "") for c in self.columns[2:-1]] + [round(time.time(), 1)])
 
     return CsvLogCallback
 
