@@ -15,8 +15,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from _tiny_app import SAMPLES, create_app, tiny_analyzer, tiny_models
+from _tiny_app import create_app, tiny_analyzer
 from fastapi.testclient import TestClient
+from tiny_analyzer import SAMPLES, tiny_models
 
 from mentalglm.analyze.engine import InputRow
 from mentalglm.serve.jobs import JobStore, recover_results
@@ -277,7 +278,8 @@ def _stop(proc: subprocess.Popen) -> None:
 def test_kill_9_mid_job_then_restart_loses_and_duplicates_nothing(tmp_path):
     jobs = tmp_path / "jobs"
     env = {**os.environ, "MENTALGLM_JOBS_DIR": str(jobs), "MENTALGLM_TEST_BATCH_DELAY": "0.05",
-           "MENTALGLM_TEST_BATCH_SIZE": "5", "MENTALGLM_TEST_STUB_MODELS": "1", "OMP_NUM_THREADS": "1"}
+           "MENTALGLM_TEST_BATCH_SIZE": "5", "MENTALGLM_TEST_STUB_MODELS": "1", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE.parent), os.environ.get("PYTHONPATH")]))}
     posts = _posts(200)
     log = tmp_path / "server.log"
     proc, url = _serve(env, log)

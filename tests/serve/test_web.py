@@ -42,44 +42,23 @@ from mentalglm.backends.fake import FakeBackend  # noqa: E402
 from mentalglm.serve.app import STATIC_DIR, create_app  # noqa: E402
 from mentalglm.serve.settings import ServeSettings  # noqa: E402
 from mentalglm.tasks import get_task  # noqa: E402
-from mentalglm.train.classical import TfidfClassifier  # noqa: E402
 
 expect = sync_api.expect
 expect.set_options(timeout=30_000)  # generous: CI machines have two busy cores
 # Register `browser` in pyproject's markers and use it here; until then the test counts as slow.
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-HIGH = ["药已经攒够了，今晚就结束这一切", "遗书写好了，明天就从楼上跳下去", "刀片准备好了，今晚就割腕结束这一切",
-        "安眠药攒够了，明天就吃下去结束生命"]
-LOW = ["今天工作好累，但还是要加油", "考试没考好，有点难过，明天继续努力", "下雨了心情一般，晚上吃火锅开心一下",
-       "最近压力有点大，周末去爬山放松"]
-EMOTION = {
-    "angry": ["排队两小时说卖完了，气死我了", "又被插队了，气死我了真的"],
-    "happy": ["今天收到礼物，太开心了哈哈", "考试通过了，太开心了哈哈"],
-    "neutral": ["今天下午三点开会，记得带电脑", "明天下午三点开会，记得带材料"],
-    "sad": ["我好难过，一个人哭了一晚上", "好难过，想家想得哭了"],
-    "surprise": ["天哪，居然中奖了，太意外了", "天哪，他居然来了，太意外了"],
-    "fear": ["半夜听到奇怪的声音，好害怕", "一个人走夜路好害怕，心跳好快"],
-}
-TASKS = ("emotion", "suicide_risk")
+from tiny_analyzer import HIGH, LOW, TASKS, tiny_models  # noqa: E402
+
 HIGH_POST = HIGH[0]
 LOW_POST = "😊" + LOW[0]  # a character outside the BMP: offsets are code points in Python, UTF-16 units in JS
 ENGLISH_POST = "I feel so tired of everything and nobody understands me"
 KEY_ENV = "MENTALGLM_TEST_WEB_API_KEY"
 
 
-def _model(task_id: str, texts: list[str], labels: list[tuple[str, ...]]) -> TaskModel:
-    task = get_task(task_id)
-    return TaskModel(task, TfidfClassifier.for_task(task).fit(texts, labels))
-
-
 @pytest.fixture(scope="module")
 def models() -> dict[str, TaskModel]:
-    emotion = [(t, (label,)) for label, texts in EMOTION.items() for t in texts]
-    return {
-        "suicide_risk": _model("suicide_risk", HIGH + LOW, [("high",)] * len(HIGH) + [("low",)] * len(LOW)),
-        "emotion": _model("emotion", [t for t, _ in emotion], [labels for _, labels in emotion]),
-    }
+    return tiny_models()
 
 
 def quoting(request: GenerationRequest) -> str:
