@@ -212,10 +212,10 @@ def test_cli_baseline_encoder_passes_its_options(tiny_xlmr: Path, tmp_path: Path
         "--batch-size", "4", "--max-length", "16", "--lr", "1e-3", "--seed", "2", "--limit-train", "12",
         "--out", str(tmp_path / "run"), "--predictions-dir", str(tmp_path), "--results-dir", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    meta = read_meta(tmp_path / "suicide_risk.test.encoder-tiny-xlmr.jsonl")
+    meta = read_meta(tmp_path / "suicide_risk.test.encoder-tiny-xlmr-train12.jsonl")
     assert meta["config"]["settings"] == {**meta["config"]["settings"], "max_steps": 3, "batch_size": 4,
                                           "max_length": 16, "lr": 1e-3, "seed": 2, "limit_train": 12,
                                           "freeze_embeddings": True}
     assert meta["config"]["train_posts"] == 12 and meta["config"]["global_step"] == 3
     assert meta["config"]["pool_dropped"] == 3
-    assert (tmp_path / "suicide_risk.test.encoder-tiny-xlmr.results.json").is_file()
+    assert (tmp_path / "suicide_risk.test.encoder-tiny-xlmr-train12.results.json").is_file()
