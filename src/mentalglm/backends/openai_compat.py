@@ -31,14 +31,18 @@ RETRY_STATUS = frozenset({408, 409, 429})
 _LOCAL_PLACEHOLDER_KEY = "no-key-needed-for-local-server"
 
 
-def _is_local(url: str) -> bool:
-    host = urlparse(url).hostname or ""
+def is_loopback_host(host: str) -> bool:
+    """`localhost` or a loopback address: traffic that never leaves this machine."""
     if host == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _is_local(url: str) -> bool:
+    return is_loopback_host(urlparse(url).hostname or "")
 
 
 class OpenAICompatBackend(Backend):

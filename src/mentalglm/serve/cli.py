@@ -8,7 +8,6 @@ of the CLI works without the `serve` extra.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
+from mentalglm.backends.openai_compat import is_loopback_host
 from mentalglm.console import comma_list, make_console
 from mentalglm.errors import ConfigError
 from mentalglm.serve.settings import DEFAULT_API_KEY_ENV, ServeSettings, help_for
@@ -26,15 +26,6 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 def _default(name: str) -> Any:
     return ServeSettings.model_fields[name].default
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def serve(
@@ -77,7 +68,7 @@ def serve(
         raise ConfigError(f"mentalglm serve needs the serve extra ({exc}); pip install 'mentalglm[serve]'") from None
     analyzer = build_analyzer(settings)  # missing classifiers: MissingDataError naming analyze-train
     logging.basicConfig(level=log_level.upper(), format=LOG_FORMAT)
-    if settings.api_key() is None and not _is_loopback(host):
+    if settings.api_key() is None and not is_loopback_host(host):
         err_console.print(f"[yellow]warning: serving on {host} without an API key; set ${api_key_env}[/yellow]")
     if log_posts:
         err_console.print("[yellow]--log-posts: raw post text goes to the log; do not keep such logs[/yellow]")
