@@ -12,7 +12,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from mentalglm.analyze.engine import DEFAULT_MAX_CHARS, ENGINES, Analyzer
+from mentalglm.analyze.engine import DEFAULT_ENGINE, DEFAULT_MAX_CHARS, ENGINES, Analyzer
 from mentalglm.analyze.schema import PostResult, TaskResult
 from mentalglm.console import comma_list, make_console
 from mentalglm.errors import ConfigError
@@ -64,8 +64,9 @@ def render(result: PostResult, text: str) -> Group:
             if task_result.evidence:
                 parts.append(Text("证据 / evidence: ").append(_highlighted_post(text, task_result)))
             agree = {True: "agrees", False: "DISAGREES", None: "n/a"}[task_result.verifier_agrees]
-            parts.append(Text(f"verifier {agree}; QC {'passed' if task_result.qc_passed else task_result.qc_reasons}",
-                              style="dim"))
+            if task_result.engine != "attribution":  # its explanation is the classifier's own: nothing to verify
+                parts.append(Text(f"verifier {agree}; QC {'passed' if task_result.qc_passed else task_result.qc_reasons}",
+                                  style="dim"))
         elif task_result.error:
             parts.append(Text(f"no explanation: {task_result.error}", style="yellow"))
     for notice in result.notices:
@@ -84,7 +85,7 @@ def analyze(
     text_column: Annotated[str | None, typer.Option(help="CSV column / JSONL key of the text")] = None,
     id_column: Annotated[str | None, typer.Option(help="CSV column / JSONL key of the post id")] = None,
     tasks: Annotated[str, typer.Option(help="Comma-separated task ids.")] = ",".join(CHINESE_MAIN_TASKS),
-    engine: Annotated[str, typer.Option(help="hybrid | labels | llm")] = "hybrid",
+    engine: Annotated[str, typer.Option(help="attribution | hybrid | labels | llm")] = DEFAULT_ENGINE,
     backend: Annotated[str, typer.Option(help="LLM backend spec for hybrid / llm.")] = "llamacpp:default",
     explain: Annotated[bool, typer.Option("--explain/--no-explain", help="Write explanations (LLM).")] = True,
     keep_going: Annotated[bool, typer.Option(help="Bad rows become error records instead of stopping.")] = False,

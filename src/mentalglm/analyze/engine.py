@@ -1,8 +1,9 @@
 """The analysis engine behind `mentalglm analyze`, the Python API and the service.
 
-Three engines: ``labels`` (the TF-IDF classifiers alone: fast, calibrated confidences, no explanation),
-``hybrid`` (the classifiers decide, the LLM explains the decided labels with the label-conditioned
-teacher prompt, QC and the TF-IDF verifier check that the explanation argues for that label, one
+Four engines: ``labels`` (the TF-IDF classifiers alone: fast, calibrated confidences, no explanation),
+``attribution`` (the classifiers decide and explain themselves: the clauses whose removal lowers the decided
+label's probability most, see analyze/attribution.py; no LLM, milliseconds a post), ``hybrid`` (the
+classifiers decide, the LLM explains the decided labels with the label-conditioned teacher prompt, QC and the TF-IDF verifier check that the explanation argues for that label, one
 regeneration if it does not) and ``llm`` (the LLM answers label and explanation in the C-IMHI layout;
 an unreadable answer is INVALID, never a default label). Only PII-scrubbed text reaches a backend.
 """
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 
+from mentalglm.analyze import attribution
 from mentalglm.analyze.artifacts import TaskModel, load_task_model
 from mentalglm.analyze.injection import strip_injection
 from mentalglm.analyze.normalise import normalise
@@ -31,7 +33,11 @@ from mentalglm.instruct.qc import Verdict, apply_verifier, check_sample, evidenc
 from mentalglm.tasks import CHINESE_MAIN_TASKS, Task, get_task
 from mentalglm.train.classical import TfidfVerifier
 
-ENGINES: tuple[EngineName, ...] = ("hybrid", "labels", "llm")
+ENGINES: tuple[EngineName, ...] = ("attribution", "hybrid", "labels", "llm")
+# The default by benchmarks/bench_analyze.py: the same labels as hybrid, evidence the classifier really used,
+# and tens of posts a second on a laptop CPU, where hybrid's LLM explanations take tens of seconds a post
+# (docs/analyze.md, "Which engine").
+DEFAULT_ENGINE: EngineName = "attribution"
 DEFAULT_MAX_CHARS = 2000
 # Checks whose failure means the explanation argues for another label than the decided one.
 _DISAGREEMENT = ("generated", "layout", "no_other_label", "verifier")
@@ -51,6 +57,11 @@ class InputRow:
     text: str | None
     line: int | None = None
     error: str | None = None
+
+
+def classifier_view(text: str) -> str:
+    """What the classifiers read: instruction-like spans cut out, self-harm spellings folded (normalise.py)."""
+    return normalise(strip_injection(text)[0])
 
 
 def cjk_share(text: str) -> float:
@@ -127,7 +138,7 @@ class Analyzer:
     ``backend`` is a spec such as ``llamacpp:default`` or a ready ``Backend``, created only when needed.
     """
 
-    def __init__(self, tasks: Sequence[str] = CHINESE_MAIN_TASKS, engine: EngineName = "hybrid",
+    def __init__(self, tasks: Sequence[str] = CHINESE_MAIN_TASKS, engine: EngineName = DEFAULT_ENGINE,
                  backend: str | Backend = "llamacpp:default", artifacts_dir: str | Path | None = None, *,
                  models: Mapping[str, TaskModel] | None = None, explain: bool = True,
                  max_chars: int = DEFAULT_MAX_CHARS, locale: str = DEFAULT_LOCALE,
@@ -235,6 +246,8 @@ class Analyzer:
         if self.engine == "hybrid" and self.explain:
             assert scrubbed is not None
             self._explain(per_post, [s.text for s in scrubbed], texts)
+        if self.engine == "attribution" and self.explain:
+            self._attribute(per_post, texts)
         out = []
         for row, text, tasks, i in zip(rows, texts, per_post, range(len(rows)), strict=True):
             high = is_high_risk(tasks)
@@ -252,6 +265,16 @@ class Analyzer:
                            labels=[_score(task, label, confidences.get(label)) for label in labels],
                            confidences={k: round(v, 4) for k, v in confidences.items()})
                 for labels, confidences in model.predict(texts)]
+
+    def _attribute(self, per_post: list[dict[str, TaskResult]], originals: Sequence[str]) -> None:
+        """Each decided label explained by the clauses of the original post the classifier leans on most."""
+        for task in self.tasks:
+            classifier = self.models[task.id].classifier
+            effects = attribution.clause_effects(classifier.predict_proba, classifier_view, originals)
+            for tasks, (pieces, drops) in zip(per_post, effects, strict=True):
+                result = tasks[task.id]
+                attribution.explain(task, result, classifier.classes, pieces, drops)
+                result.explanation = _scrub_output(result.explanation)
 
     def _verdict(self, task: Task, labels: Sequence[str], explanation: str | None, post: str) -> Verdict:
         verdict = check_sample(task, labels, explanation, post)

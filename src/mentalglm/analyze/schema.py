@@ -11,7 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 SCHEMA_VERSION = 1
-EngineName = Literal["labels", "hybrid", "llm"]
+EngineName = Literal["labels", "attribution", "hybrid", "llm"]
 
 
 class EvidenceSpan(BaseModel):
@@ -20,6 +20,9 @@ class EvidenceSpan(BaseModel):
     quote: str
     start: int = Field(ge=0)
     end: int = Field(ge=0)
+    label: str | None = Field(default=None, description="the label this span supports (attribution engine)")
+    weight: float | None = Field(
+        default=None, description="drop in the label's probability when the span is removed (attribution engine)")
 
 
 class LabelScore(BaseModel):

@@ -71,7 +71,8 @@ class AnalyzeRequest(BaseModel):
 
     posts: list[PostIn] | str = Field(description="posts, or one post as a plain string")
     tasks: list[str] | None = Field(default=None, min_length=1, description="task ids (default: all the server analyses)")
-    explain: bool | None = Field(default=None, description="write explanations (hybrid / llm engines); default: server's")
+    explain: bool | None = Field(default=None,
+                                 description="write explanations (attribution / hybrid / llm engines); default: server's")
     locale: str | None = Field(default=None, description="crisis resources locale, zh-CN or en; default: server's")
 
     @field_validator("posts")

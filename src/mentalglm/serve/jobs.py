@@ -96,7 +96,8 @@ class JobRequest(BaseModel):
 
     posts: list[JobPost]
     tasks: list[str] | None = Field(None, min_length=1, description="task ids (default: all the server analyses)")
-    explain: bool | None = Field(None, description="write explanations (hybrid / llm engines); default: server's")
+    explain: bool | None = Field(None,
+                                 description="write explanations (attribution / hybrid / llm engines); default: server's")
     locale: str | None = Field(None, description="crisis resources locale, zh-CN or en; default: server's")
     keep_input: bool = Field(False, description="keep the posts on the server after the job ends (default: delete)")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from mentalglm.analyze.engine import DEFAULT_MAX_CHARS
+from mentalglm.analyze.engine import DEFAULT_ENGINE, DEFAULT_MAX_CHARS
 from mentalglm.analyze.safety import DEFAULT_LOCALE, check_locale
 from mentalglm.analyze.schema import EngineName
 from mentalglm.errors import ConfigError
@@ -28,11 +28,13 @@ class ServeSettings(BaseModel):
 
     host: str = Field(default="127.0.0.1", description="Address to bind; use 0.0.0.0 only behind a proxy and with an API key.")
     port: int = Field(default=8000, ge=0, le=65535, description="TCP port.")
-    engine: EngineName = Field(default="hybrid", description="hybrid | labels | llm (see docs/analyze.md).")
+    engine: EngineName = Field(default=DEFAULT_ENGINE,
+                              description="attribution | hybrid | labels | llm (see docs/analyze.md).")
     backend: str = Field(default="llamacpp:default", description="LLM backend spec for explanations and /v1/chat/completions.")
     artifacts_dir: Path | None = Field(default=None, description="Trained classifiers (mentalglm analyze-train --out).")
     tasks: tuple[str, ...] = Field(default=CHINESE_MAIN_TASKS, min_length=1, description="Task ids the service analyses.")
-    explain: bool = Field(default=True, description="Default of a request's `explain` (hybrid and llm engines).")
+    explain: bool = Field(default=True,
+                          description="Default of a request's `explain` (attribution, hybrid and llm engines).")
     locale: str = Field(default=DEFAULT_LOCALE, description="Default crisis-resources locale of a request: zh-CN or en.")
     max_chars: int = Field(default=DEFAULT_MAX_CHARS, ge=1, description="Longest post accepted; longer posts get an error record.")
     max_posts: int = Field(default=64, ge=1, description="Most posts in one /v1/analyze request (413 above).")
