@@ -108,3 +108,19 @@ def test_no_explain_gives_labels_only() -> None:
     quiet = Analyzer(tasks=["emotion"], engine="attribution", models=tiny_models(), explain=False)
     result = quiet.analyze("考试通过了，太开心了哈哈").tasks["emotion"]
     assert result.labels and result.explanation is None and result.evidence == []
+
+
+def test_hybrid_prompt_names_the_clauses_the_classifier_relied_on() -> None:
+    from mentalglm.backends.fake import FakeBackend
+
+    backend = FakeBackend(responses=lambda r: "帖子中“遗书写好了”说明已有准备，符合高自杀风险的定义。")
+    post = "今天下雨了。遗书写好了，明天就从楼上跳下去"
+    Analyzer(["suicide_risk"], "hybrid", backend=backend, models=tiny_models()).analyze(post)
+    prompt = backend.requests[0].messages[-1]["content"]
+    hint = next(line for line in prompt.splitlines() if line.startswith("可引用的原话"))
+    assert "“遗书写好了”" in hint or "“明天就从楼上跳下去”" in hint
+    assert "今天下雨了" not in hint
+
+    plain = FakeBackend(responses=lambda r: "帖子中“遗书写好了”说明已有准备，符合高自杀风险的定义。")
+    Analyzer(["suicide_risk"], "hybrid", backend=plain, models=tiny_models(), evidence_hints=False).analyze(post)
+    assert "可引用的原话" not in plain.requests[0].messages[-1]["content"]

@@ -142,7 +142,8 @@ class Analyzer:
                  backend: str | Backend = "llamacpp:default", artifacts_dir: str | Path | None = None, *,
                  models: Mapping[str, TaskModel] | None = None, explain: bool = True,
                  max_chars: int = DEFAULT_MAX_CHARS, locale: str = DEFAULT_LOCALE,
-                 settings: GenerationSettings | None = None, regenerate: int = 1) -> None:
+                 settings: GenerationSettings | None = None, regenerate: int = 1,
+                 evidence_hints: bool = True) -> None:
         if engine not in ENGINES:
             raise ConfigError(f"unknown engine {engine!r}; engines: {', '.join(ENGINES)}")
         self.tasks = [get_task(t) for t in tasks]
@@ -152,6 +153,7 @@ class Analyzer:
         self.locale = check_locale(locale)
         self.settings = settings or GenerationSettings(max_new_tokens=256)
         self.regenerate = regenerate
+        self.evidence_hints = evidence_hints
         directory = Path(artifacts_dir).expanduser() if artifacts_dir else None
         self.models: dict[str, TaskModel] = dict(models or {})
         for task in self.tasks:
@@ -276,6 +278,19 @@ class Analyzer:
                 attribution.explain(task, result, classifier.classes, pieces, drops)
                 result.explanation = _scrub_output(result.explanation)
 
+    def _hints(self, per_post: list[dict[str, TaskResult]], scrubbed: Sequence[str]) -> dict[str, dict[int, list[str]]]:
+        """Per task and post: up to three clauses of the scrubbed post supporting the decided labels, in post order."""
+        out: dict[str, dict[int, list[str]]] = {}
+        for task in self.tasks:
+            classifier = self.models[task.id].classifier
+            effects = attribution.clause_effects(classifier.predict_proba, classifier_view, scrubbed)
+            out[task.id] = {}
+            for i, (pieces, drops) in enumerate(effects):
+                chosen = {e.clause for label in per_post[i][task.id].labels
+                          for e in attribution.top_effects(pieces, drops, classifier.classes.index(label.id), k=2)}
+                out[task.id][i] = [c.text for c in sorted(chosen, key=lambda c: c.start)][:attribution.TOP_K]
+        return out
+
     def _verdict(self, task: Task, labels: Sequence[str], explanation: str | None, post: str) -> Verdict:
         verdict = check_sample(task, labels, explanation, post)
         model = self.models.get(task.id)
@@ -284,8 +299,14 @@ class Analyzer:
         return verdict
 
     def _explain(self, per_post: list[dict[str, TaskResult]], scrubbed: Sequence[str], originals: Sequence[str]) -> None:
-        """Label-conditioned explanations for the decided labels, checked, regenerated once on disagreement."""
-        jobs = [_Job(i, task, labels, teacher_messages(task, scrubbed[i], labels, few_shots=builtin_few_shots(task)),
+        """Label-conditioned explanations for the decided labels, checked, regenerated once on disagreement.
+
+        With ``evidence_hints`` the prompt also names the clauses the classifier relied on for those labels
+        (attribution), so a small LLM has the right words to quote.
+        """
+        hints = self._hints(per_post, scrubbed) if self.evidence_hints else {}
+        jobs = [_Job(i, task, labels, teacher_messages(task, scrubbed[i], labels, few_shots=builtin_few_shots(task),
+                                                       hints=hints.get(task.id, {}).get(i, ())),
                      per_post[i][task.id])
                 for task in self.tasks for i in range(len(per_post))
                 for labels in [tuple(label.id for label in per_post[i][task.id].labels)]]

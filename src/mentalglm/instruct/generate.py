@@ -55,8 +55,12 @@ def gold_names(task: Task, labels: Sequence[str]) -> str:
 
 def teacher_messages(task: Task, post_text: str, labels: Sequence[str], *,
                      few_shots: Sequence[tuple[str, Sequence[str], str]] = (),
-                     config: TeacherConfig = TeacherConfig()) -> list[dict[str, str]]:
-    """Chat messages asking the teacher to justify exactly the gold label(s)."""
+                     config: TeacherConfig = TeacherConfig(), hints: Sequence[str] = ()) -> list[dict[str, str]]:
+    """Chat messages asking the teacher to justify exactly the gold label(s).
+
+    ``hints`` are pieces of the post worth quoting (the analyzer passes the clauses its classifier relied on);
+    without them the prompt is byte-identical to the builder's, so its cache stays valid.
+    """
     template = teacher_prompt_template()
     shown = task.labels if config.all_definitions else [task.label(label_id) for label_id in labels]
     definitions = "\n".join(f"- {label.zh}：{label.definition_zh}" for label in shown)
@@ -69,6 +73,8 @@ def teacher_messages(task: Task, post_text: str, labels: Sequence[str], *,
         task_name=task.name_zh, task_description=task.description_zh, label_definitions=definitions,
         post=post_text, gold_labels=gold_names(task, labels), few_shots=shots,
         min_chars=config.min_chars, max_chars=config.max_chars)
+    if hints:
+        user += "\n" + template["hint"].format(quotes="".join(f"“{h}”" for h in hints))
     return [{"role": "system", "content": template["system"].strip()}, {"role": "user", "content": user}]
 
 
