@@ -40,7 +40,7 @@ from mentalglm.analyze.engine import Analyzer
 from mentalglm.analyze.injection import strip_injection
 from mentalglm.analyze.normalise import normalise
 from mentalglm.analyze.schema import PostResult, TaskResult
-from mentalglm.files import atomic_write_text
+from mentalglm.files import atomic_write_text, read_jsonl
 from mentalglm.tasks import CHINESE_MAIN_TASKS, get_task
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,13 +54,7 @@ RISK, HIGH, LOW = "suicide_risk", "high", "low"
 def load_posts(path: Path = POSTS) -> list[dict[str, Any]]:
     """The rows of the set; a malformed one is an error naming its line."""
     rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}:{number}: not JSON ({exc.msg}); fix the line") from None
+    for number, row in read_jsonl(path):
         missing = {"id", "pair", "kind", "text", "expect"} - set(row)
         if missing:
             raise ValueError(f"{path}:{number}: missing {sorted(missing)}")

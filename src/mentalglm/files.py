@@ -1,11 +1,11 @@
-"""Writing result files so that an interrupted run never leaves half a file behind."""
+"""Result files: written so that an interrupted run never leaves half a file behind; JSONL read line by line."""
 
 from __future__ import annotations
 
 import json
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,3 +34,18 @@ def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> int:
     lines = [json.dumps(row, ensure_ascii=False) for row in rows]
     atomic_write_text(path, "\n".join(lines) + ("\n" if lines else ""))
     return len(lines)
+
+
+def read_jsonl(path: Path, error: type[Exception] = ValueError) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed value) for each non-blank line; a line that is not JSON raises ``error`` naming it.
+
+    Callers check the shape of each value themselves and report it with the same line number.
+    """
+    with Path(path).open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield number, json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise error(f"{path}:{number}: not JSON ({exc.msg})") from None

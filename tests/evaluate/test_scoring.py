@@ -171,7 +171,7 @@ def test_a_failed_write_keeps_the_previous_file_and_leaves_no_temp(tmp_path, mon
 def test_read_predictions_names_the_bad_line(tmp_path):
     path = tmp_path / "p.jsonl"
     path.write_text('{"a": 1}\n{oops\n', encoding="utf-8")
-    with pytest.raises(ValueError, match=r"p.jsonl:2: not a JSON line"):
+    with pytest.raises(ValueError, match=r"p.jsonl:2: not JSON"):
         read_predictions(path)
 
 

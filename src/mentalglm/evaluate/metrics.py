@@ -27,7 +27,7 @@ from sklearn.metrics import (
 from sklearn.preprocessing import MultiLabelBinarizer
 
 from mentalglm.evaluate.parsing import Parsed
-from mentalglm.files import atomic_write_text
+from mentalglm.files import atomic_write_text, read_jsonl
 from mentalglm.tasks.schema import Task, TaskType
 
 INVALID = "INVALID"
@@ -348,12 +348,4 @@ def write_predictions(path: str | Path, rows: Iterable[Mapping[str, Any]]) -> Pa
 
 
 def read_predictions(path: str | Path) -> list[dict[str, Any]]:
-    rows = []
-    with Path(path).open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as error:
-                    raise ValueError(f"{path}:{number}: not a JSON line ({error.msg})") from error
-    return rows
+    return [row for _, row in read_jsonl(Path(path))]

@@ -29,7 +29,7 @@ import numpy as np
 
 from mentalglm.data.pii import scrub
 from mentalglm.errors import MentalGLMError
-from mentalglm.files import atomic_write_text, write_jsonl
+from mentalglm.files import atomic_write_text, read_jsonl, write_jsonl
 from mentalglm.instruct.layout import render_labels
 from mentalglm.tasks import get_task
 
@@ -140,13 +140,7 @@ def load_chat_jsonl(path: Path) -> list[dict[str, Any]]:
         raise ValidationSheetError(f"{path}: no such file (export it with `mentalglm instruct export`)")
     rows: list[dict[str, Any]] = []
     seen: dict[str, int] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValidationSheetError(f"{path}:{number}: not JSON ({exc.msg})") from None
+    for number, row in read_jsonl(path, ValidationSheetError):
         if not isinstance(row, dict) or not {"id", "task", "messages", "labels"} <= row.keys():
             raise ValidationSheetError(f"{path}:{number}: not a chat sample (needs id, task, messages, labels)")
         if row["id"] in seen:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from mentalglm.errors import ConfigError
+from mentalglm.files import read_jsonl
 from mentalglm.train.config import (
     EMBEDDED_PREFIX,
     ModelArguments,
@@ -50,19 +51,12 @@ LOG_FILE = "train_log.csv"
 
 def _read_jsonl(path: Path) -> list[list[dict[str, str]]]:
     rows = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ConfigError(f"{path}:{number}: not JSON ({exc.msg})") from exc
-            messages = row.get("messages") if isinstance(row, dict) else None
-            if not isinstance(messages, list) or not messages:
-                raise ConfigError(f"{path}:{number}: a chat row needs a non-empty 'messages' list "
-                                  "(write it with `mentalglm instruct export --format chat`)")
-            rows.append([{"role": m["role"], "content": m["content"]} for m in messages])
+    for number, row in read_jsonl(path, ConfigError):
+        messages = row.get("messages") if isinstance(row, dict) else None
+        if not isinstance(messages, list) or not messages:
+            raise ConfigError(f"{path}:{number}: a chat row needs a non-empty 'messages' list "
+                              "(write it with `mentalglm instruct export --format chat`)")
+        rows.append([{"role": m["role"], "content": m["content"]} for m in messages])
     return rows
 
 
