@@ -130,11 +130,13 @@ def markdown(out: Path) -> str:
         lines += [f"| {t} | {q['metric']} {q['value']:.3f} | {q['ci95']} | {q['n']} | ≥ {q['target']} |"
                   for t, q in measured["quality"].items()]
         lines.append("")
-    lines += ["| engine | posts/s (API, median) | cold start s (median) | cold peak RSS MiB | file run posts/s | "
+    lines += ["| engine | posts/s (API, median) | cold start s (median) | cold peak RSS MiB | file run posts/s (incl. start) | "
               "file peak RSS MiB | explained | with evidence | date, commit | load, threads |",
               "|---|---|---|---|---|---|---|---|---|---|"]
-    for path in sorted(p for p in out.glob("*.json") if p.stem != "quality"):
+    for path in sorted(out.glob("*.json")):
         r = json.loads(path.read_text(encoding="utf-8"))
+        if "engine" not in r:  # quality.json, or another benchmark's file in the same folder
+            continue
         lines.append(f"| {r['engine']} | {r['posts_per_s_median']} ({r['posts']} posts × {r['runs']}) | "
                      f"{r['cold_start_s_median']} | {r['cold_peak_rss_mib']} | {r['file_run']['posts_per_s']} | "
                      f"{r['file_run']['peak_rss_mib']} | {r['explained_share']:.0%} | {r['with_evidence_share']:.0%} | "
