@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from mentalglm.analyze.engine import Analyzer
+from mentalglm.data.records import Post
 from mentalglm.data.splits import canonical_splits
 from mentalglm.evaluate.metrics import score
 from mentalglm.evaluate.predict import machine_info, now_iso
@@ -55,21 +56,22 @@ def run_measured(command: list[str]) -> dict[str, Any]:
     return {"wall_s": round(wall, 3), "peak_rss_mib": round(usage.ru_maxrss / 1024, 1), "stdout": stdout}
 
 
-def test_posts(data_dir: str | None, per_task: int) -> list[str]:
+def test_splits(data_dir: str | None) -> dict[str, list[Post]]:
+    """Each main task's canonical test split, read once for both the throughput input and the quality score."""
+    return {task_id: canonical_splits(task_id, data_dir, include_extra=False)[0]["test"]
+            for task_id in CHINESE_MAIN_TASKS}
+
+
+def test_posts(tests: dict[str, list[Post]], per_task: int) -> list[str]:
     """The first ``per_task`` test posts of each main task: the throughput input (all tasks run on each)."""
-    posts: list[str] = []
-    for task_id in CHINESE_MAIN_TASKS:
-        splits, _ = canonical_splits(task_id, data_dir, include_extra=False)
-        posts += [p.text for p in splits["test"][:per_task]]
-    return posts
+    return [p.text for posts in tests.values() for p in posts[:per_task]]
 
 
-def label_quality(data_dir: str | None) -> dict[str, Any]:
+def label_quality(tests: dict[str, list[Post]]) -> dict[str, Any]:
     """The official metric of each task on its whole canonical test split, as the analyzer decides labels."""
     out: dict[str, Any] = {}
     for task_id in CHINESE_MAIN_TASKS:
-        task = get_task(task_id)
-        test = canonical_splits(task_id, data_dir, include_extra=False)[0]["test"]
+        task, test = get_task(task_id), tests[task_id]
         with Analyzer([task_id], "labels") as analyzer:
             decided = [tuple(label.id for label in r.tasks[task_id].labels)
                        for r in analyzer.analyze_many([p.text for p in test], batch_size=256)]  # type: ignore[union-attr]
@@ -159,9 +161,10 @@ def main() -> None:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     meta = {"date": now_iso(), "commit": commit or "?", "machine": machine_info(),
             "load_average": [round(x, 2) for x in os.getloadavg()]}
-    posts = test_posts(args.data_dir, max(1, args.posts // len(CHINESE_MAIN_TASKS)))
+    tests = test_splits(args.data_dir)
+    posts = test_posts(tests, max(1, args.posts // len(CHINESE_MAIN_TASKS)))
     args.out.mkdir(parents=True, exist_ok=True)
-    quality = None if args.skip_quality else label_quality(args.data_dir)
+    quality = None if args.skip_quality else label_quality(tests)
     if quality:
         atomic_write_text(args.out / "quality.json", json.dumps({**meta, "quality": quality}, indent=2))
     for engine in [e.strip() for e in args.engines.split(",") if e.strip()]:

@@ -73,26 +73,40 @@ def without(text: str, clause: Clause) -> str:
     return text[:clause.start] + text[clause.end:]
 
 
-def clause_effects(predict_proba: Callable[[Sequence[str]], np.ndarray], prepare: Callable[[str], str],
-                   posts: Sequence[str]) -> list[tuple[list[Clause], np.ndarray]]:
-    """Per post: its clauses and a (clauses x labels) matrix of probability drops when each clause is removed.
+# Per post: its clauses and a (clauses x labels) matrix of probability drops when each clause is removed.
+Effects = list[tuple[list[Clause], np.ndarray]]
 
-    ``prepare`` is the same input pipeline the classifier reads in the analyzer (injection stripping,
-    spelling normalisation), so a clause is judged exactly as the decision was made. One batched call.
+
+@dataclass(frozen=True)
+class Occlusions:
+    """Posts cut into clauses, with the classifier input of each post and of each post less one clause.
+
+    Built once per batch: every task's classifier then reads the same texts (``effects``), so the input
+    pipeline (injection stripping, spelling normalisation) runs once per variant, not once per task.
     """
-    cut = [clauses(post) for post in posts]
-    texts: list[str] = []
-    for post, pieces in zip(posts, cut, strict=True):
-        texts.append(prepare(post))
-        texts.extend(prepare(without(post, clause)) for clause in pieces)
-    proba = predict_proba(texts) if texts else np.zeros((0, 0))
-    out, row = [], 0
-    for pieces in cut:
-        full = proba[row]
-        occluded = proba[row + 1: row + 1 + len(pieces)]
-        out.append((pieces, full[None, :] - occluded if len(pieces) else np.zeros((0, proba.shape[1]))))
-        row += 1 + len(pieces)
-    return out
+
+    clauses: list[list[Clause]]
+    texts: list[str]  # per post: the whole post, then the post without each of its clauses
+
+    @classmethod
+    def of(cls, posts: Sequence[str], prepare: Callable[[str], str]) -> Occlusions:
+        """``prepare`` is the input pipeline the classifier reads, so a clause is judged as the decision was made."""
+        cut = [clauses(post) for post in posts]
+        texts: list[str] = []
+        for post, pieces in zip(posts, cut, strict=True):
+            texts.append(prepare(post))
+            texts.extend(prepare(without(post, clause)) for clause in pieces)
+        return cls(cut, texts)
+
+    def effects(self, predict_proba: Callable[[Sequence[str]], np.ndarray]) -> Effects:
+        """One batched classifier call for every post and every variant."""
+        proba = predict_proba(self.texts) if self.texts else np.zeros((0, 0))
+        out, row = [], 0
+        for pieces in self.clauses:
+            occluded = proba[row + 1: row + 1 + len(pieces)]
+            out.append((pieces, proba[row][None, :] - occluded if pieces else np.zeros((0, proba.shape[1]))))
+            row += 1 + len(pieces)
+        return out
 
 
 def top_effects(pieces: Sequence[Clause], drops: np.ndarray, column: int, k: int = TOP_K,

@@ -63,8 +63,8 @@ def render(result: PostResult, text: str) -> Group:
             parts.append(_highlighted_explanation(task_result.explanation))
             if task_result.evidence:
                 parts.append(Text("证据 / evidence: ").append(_highlighted_post(text, task_result)))
-            agree = {True: "agrees", False: "DISAGREES", None: "n/a"}[task_result.verifier_agrees]
             if task_result.engine != "attribution":  # its explanation is the classifier's own: nothing to verify
+                agree = {True: "agrees", False: "DISAGREES", None: "n/a"}[task_result.verifier_agrees]
                 parts.append(Text(f"verifier {agree}; QC {'passed' if task_result.qc_passed else task_result.qc_reasons}",
                                   style="dim"))
         elif task_result.error:

@@ -3,8 +3,8 @@
 Four engines: ``labels`` (the TF-IDF classifiers alone: fast, calibrated confidences, no explanation),
 ``attribution`` (the classifiers decide and explain themselves: the clauses whose removal lowers the decided
 label's probability most, see analyze/attribution.py; no LLM, milliseconds a post), ``hybrid`` (the
-classifiers decide, the LLM explains the decided labels with the label-conditioned teacher prompt, QC and the TF-IDF verifier check that the explanation argues for that label, one
-regeneration if it does not) and ``llm`` (the LLM answers label and explanation in the C-IMHI layout;
+classifiers decide, the LLM explains the decided labels with the label-conditioned teacher prompt, QC and the
+TF-IDF verifier check that the explanation argues for that label, one regeneration if it does not) and ``llm`` (the LLM answers label and explanation in the C-IMHI layout;
 an unreadable answer is INVALID, never a default label). Only PII-scrubbed text reaches a backend.
 """
 
@@ -268,26 +268,29 @@ class Analyzer:
                            confidences={k: round(v, 4) for k, v in confidences.items()})
                 for labels, confidences in model.predict(texts)]
 
-    def _attribute(self, per_post: list[dict[str, TaskResult]], originals: Sequence[str]) -> None:
-        """Each decided label explained by the clauses of the original post the classifier leans on most."""
+    def _clause_effects(self, texts: Sequence[str]) -> Iterator[tuple[Task, list[str], attribution.Effects]]:
+        """Per task: its classifier's classes and, per post, the clauses with their probability drops."""
+        occlusions = attribution.Occlusions.of(texts, classifier_view)
         for task in self.tasks:
             classifier = self.models[task.id].classifier
-            effects = attribution.clause_effects(classifier.predict_proba, classifier_view, originals)
+            yield task, list(classifier.classes), occlusions.effects(classifier.predict_proba)
+
+    def _attribute(self, per_post: list[dict[str, TaskResult]], originals: Sequence[str]) -> None:
+        """Each decided label explained by the clauses of the original post the classifier leans on most."""
+        for task, classes, effects in self._clause_effects(originals):
             for tasks, (pieces, drops) in zip(per_post, effects, strict=True):
                 result = tasks[task.id]
-                attribution.explain(task, result, classifier.classes, pieces, drops)
+                attribution.explain(task, result, classes, pieces, drops)
                 result.explanation = _scrub_output(result.explanation)
 
     def _hints(self, per_post: list[dict[str, TaskResult]], scrubbed: Sequence[str]) -> dict[str, dict[int, list[str]]]:
         """Per task and post: up to three clauses of the scrubbed post supporting the decided labels, in post order."""
         out: dict[str, dict[int, list[str]]] = {}
-        for task in self.tasks:
-            classifier = self.models[task.id].classifier
-            effects = attribution.clause_effects(classifier.predict_proba, classifier_view, scrubbed)
+        for task, classes, effects in self._clause_effects(scrubbed):
             out[task.id] = {}
             for i, (pieces, drops) in enumerate(effects):
                 chosen = {e.clause for label in per_post[i][task.id].labels
-                          for e in attribution.top_effects(pieces, drops, classifier.classes.index(label.id), k=2)}
+                          for e in attribution.top_effects(pieces, drops, classes.index(label.id), k=2)}
                 out[task.id][i] = [c.text for c in sorted(chosen, key=lambda c: c.start)][:attribution.TOP_K]
         return out
 
