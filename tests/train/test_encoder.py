@@ -15,6 +15,7 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 import torch  # noqa: E402
+from tiny_encoder import build_tiny_xlmr  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
 from mentalglm.data.records import Post  # noqa: E402
@@ -71,21 +72,9 @@ def _distortion_splits() -> dict[str, list[Post]]:
 
 @pytest.fixture(scope="module")
 def tiny_xlmr(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A random XLM-R encoder (hidden 32, 2 layers) with a character vocabulary of the invented posts."""
-    from transformers import XLMRobertaConfig, XLMRobertaModel, XLMRobertaTokenizer
-
+    """A random XLM-R encoder with a character vocabulary of the invented posts."""
     text = "".join(HIGH + LOW + list(DISTORTIONS.values())) + "。，"
-    pieces = ["<s>", "<pad>", "</s>", "<unk>", "▁", *sorted(set(text)), "<mask>"]
-    vocab = [(p, 0.0 if p.startswith("<") else -1.0) for p in pieces]
-    tokenizer = XLMRobertaTokenizer(vocab=vocab, model_max_length=64)
-    torch.manual_seed(0)
-    config = XLMRobertaConfig(vocab_size=len(pieces), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                              intermediate_size=37, max_position_embeddings=80, pad_token_id=1, bos_token_id=0,
-                              eos_token_id=2)
-    directory = tmp_path_factory.mktemp("tiny-xlmr") / "tiny-xlmr"
-    XLMRobertaModel(config).save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
+    return build_tiny_xlmr(tmp_path_factory.mktemp("tiny-xlmr") / "tiny-xlmr", text)
 
 
 def _settings(model: Path, **overrides: Any) -> EncoderSettings:
@@ -219,3 +208,21 @@ def test_cli_baseline_encoder_passes_its_options(tiny_xlmr: Path, tmp_path: Path
     assert meta["config"]["train_posts"] == 12 and meta["config"]["global_step"] == 3
     assert meta["config"]["pool_dropped"] == 3
     assert (tmp_path / "suicide_risk.test.encoder-tiny-xlmr-train12.results.json").is_file()
+
+
+def test_a_lora_run_keeps_only_the_adapter_and_reloads_it_on_the_base(tiny_xlmr: Path, tmp_path: Path) -> None:
+    splits, task, out = _risk_splits(), get_task("suicide_risk"), tmp_path / "run"
+    settings = _settings(tiny_xlmr, lora_rank=4, freeze_embeddings=True, lr=1e-2, epochs=6)
+    classifier, summary = fit_encoder(task, splits["train"], splits["validation"], settings, out, progress=False)
+    encoder_dir = out / FINAL_DIR / "encoder"
+    assert (encoder_dir / "adapter_model.safetensors").is_file() and (encoder_dir / "adapter_config.json").is_file()
+    assert not (encoder_dir / "model.safetensors").exists() and not (encoder_dir / "tokenizer_config.json").exists()
+    base_parameters = sum(p.numel() for p in classifier.model.encoder.parameters())
+    assert 0 < summary["trainable_parameters"] < base_parameters / 2  # adapters and head, not the encoder
+    assert json.loads((out / FINAL_DIR / "classifier.json").read_text(encoding="utf-8"))["base"] == f"hf:{tiny_xlmr}"
+    texts = [p.text for p in splits["test"]]
+    reloaded = EncoderClassifier.load(out / FINAL_DIR)  # base weights from hf:PATH, adapter merged in
+    assert np.allclose(reloaded.predict_proba(texts), classifier.predict_proba(texts), atol=1e-5)
+    assert summary["validation_f1_positive"] == 1.0  # the adapters learned the invented phrases
+    with pytest.raises(ConfigError, match="lora-rank"):
+        EncoderSettings(lora_rank=-1)

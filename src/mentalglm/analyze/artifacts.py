@@ -18,16 +18,20 @@ import json
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mentalglm.analyze.ensemble import Ensemble
 from mentalglm.data.records import Post
 from mentalglm.errors import MissingDataError
 from mentalglm.tasks import CHINESE_MAIN_TASKS, Task, get_task
 from mentalglm.train.classical import TfidfClassifier
+
+if TYPE_CHECKING:  # imports torch
+    from mentalglm.train.encoder import EncoderSettings
 
 ENV_VAR = "MENTALGLM_ANALYZER_DIR"
 CARD_VERSION = 1
@@ -51,6 +55,8 @@ LIMITATIONS = (
 # (task -> source task of ordinary posts)
 GENERAL_NEGATIVES: dict[str, str] = {"suicide_risk": "emotion"}
 GENERAL_CHECK_POSTS = 1000
+# Ensemble encoder epochs: about 1,700 LoRA steps of 16 posts (emotion's 26.6k-post pool) or 3 passes over a small pool
+ENCODER_EPOCHS: dict[str, float] = {"emotion": 1.0, "cognitive_distortion": 3.0, "suicide_risk": 3.0}
 
 
 def default_artifacts_dir() -> Path:
@@ -147,9 +153,14 @@ class TaskModel:
     """A task's classifier with its calibration and card: what the analyzer's `labels` engine runs."""
 
     task: Task
-    classifier: TfidfClassifier
+    classifier: TfidfClassifier | Ensemble
     calibration: Calibration = field(default_factory=Calibration)
     card: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tfidf(self) -> TfidfClassifier:
+        """The TF-IDF model alone (the explanation verifier: fast, and it reads short texts well enough)."""
+        return self.classifier.tfidf if isinstance(self.classifier, Ensemble) else self.classifier
 
     def predict(self, texts: Sequence[str]) -> list[tuple[tuple[str, ...], dict[str, float]]]:
         """Per post: decided label ids and the calibrated probability of every label."""
@@ -163,6 +174,11 @@ def model_paths(directory: Path, task_id: str) -> tuple[Path, Path]:
     return directory / f"{task_id}.tfidf.pkl", directory / f"{task_id}.card.json"
 
 
+def encoder_path(directory: Path, task_id: str) -> Path:
+    """The ensemble's encoder (LoRA adapter, head, classifier.json) beside the task's TF-IDF model."""
+    return directory / f"{task_id}.encoder"
+
+
 def load_task_model(task_id: str, directory: Path | None = None) -> TaskModel:
     directory = directory or default_artifacts_dir()
     model_path, card_path = model_paths(directory, task_id)
@@ -171,8 +187,18 @@ def load_task_model(task_id: str, directory: Path | None = None) -> TaskModel:
             f"analyzer model for task {task_id}", directory,
             "build it with `mentalglm analyze-train --data-dir DATA` (or pass --artifacts-dir / $" + ENV_VAR + ")")
     card = json.loads(card_path.read_text(encoding="utf-8"))
-    return TaskModel(get_task(task_id), TfidfClassifier.load(model_path),
-                     Calibration.from_dict(card.get("calibration", {})), card)
+    classifier: TfidfClassifier | Ensemble = TfidfClassifier.load(model_path)
+    ensemble = card.get("ensemble")
+    if ensemble:
+        from mentalglm.train.encoder import CLASSIFIER_FILE, EncoderClassifier
+
+        encoder_dir = encoder_path(directory, task_id)
+        if not (encoder_dir / CLASSIFIER_FILE).is_file():
+            raise MissingDataError(f"encoder of the {task_id} ensemble (its card names one)", encoder_dir,
+                                   "rebuild with `mentalglm analyze-train --encoder` or without it")
+        classifier = Ensemble(classifier, EncoderClassifier.load(encoder_dir), float(ensemble["weight_on_tfidf"]),
+                              list(ensemble.get("thresholds") or []))
+    return TaskModel(get_task(task_id), classifier, Calibration.from_dict(card.get("calibration", {})), card)
 
 
 def _general_posts(task: Task, data_dir: str | Path | None, evaluation: list[list[Post]],
@@ -198,9 +224,43 @@ def _general_posts(task: Task, data_dir: str | Path | None, evaluation: list[lis
     return {"negatives": negatives, "check": check, "card": card}
 
 
+def encoder_settings(task_id: str, epochs: float | None = None) -> EncoderSettings:
+    """The ensemble encoder's recipe: LoRA r=16 on the embedded e5-small, lr 5e-4, epochs by pool size."""
+    from mentalglm.train.encoder import EncoderSettings
+
+    return EncoderSettings(model="e5-small", epochs=epochs or ENCODER_EPOCHS.get(task_id, 3.0), lr=5e-4,
+                           lora_rank=16)
+
+
+def _fit_ensemble(task: Task, tfidf: TfidfClassifier, train: Sequence[Post], validation: Sequence[Post],
+                  settings: EncoderSettings, runs: Path, log: Callable[[str], None]) -> tuple[Ensemble, dict[str, Any]]:
+    """Fine-tune (or resume, or reuse the finished run of) the encoder, then weigh it against TF-IDF."""
+    from mentalglm.analyze.ensemble import fit_ensemble
+    from mentalglm.train.encoder import FINAL_DIR, fit_encoder
+
+    run_dir = runs / f"{task.id}.{settings.slug}-r{settings.lora_rank}"
+    log(f"{task.id}: encoder {settings.model}, LoRA r={settings.lora_rank}, {settings.epochs:g} epoch(s) "
+        f"in {run_dir} (resumable; about an hour for 27k posts on 2 cores)")
+    encoder, summary = fit_encoder(task, train, validation, settings, run_dir)
+    ensemble, record = fit_ensemble(task, tfidf, encoder, [p.text for p in validation],
+                                    [p.labels for p in validation])
+    kept = ("global_step", "train_posts", f"validation_{task.official_metric}", "validation_history",
+            "train_seconds", "trainable_parameters")
+    record["encoder"] = {"settings": asdict(settings), "final_dir": str(run_dir / FINAL_DIR),
+                         **{k: summary.get(k) for k in kept}}
+    log(f"{task.id}: ensemble weight on TF-IDF {record['weight_on_tfidf']} "
+        f"(encoder alone: validation {task.official_metric}={summary.get(f'validation_{task.official_metric}')})")
+    return ensemble, record
+
+
 def train_task_model(task_id: str, data_dir: str | Path | None, *, c_grid: Sequence[float] = (1.0, 4.0, 16.0),
-                     log: Callable[[str], None] = print, general_negatives: int | None = None) -> TaskModel:
-    """Fit on the decontaminated training pool, choose C (and thresholds) on validation, calibrate, score test."""
+                     log: Callable[[str], None] = print, general_negatives: int | None = None,
+                     encoder: EncoderSettings | None = None, encoder_runs: Path | None = None) -> TaskModel:
+    """Fit on the decontaminated training pool, choose C (and thresholds) on validation, calibrate, score test.
+
+    With ``encoder`` settings the TF-IDF model is then averaged with a fine-tuned encoder (``analyze/ensemble.py``);
+    its run lives in ``encoder_runs`` and resumes there.
+    """
     from mentalglm.data.splits import canonical_splits
     from mentalglm.evaluate.metrics import jsonable, score
     from mentalglm.train.classical import fit_on_posts
@@ -221,12 +281,17 @@ def train_task_model(task_id: str, data_dir: str | Path | None, *, c_grid: Seque
         if best is None or tuning[c] > tuning[best.C]:
             best = model
     assert best is not None
-    val_proba = best.predict_proba([p.text for p in validation])
+    classifier: TfidfClassifier | Ensemble = best
+    ensemble: dict[str, Any] | None = None
+    if encoder is not None:
+        classifier, ensemble = _fit_ensemble(task, best, train, validation, encoder,
+                                             encoder_runs or Path("encoder-runs"), log)
+    val_proba = classifier.predict_proba([p.text for p in validation])
     calibration, measured = choose_calibration(val_proba, indicator(best.classes, [p.labels for p in validation]),
                                                best.multi_label)
 
     def metrics(posts: Sequence[Any]) -> dict[str, Any]:
-        scores = score(task, [p.labels for p in posts], best.predict([p.text for p in posts]), n_resamples=0)
+        scores = score(task, [p.labels for p in posts], classifier.predict([p.text for p in posts]), n_resamples=0)
         return jsonable({k: v for k, v in scores.items() if k not in ("bootstrap", "ci95")})
 
     card = {
@@ -244,30 +309,47 @@ def train_task_model(task_id: str, data_dir: str | Path | None, *, c_grid: Seque
         "calibration": calibration.to_dict(), "calibration_measured": measured,
         "limitations": list(LIMITATIONS), "train_seconds": round(time.perf_counter() - started, 1),
     }
+    if ensemble is not None and encoder is not None:
+        weight = ensemble["weight_on_tfidf"]
+        card["model"]["kind"] = (f"ensemble: {weight:.1f} x char TF-IDF (1-3) + logistic regression, "
+                                 f"{1 - weight:.1f} x {encoder.model} + LoRA r={encoder.lora_rank} + linear head")
+        card["ensemble"] = ensemble
+        card["limitations"].append("The encoder reads the first 128 tokens of a post only; it was fine-tuned on "
+                                   "the same training pool as the TF-IDF model.")
     if general["card"] is not None:
         positive = task.positive_label.id if task.positive_label else None
-        flagged = best.predict([p.text for p in general["check"]])
+        flagged = classifier.predict([p.text for p in general["check"]])
         general["card"]["flagged_positive_rate"] = round(
             sum(positive in labels for labels in flagged) / max(1, len(flagged)), 4)
         card["data"]["general_negatives"] = general["card"]
         log(f"{task.id}: ordinary posts flagged {positive}: {general['card']['flagged_positive_rate']:.1%}")
-    return TaskModel(task, best, calibration, card)
+    return TaskModel(task, classifier, calibration, card)
 
 
 def save_task_model(model: TaskModel, directory: Path) -> tuple[Path, Path]:
+    """The TF-IDF pickle, the card, and for an ensemble a copy of the encoder run's ``final/`` (a few MB)."""
+    import shutil
+
     model_path, card_path = model_paths(directory, model.task.id)
-    model.classifier.save(model_path)
+    model.tfidf.save(model_path)
+    target = encoder_path(directory, model.task.id)
+    shutil.rmtree(target, ignore_errors=True)  # a stale encoder must not outlive a TF-IDF-only rebuild
+    if "ensemble" in model.card:
+        shutil.copytree(model.card["ensemble"]["encoder"]["final_dir"], target)
     card_path.write_text(json.dumps(model.card, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     return model_path, card_path
 
 
 def train_all(data_dir: str | Path | None, out: Path, tasks: Sequence[str] = CHINESE_MAIN_TASKS, *,
               c_grid: Sequence[float] = (1.0, 4.0, 16.0), log: Callable[[str], None] = print,
-              general_negatives: int | None = None) -> list[Path]:
+              general_negatives: int | None = None, encoder: bool = False, encoder_epochs: float | None = None,
+              encoder_runs: Path | None = None) -> list[Path]:
     """Train and save every task's model; returns the card paths."""
     cards = []
     for task_id in tasks:
-        model = train_task_model(task_id, data_dir, c_grid=c_grid, log=log, general_negatives=general_negatives)
+        model = train_task_model(task_id, data_dir, c_grid=c_grid, log=log, general_negatives=general_negatives,
+                                 encoder=encoder_settings(task_id, encoder_epochs) if encoder else None,
+                                 encoder_runs=encoder_runs or out / "encoder-runs")
         cards.append(save_task_model(model, out)[1])
         log(f"{task_id}: saved to {out} ({model.card['train_seconds']} s)")
     return cards

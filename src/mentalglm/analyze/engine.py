@@ -298,7 +298,7 @@ class Analyzer:
         verdict = check_sample(task, labels, explanation, post)
         model = self.models.get(task.id)
         if explanation and model is not None:
-            apply_verifier(task, TfidfVerifier(model.classifier), [(labels, explanation)], [verdict])
+            apply_verifier(task, TfidfVerifier(model.tfidf), [(labels, explanation)], [verdict])
         return verdict
 
     def _explain(self, per_post: list[dict[str, TaskResult]], scrubbed: Sequence[str], originals: Sequence[str]) -> None:

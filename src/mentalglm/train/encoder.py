@@ -54,6 +54,8 @@ MIN_THRESHOLD_SUPPORT = 10
 RUN_FILE, DONE_FILE, FINAL_DIR = "run.json", "done.json", "final"
 HEAD_FILE, CLASSIFIER_FILE, ENCODER_DIR = "head.safetensors", "classifier.json", "encoder"
 LOG_FILE = "train_log.csv"
+# every linear layer of a BERT-style encoder (attention query/key/value/output, feed-forward in/out)
+LORA_TARGETS = ["query", "key", "value", "dense"]
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,7 @@ class EncoderSettings:
     warmup_ratio: float = 0.1
     dropout: float = 0.1
     eval_batch_size: int = 64
+    lora_rank: int = 0  # 0: fine-tune every encoder weight; r > 0: LoRA adapters of rank r, a few MB to ship
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "max_length", "eval_batch_size"):
@@ -84,6 +87,8 @@ class EncoderSettings:
             raise ConfigError(f"--epochs must be positive, got {self.epochs}")
         if self.lr <= 0:
             raise ConfigError(f"--lr must be positive, got {self.lr}")
+        if self.lora_rank < 0:
+            raise ConfigError(f"--lora-rank must be 0 (full fine-tuning) or positive, got {self.lora_rank}")
 
     @property
     def slug(self) -> str:
@@ -227,6 +232,7 @@ class EncoderClassifier:
     max_length: int = 128
     thresholds: list[float] = field(default_factory=list)
     batch_size: int = 64
+    base: str | None = None  # encoder spec the LoRA adapter applies to; None: ``encoder/`` holds every weight
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         """Probabilities in input order; posts are batched by length so that little padding is computed."""
@@ -250,13 +256,14 @@ class EncoderClassifier:
         from safetensors.torch import save_file
 
         directory.mkdir(parents=True, exist_ok=True)
-        self.model.encoder.save_pretrained(directory / ENCODER_DIR)
-        self.tokenizer.save_pretrained(directory / ENCODER_DIR)
+        self.model.encoder.save_pretrained(directory / ENCODER_DIR)  # a LoRA model writes its adapter only
+        if self.base is None:
+            self.tokenizer.save_pretrained(directory / ENCODER_DIR)
         head = {k: v.detach().cpu().contiguous() for k, v in self.model.classifier.state_dict().items()}
         save_file(head, str(directory / HEAD_FILE))
         meta = {"task": self.task_id, "classes": self.classes, "multi_label": self.multi_label,
                 "prefix": self.prefix, "max_length": self.max_length, "thresholds": self.thresholds,
-                "pooling": "mean"}
+                "pooling": "mean", "base": self.base}
         (directory / CLASSIFIER_FILE).write_text(json.dumps(meta, ensure_ascii=False, indent=1) + "\n",
                                                  encoding="utf-8")
         return directory
@@ -267,12 +274,20 @@ class EncoderClassifier:
         from transformers import AutoTokenizer
 
         meta = json.loads((directory / CLASSIFIER_FILE).read_text(encoding="utf-8"))
-        encoder = _load_encoder(directory / ENCODER_DIR)
+        base = meta.get("base")
+        if base:  # LoRA: the base weights come from the embedded package (or hf:PATH), merged for speed
+            from peft import PeftModel
+
+            weights = resolve_encoder(base)[0]
+            encoder = PeftModel.from_pretrained(_load_encoder(weights), directory / ENCODER_DIR).merge_and_unload()
+        else:
+            weights = directory / ENCODER_DIR
+            encoder = _load_encoder(weights)
         model = PooledClassifier(encoder, len(meta["classes"]), meta["multi_label"])
         model.classifier.load_state_dict(load_file(str(directory / HEAD_FILE)))
-        return cls(model.eval(), AutoTokenizer.from_pretrained(directory / ENCODER_DIR), meta["task"],
+        return cls(model.eval(), AutoTokenizer.from_pretrained(weights), meta["task"],
                    list(meta["classes"]), bool(meta["multi_label"]), meta["prefix"], int(meta["max_length"]),
-                   [float(t) for t in meta["thresholds"]])
+                   [float(t) for t in meta["thresholds"]], base=base)
 
 
 # --------------------------------------------------------------------------- training
@@ -380,6 +395,11 @@ def fit_encoder(task: Task, train: Sequence[Post], validation: Sequence[Post], s
     encoder = _load_encoder(path)
     if settings.freeze_embeddings:
         encoder.get_input_embeddings().weight.requires_grad_(False)
+    if settings.lora_rank:
+        from peft import LoraConfig, get_peft_model
+
+        encoder = get_peft_model(encoder, LoraConfig(r=settings.lora_rank, lora_alpha=2 * settings.lora_rank,
+                                                     lora_dropout=0.1, target_modules=LORA_TARGETS))
     model = PooledClassifier(encoder, len(task.label_ids), task.is_multi_label, settings.dropout)
     train_set = _dataset(tokenizer, prefix, train, targets(task, train), settings.max_length)
     eval_set = (_dataset(tokenizer, prefix, validation, targets(task, validation), settings.max_length)
@@ -410,7 +430,8 @@ def fit_encoder(task: Task, train: Sequence[Post], validation: Sequence[Post], s
     result = trainer.train(resume_from_checkpoint=checkpoint)
     model = cast(PooledClassifier, trainer.model)  # the best checkpoint's weights (load_best_model_at_end)
     classifier = EncoderClassifier(model, tokenizer, task.id, list(task.label_ids), task.is_multi_label, prefix,
-                                   settings.max_length, batch_size=settings.eval_batch_size)
+                                   settings.max_length, batch_size=settings.eval_batch_size,
+                                   base=settings.model if settings.lora_rank else None)
     if task.is_multi_label and validation:
         classifier.thresholds = tune_thresholds(classifier.predict_proba([p.text for p in validation]),
                                                 targets(task, validation))

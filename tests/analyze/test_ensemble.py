@@ -1,0 +1,99 @@
+"""The accurate tier: TF-IDF averaged with a LoRA encoder, weight chosen on validation, saved and reloaded."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("peft")
+
+from tiny_analyzer import HIGH, LOW, fit_model  # noqa: E402
+from tiny_encoder import build_tiny_xlmr  # noqa: E402
+
+from mentalglm.analyze.artifacts import encoder_path, load_task_model, save_task_model  # noqa: E402
+from mentalglm.analyze.engine import Analyzer  # noqa: E402
+from mentalglm.analyze.ensemble import WEIGHT_GRID, Ensemble, fit_ensemble  # noqa: E402
+from mentalglm.data.records import Post  # noqa: E402
+from mentalglm.errors import MissingDataError  # noqa: E402
+from mentalglm.tasks import get_task  # noqa: E402
+from mentalglm.train.encoder import FINAL_DIR, EncoderSettings, fit_encoder  # noqa: E402
+
+TASK = get_task("suicide_risk")
+LABELS = [("high",)] * len(HIGH) + [("low",)] * len(LOW)
+
+
+class _FixedEncoder:
+    """Probabilities looked up by text: an encoder whose answers the test chooses."""
+
+    def __init__(self, proba: dict[str, list[float]]) -> None:
+        self.proba = proba
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        return np.array([self.proba[t] for t in texts])
+
+
+def test_the_weight_is_the_one_with_the_best_validation_metric() -> None:
+    tfidf = fit_model("suicide_risk", HIGH + LOW, LABELS).classifier
+    texts = HIGH + LOW
+    high_index = tfidf.classes.index("high")
+    wrong = {t: [0.0, 0.0] for t in texts}  # an encoder that is confidently wrong on every post
+    for t, labels in zip(texts, LABELS, strict=True):
+        wrong[t][high_index] = 0.0 if labels == ("high",) else 1.0
+        wrong[t][1 - high_index] = 1.0 - wrong[t][high_index]
+    ensemble, record = fit_ensemble(TASK, tfidf, _FixedEncoder(wrong), texts, LABELS)  # type: ignore[arg-type]
+    by_weight = record["validation_f1_positive_by_weight"]
+    assert set(by_weight) == {str(w) for w in WEIGHT_GRID} and by_weight["0.0"] == 0.0
+    assert ensemble.weight == record["weight_on_tfidf"] and by_weight[str(ensemble.weight)] == 1.0
+    assert ensemble.weight >= 0.5  # the wrong encoder may only be outvoted
+
+    right = {t: [1.0 - p for p in row] for t, row in wrong.items()}
+    ensemble, record = fit_ensemble(TASK, tfidf, _FixedEncoder(right), texts, LABELS)  # type: ignore[arg-type]
+    assert ensemble.weight == 0.0  # the first weight reaching the best score: the perfect encoder alone
+    proba = ensemble.predict_proba(texts)
+    assert np.allclose(proba, np.array([right[t] for t in texts]))
+    assert ensemble.predict(texts) == LABELS
+
+
+@pytest.fixture(scope="module")
+def lora_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("ensemble")
+    model = build_tiny_xlmr(root / "tiny-xlmr", "".join(HIGH + LOW) + "。，")
+    posts = [Post(f"p{i}", t, labels, "toy") for i, (t, labels) in enumerate(zip(HIGH + LOW, LABELS, strict=True))]
+    settings = EncoderSettings(model=f"hf:{model}", epochs=3, batch_size=4, max_length=32, lr=1e-2, seed=5,
+                               warmup_ratio=0.0, eval_batch_size=8, lora_rank=4)
+    fit_encoder(TASK, posts, posts, settings, root / "run", progress=False)
+    return root / "run"
+
+
+def test_an_ensemble_is_saved_with_its_adapter_and_reloads_to_the_same_answers(lora_run: Path, tmp_path: Path) -> None:
+    from mentalglm.train.encoder import EncoderClassifier
+
+    tfidf = fit_model("suicide_risk", HIGH + LOW, LABELS).classifier
+    ensemble = Ensemble(tfidf, EncoderClassifier.load(lora_run / FINAL_DIR), 0.4)
+    card = {"task": TASK.id, "ensemble": {"weight_on_tfidf": 0.4, "thresholds": None,
+                                          "encoder": {"final_dir": str(lora_run / FINAL_DIR)}}}
+    model = fit_model("suicide_risk", HIGH + LOW, LABELS)
+    model.classifier, model.card = ensemble, card
+    save_task_model(model, tmp_path)
+    assert (encoder_path(tmp_path, TASK.id) / "encoder" / "adapter_model.safetensors").is_file()
+
+    loaded = load_task_model(TASK.id, tmp_path)
+    assert isinstance(loaded.classifier, Ensemble) and loaded.classifier.weight == 0.4
+    assert loaded.tfidf.classes == tfidf.classes  # the verifier still reads with TF-IDF
+    texts = HIGH + LOW
+    assert np.allclose(loaded.classifier.predict_proba(texts), ensemble.predict_proba(texts), atol=1e-5)
+
+    with Analyzer(tasks=[TASK.id], engine="attribution", models={TASK.id: loaded}) as analyzer:
+        result = analyzer.analyze(HIGH[0]).tasks[TASK.id]
+    assert result.labels and result.evidence  # attribution reads the ensemble like any classifier
+
+    model.classifier, model.card = tfidf, {"task": TASK.id}
+    save_task_model(model, tmp_path)  # a TF-IDF-only rebuild leaves no stale encoder behind
+    assert not encoder_path(tmp_path, TASK.id).exists()
+    (tmp_path / f"{TASK.id}.card.json").write_text(json.dumps(card), encoding="utf-8")
+    with pytest.raises(MissingDataError, match="encoder"):
+        load_task_model(TASK.id, tmp_path)
