@@ -332,3 +332,17 @@ def test_api_key_is_asked_for_and_sent_as_bearer(page, models, jobs_dir):
         expect(page.locator("#task-emotion")).to_be_checked()
         run(page, LOW[1], 1)
         expect(page.locator("#result-list .label").first).to_be_visible()
+
+
+def test_attribution_evidence_says_which_label_it_supports_and_by_how_much(page, models, jobs_dir):
+    analyzer = Analyzer(TASKS, "attribution", models=models)
+    span = analyzer.analyze(HIGH_POST).tasks["suicide_risk"].evidence[0]
+    assert span.label == "high" and span.weight is not None
+    with serving(create_app(ServeSettings(tasks=TASKS, engine="attribution"), analyzer=analyzer)) as url:
+        open_page(page, url)
+        run(page, HIGH_POST, 1)
+        first = page.locator("[data-task=suicide_risk] .evidence-list li").first
+        expect(first.locator(".evidence-quote")).to_have_text(span.quote)
+        label = get_task("suicide_risk").label("high").zh
+        expect(first.locator(".evidence-support")).to_have_text(
+            f"去掉这句，「{label}」的概率下降 {span.weight * 100:.1f} 个百分点")

@@ -92,6 +92,8 @@
       explanationHeading: "解释",
       evidenceHeading: "证据（在原文中高亮）",
       evidenceItem: "第 {start}–{end} 字",
+      evidenceSupports: "支持「{label}」",
+      evidenceWeight: "去掉这句，「{label}」的概率下降 {drop} 个百分点",
       noExplanation: "没有解释。",
       explanationError: "没有生成解释：{error}",
       taskError: "错误：{error}",
@@ -188,6 +190,8 @@
       explanationHeading: "Explanation",
       evidenceHeading: "Evidence (highlighted in the post)",
       evidenceItem: "characters {start}–{end}",
+      evidenceSupports: "supports “{label}”",
+      evidenceWeight: "without it, the probability of “{label}” falls by {drop} points",
       noExplanation: "No explanation.",
       explanationError: "No explanation: {error}",
       taskError: "Error: {error}",
@@ -910,8 +914,15 @@
     if ((task.evidence || []).length) {
       const list = el("ol", { className: "evidence-list" });
       for (const span of task.evidence) {
-        list.append(el("li", null, el("q", { className: "evidence-quote swatch-text-" + (k % 4), lang: "zh-CN", text: span.quote }), " ",
-          el("span", { className: "evidence-where", text: t("evidenceItem", { start: span.start + 1, end: span.end }) })));
+        const item = el("li", null, el("q", { className: "evidence-quote swatch-text-" + (k % 4), lang: "zh-CN", text: span.quote }), " ",
+          el("span", { className: "evidence-where", text: t("evidenceItem", { start: span.start + 1, end: span.end }) }));
+        if (span.label) {  // attribution: which decided label the clause supports, and by how much
+          const label = labelName(taskId, span.label, null);
+          const drop = typeof span.weight === "number" ? (span.weight * 100).toFixed(1) : null;
+          item.append(" ", el("span", { className: "evidence-support", text: drop === null
+            ? t("evidenceSupports", { label }) : t("evidenceWeight", { label, drop }) }));
+        }
+        list.append(item);
       }
       section.append(el("h5", { text: t("evidenceHeading") }), list);
     }
