@@ -10,6 +10,7 @@ And once, the label quality on the full canonical test splits (the labels every 
 
     MENTALGLM_DATA_DIR=../shared/data python benchmarks/bench_analyze.py --engines labels,attribution
     ... --engines hybrid --posts 6 --runs 1 --cold-runs 1          # the LLM explains: minutes a post here
+    ... --artifacts-dir ~/.cache/mentalglm/analyzer-ensemble --out results/analyze-bench/ensemble   # another tier
 
 Writes results/analyze-bench/<engine>.json and bench.md (the machine, its load, the commit, every number).
 The classifiers must be built first (`mentalglm analyze-train`). Test splits are only read, never tuned on.
@@ -28,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mentalglm.analyze.artifacts import ENV_VAR, default_artifacts_dir, model_paths
 from mentalglm.analyze.engine import Analyzer
 from mentalglm.data.records import Post
 from mentalglm.data.splits import canonical_splits
@@ -65,6 +67,13 @@ def test_splits(data_dir: str | None) -> dict[str, list[Post]]:
 def test_posts(tests: dict[str, list[Post]], per_task: int) -> list[str]:
     """The first ``per_task`` test posts of each main task: the throughput input (all tasks run on each)."""
     return [p.text for posts in tests.values() for p in posts[:per_task]]
+
+
+def classifier_kinds() -> dict[str, str]:
+    """What each task's classifier is (from its card): which tier the numbers belong to."""
+    directory = default_artifacts_dir()
+    return {t: json.loads(model_paths(directory, t)[1].read_text(encoding="utf-8"))["model"]["kind"]
+            for t in CHINESE_MAIN_TASKS if model_paths(directory, t)[1].is_file()}
 
 
 def label_quality(tests: dict[str, list[Post]]) -> dict[str, Any]:
@@ -127,6 +136,8 @@ def markdown(out: Path) -> str:
     quality_file = out / "quality.json"
     if quality_file.is_file():
         measured = json.loads(quality_file.read_text(encoding="utf-8"))
+        lines += ["Classifiers (from their model cards):", "",
+                  *[f"- {t}: {kind}" for t, kind in measured.get("classifiers", {}).items()], ""]
         lines += [f"Label quality on the full test splits ({measured['date']}, commit {measured['commit']}):", "",
                   "| task | official metric (test) | 95% CI | n | target |", "|---|---|---|---|---|"]
         lines += [f"| {t} | {q['metric']} {q['value']:.3f} | {q['ci95']} | {q['n']} | ≥ {q['target']} |"
@@ -156,11 +167,15 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--skip-quality", action="store_true", help="do not score the full test splits")
     parser.add_argument("--out", type=Path, default=Path("results/analyze-bench"))
+    parser.add_argument("--artifacts-dir", type=Path, default=None,
+                        help=f"classifiers to measure (default ${ENV_VAR} or ~/.cache/mentalglm/analyzer)")
     args = parser.parse_args()
+    if args.artifacts_dir:  # the cold-start and file-run children read it too
+        os.environ[ENV_VAR] = str(args.artifacts_dir.expanduser())
 
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     meta = {"date": now_iso(), "commit": commit or "?", "machine": machine_info(),
-            "load_average": [round(x, 2) for x in os.getloadavg()]}
+            "load_average": [round(x, 2) for x in os.getloadavg()], "classifiers": classifier_kinds()}
     tests = test_splits(args.data_dir)
     posts = test_posts(tests, max(1, args.posts // len(CHINESE_MAIN_TASKS)))
     args.out.mkdir(parents=True, exist_ok=True)

@@ -97,3 +97,33 @@ def test_an_ensemble_is_saved_with_its_adapter_and_reloads_to_the_same_answers(l
     (tmp_path / f"{TASK.id}.card.json").write_text(json.dumps(card), encoding="utf-8")
     with pytest.raises(MissingDataError, match="encoder"):
         load_task_model(TASK.id, tmp_path)
+
+
+class _Uniform:
+    """An encoder with no opinion: every label equally likely."""
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        return np.full((len(texts), 2), 0.5)
+
+
+@pytest.mark.data
+@pytest.mark.parametrize("weight", [0.5, 1.0])
+def test_training_keeps_the_ensemble_only_when_the_encoder_gets_weight(data_dir, monkeypatch, weight) -> None:
+    from mentalglm.analyze import artifacts
+
+    def fitted(task, tfidf, train, validation, settings, runs, log):  # noqa: ANN001, ANN202 - stands in for training
+        return Ensemble(tfidf, _Uniform(), weight), {"weight_on_tfidf": weight, "thresholds": None,  # type: ignore[arg-type]
+                                                     "encoder": {"final_dir": "unused"}}
+
+    monkeypatch.setattr(artifacts, "_fit_ensemble", fitted)
+    settings = EncoderSettings(lora_rank=16)
+    model = artifacts.train_task_model(TASK.id, data_dir, c_grid=(1.0,), log=lambda _: None, encoder=settings)
+    if weight == 1.0:  # the encoder adds nothing: TF-IDF alone, and the card says the encoder was tried
+        assert model.classifier is model.tfidf and "ensemble" not in model.card
+        assert model.card["ensemble_rejected"]["weight_on_tfidf"] == 1.0
+    else:
+        assert isinstance(model.classifier, Ensemble) and model.card["ensemble"]["weight_on_tfidf"] == 0.5
+        assert model.card["model"]["kind"].startswith("ensemble: 0.5 x char TF-IDF")
+        # the card's scores are the ensemble's: a uniform encoder at half weight leaves TF-IDF's argmax unchanged
+        assert model.card["test"]["f1_positive"] == pytest.approx(
+            artifacts.train_task_model(TASK.id, data_dir, c_grid=(1.0,), log=lambda _: None).card["test"]["f1_positive"])

@@ -283,9 +283,15 @@ def train_task_model(task_id: str, data_dir: str | Path | None, *, c_grid: Seque
     assert best is not None
     classifier: TfidfClassifier | Ensemble = best
     ensemble: dict[str, Any] | None = None
+    rejected: dict[str, Any] | None = None
     if encoder is not None:
-        classifier, ensemble = _fit_ensemble(task, best, train, validation, encoder,
-                                             encoder_runs or Path("encoder-runs"), log)
+        fitted, record = _fit_ensemble(task, best, train, validation, encoder, encoder_runs or Path("encoder-runs"),
+                                       log)
+        if fitted.weight < 1.0:
+            classifier, ensemble = fitted, record
+        else:  # the encoder adds nothing on validation: do not make every post pay for reading it
+            rejected = record
+            log(f"{task.id}: the encoder did not improve validation {task.official_metric}; TF-IDF alone is kept")
     val_proba = classifier.predict_proba([p.text for p in validation])
     calibration, measured = choose_calibration(val_proba, indicator(best.classes, [p.labels for p in validation]),
                                                best.multi_label)
@@ -314,6 +320,8 @@ def train_task_model(task_id: str, data_dir: str | Path | None, *, c_grid: Seque
         card["model"]["kind"] = (f"ensemble: {weight:.1f} x char TF-IDF (1-3) + logistic regression, "
                                  f"{1 - weight:.1f} x {encoder.model} + LoRA r={encoder.lora_rank} + linear head")
         card["ensemble"] = ensemble
+    if rejected is not None:
+        card["ensemble_rejected"] = rejected
         card["limitations"].append("The encoder reads the first 128 tokens of a post only; it was fine-tuned on "
                                    "the same training pool as the TF-IDF model.")
     if general["card"] is not None:
