@@ -197,3 +197,17 @@ def test_bootstrap_fast_path_equals_scikit_learn_on_the_sample(task_id):
     for name, value in reference.items():
         if name in fast:
             assert fast[name][0] == pytest.approx(value), name
+
+
+def test_paired_win_rate_counts_resamples_where_one_system_beats_the_other():
+    task = get_task("suicide_risk")
+    gold = [("high",), ("low",)] * 20
+    right = list(gold)
+    half = [("high",) if i % 4 < 2 else ("low",) for i in range(40)]  # every second high post missed
+    assert metrics.paired_win_rate(task, gold, right, half, n_resamples=200) == 1.0
+    assert metrics.paired_win_rate(task, gold, half, right, n_resamples=200) == 0.0
+    assert metrics.paired_win_rate(task, gold, right, right, n_resamples=200) == 0.0  # a tie is no win
+    one_more = list(half)
+    one_more[2] = ("high",)  # one more high post found: better on the resamples that draw post 2
+    rate = metrics.paired_win_rate(task, gold, one_more, half, n_resamples=500, seed=1)
+    assert 0.3 < rate < 1.0

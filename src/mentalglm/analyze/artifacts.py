@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mentalglm.analyze.ensemble import Ensemble
+from mentalglm.analyze.ensemble import MIN_WIN_RATE, Ensemble, worth_keeping
 from mentalglm.data.records import Post
 from mentalglm.errors import MissingDataError
 from mentalglm.tasks import CHINESE_MAIN_TASKS, Task, get_task
@@ -287,11 +287,12 @@ def train_task_model(task_id: str, data_dir: str | Path | None, *, c_grid: Seque
     if encoder is not None:
         fitted, record = _fit_ensemble(task, best, train, validation, encoder, encoder_runs or Path("encoder-runs"),
                                        log)
-        if fitted.weight < 1.0:
+        if worth_keeping(record):
             classifier, ensemble = fitted, record
-        else:  # the encoder adds nothing on validation: do not make every post pay for reading it
+        else:  # no sure gain on validation: do not make every post pay for reading the encoder
             rejected = record
-            log(f"{task.id}: the encoder did not improve validation {task.official_metric}; TF-IDF alone is kept")
+            log(f"{task.id}: the ensemble beat TF-IDF on {record['validation_win_rate_over_tfidf']:.0%} of paired "
+                f"validation resamples (needs {MIN_WIN_RATE:.0%}); TF-IDF alone is kept")
     val_proba = classifier.predict_proba([p.text for p in validation])
     calibration, measured = choose_calibration(val_proba, indicator(best.classes, [p.labels for p in validation]),
                                                best.multi_label)

@@ -240,6 +240,21 @@ def bootstrap_ci(
     }
 
 
+def paired_win_rate(task: Task, gold: Sequence[Sequence[str] | str], better: Sequence[Prediction],
+                    than: Sequence[Prediction], *, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> float:
+    """Share of bootstrap resamples (the same rows drawn for both) on which ``better`` scores above ``than``
+    by the task's official metric: a paired test of one system against another on the same posts."""
+    metric = task.official_metric
+    counts = []
+    for pred in (better, than):
+        enc = encode(task, gold, pred)
+        counts.append(RowCounts(enc, _positive_index(task, enc) if metric == "f1_positive" else None))
+    wins = 0
+    for weights in resample_weights(len(gold), n_resamples, seed):
+        wins += int((counts[0].scores(weights)[metric] > counts[1].scores(weights)[metric]).sum())
+    return wins / n_resamples
+
+
 def ci_metrics(task: Task, available: Iterable[str]) -> list[str]:
     """The official metric and the main averages the task reports, in that order."""
     wanted = [task.official_metric, *(m for m in task.report_metrics if m in MAIN_AVERAGES)]
