@@ -30,6 +30,7 @@ from mentalglm.train.encoder import (  # noqa: E402
     EncoderSettings,
     decide,
     fit_encoder,
+    merge_lora,
     resolve_encoder,
     tune_thresholds,
 )
@@ -223,6 +224,15 @@ def test_a_lora_run_keeps_only_the_adapter_and_reloads_it_on_the_base(tiny_xlmr:
     texts = [p.text for p in splits["test"]]
     reloaded = EncoderClassifier.load(out / FINAL_DIR)  # base weights from hf:PATH, adapter merged in
     assert np.allclose(reloaded.predict_proba(texts), classifier.predict_proba(texts), atol=1e-5)
+    from peft import PeftModel
+    from transformers import AutoModel
+
+    by_peft = PeftModel.from_pretrained(AutoModel.from_pretrained(tiny_xlmr), encoder_dir).merge_and_unload()
+    by_hand = merge_lora(AutoModel.from_pretrained(tiny_xlmr), encoder_dir)
+    assert by_peft.state_dict().keys() == by_hand.state_dict().keys()
+    assert all(torch.allclose(by_peft.state_dict()[k], v, atol=1e-6) for k, v in by_hand.state_dict().items())
+    assert not torch.equal(AutoModel.from_pretrained(tiny_xlmr).encoder.layer[0].attention.self.query.weight,
+                           by_hand.encoder.layer[0].attention.self.query.weight)  # something was merged
     assert summary["validation_f1_positive"] == 1.0  # the adapters learned the invented phrases
     with pytest.raises(ConfigError, match="lora-rank"):
         EncoderSettings(lora_rank=-1)
