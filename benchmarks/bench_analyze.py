@@ -128,6 +128,12 @@ def cold_and_file(engine: str, posts: list[str], cold_runs: int) -> dict[str, An
                          "peak_rss_mib": file_run["peak_rss_mib"]}}
 
 
+def launcher(record: dict[str, Any]) -> str:
+    """The benchmark process's own peak when it started the children: their peak cannot be read below it."""
+    value = record.get("launcher_peak_rss_mib")
+    return f" (launcher {value})" if value is not None else ""
+
+
 def markdown(out: Path) -> str:
     """Every result file in ``out`` (engines measured in separate runs accumulate), one table each."""
     machine = machine_info()
@@ -152,7 +158,7 @@ def markdown(out: Path) -> str:
         if "engine" not in r:  # quality.json, or another benchmark's file in the same folder
             continue
         lines.append(f"| {r['engine']} | {r['posts_per_s_median']} ({r['posts']} posts × {r['runs']}) | "
-                     f"{r['cold_start_s_median']} | {r['cold_peak_rss_mib']} | {r['file_run']['posts_per_s']} | "
+                     f"{r['cold_start_s_median']} | {r['cold_peak_rss_mib']}{launcher(r)} | {r['file_run']['posts_per_s']} | "
                      f"{r['file_run']['peak_rss_mib']} | {r['explained_share']:.0%} | {r['with_evidence_share']:.0%} | "
                      f"{r['date']}, {r['commit']} | {r['load_average'][0]}, {r['machine']['threads_env']} |")
     return "\n".join(lines) + "\n"
