@@ -68,30 +68,26 @@ def fit_ensemble(task: Task, tfidf: TfidfClassifier, encoder: EncoderClassifier,
 
     Returns the ensemble and the tuning record for the model card (the metric at every weight tried).
     """
-    from mentalglm.evaluate.metrics import paired_win_rate, score
+    from mentalglm.evaluate.metrics import indicator, paired_win_rate, score
+    from mentalglm.train.encoder import tune_thresholds
 
     texts = list(validation_texts)
     p_tfidf, p_encoder = tfidf.predict_proba(texts), encoder.predict_proba(texts)
-    thresholds = THRESHOLD_GRID if task.is_multi_label else (0.5,)
-    tried: dict[float, tuple[float, float]] = {}
+    gold = indicator(validation_labels, tfidf.classes) if task.is_multi_label else None
+    tried: dict[float, tuple[float, Ensemble]] = {}
     for weight in WEIGHT_GRID:
         candidate = Ensemble(tfidf, encoder, weight)
         proba = candidate.combine(p_tfidf, p_encoder)
-        best = (-1.0, 0.5)
-        for threshold in thresholds:
-            candidate.thresholds = [float(threshold)] * len(candidate.classes) if task.is_multi_label else []
-            value = score(task, validation_labels, candidate.decide(proba), n_resamples=0)[task.official_metric]
-            if value > best[0]:
-                best = (float(value), float(threshold))
-        tried[weight] = best
+        if gold is not None:  # the micro-F1-best shared threshold (no label gets its own: as train/classical.py)
+            candidate.thresholds = tune_thresholds(proba, gold, grid=tuple(THRESHOLD_GRID), min_support=len(texts) + 1)
+        value = score(task, validation_labels, candidate.decide(proba), n_resamples=0)[task.official_metric]
+        tried[weight] = (float(value), candidate)
     weight = max(tried, key=lambda w: tried[w][0])
-    chosen = Ensemble(tfidf, encoder, weight,
-                      [tried[weight][1]] * len(tfidf.classes) if task.is_multi_label else [])
-    alone = Ensemble(tfidf, encoder, 1.0, [tried[1.0][1]] * len(tfidf.classes) if task.is_multi_label else [])
+    chosen, alone = tried[weight][1], tried[1.0][1]
     win_rate = paired_win_rate(task, validation_labels, chosen.decide(chosen.combine(p_tfidf, p_encoder)),
                                alone.decide(p_tfidf), n_resamples=1000)
     record = {"weight_on_tfidf": weight, "thresholds": chosen.thresholds or None,
-              f"validation_{task.official_metric}_by_weight": {str(w): round(v[0], 4) for w, v in tried.items()},
+              f"validation_{task.official_metric}_by_weight": {str(w): round(v, 4) for w, (v, _) in tried.items()},
               "validation_win_rate_over_tfidf": round(win_rate, 4)}
     return chosen, record
 
