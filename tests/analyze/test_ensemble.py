@@ -129,3 +129,15 @@ def test_training_keeps_the_ensemble_only_when_it_surely_beats_tfidf(data_dir, m
         # the card's scores are the ensemble's: a uniform encoder at half weight leaves TF-IDF's argmax unchanged
         assert model.card["test"]["f1_positive"] == pytest.approx(
             artifacts.train_task_model(TASK.id, data_dir, c_grid=(1.0,), log=lambda _: None).card["test"]["f1_positive"])
+
+
+def test_each_task_trains_its_encoder_with_its_own_recipe() -> None:
+    from mentalglm.analyze.artifacts import ENCODER_RECIPES, encoder_settings
+
+    distortion = encoder_settings("cognitive_distortion")
+    assert (distortion.epochs, distortion.warmup_ratio, distortion.pos_weight) == (10.0, 0.3, 10.0)
+    assert encoder_settings("emotion").epochs == ENCODER_RECIPES["emotion"]["epochs"]
+    assert encoder_settings("emotion").pos_weight == 0.0 and encoder_settings("emotion").lora_rank == 16
+    overridden = encoder_settings("cognitive_distortion", epochs=1.0)  # --encoder-epochs changes epochs only
+    assert overridden.epochs == 1.0 and overridden.pos_weight == 10.0
+    assert overridden.identity() != distortion.identity()

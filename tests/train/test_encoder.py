@@ -28,9 +28,11 @@ from mentalglm.train.encoder import (  # noqa: E402
     FINAL_DIR,
     EncoderClassifier,
     EncoderSettings,
+    PooledClassifier,
     decide,
     fit_encoder,
     merge_lora,
+    positive_weights,
     resolve_encoder,
     tune_thresholds,
 )
@@ -143,7 +145,7 @@ def test_single_label_run_learns_writes_tfidf_style_files_and_reloads(tiny_xlmr:
                                  progress=False)  # finished: loaded, not retrained
     assert summary == json.loads((out / DONE_FILE).read_text(encoding="utf-8"))
     assert np.allclose(again.predict_proba(texts), reloaded.predict_proba(texts))
-    with pytest.raises(ConfigError, match="settings"):
+    with pytest.raises(ConfigError, match="other lr;"):
         fit_encoder(get_task("suicide_risk"), splits["train"], splits["validation"], _settings(tiny_xlmr, lr=1e-3),
                     out, progress=False)
 
@@ -200,12 +202,12 @@ def test_cli_baseline_encoder_passes_its_options(tiny_xlmr: Path, tmp_path: Path
     result = CliRunner().invoke(app, [
         "baseline", "encoder", "--task", "suicide_risk", "--model", f"hf:{tiny_xlmr}", "--max-steps", "3",
         "--batch-size", "4", "--max-length", "16", "--lr", "1e-3", "--seed", "2", "--limit-train", "12",
-        "--out", str(tmp_path / "run"), "--predictions-dir", str(tmp_path), "--results-dir", str(tmp_path)])
+        "--warmup-ratio", "0.25", "--out", str(tmp_path / "run"), "--predictions-dir", str(tmp_path), "--results-dir", str(tmp_path)])
     assert result.exit_code == 0, result.output
     meta = read_meta(tmp_path / "suicide_risk.test.encoder-tiny-xlmr-train12.jsonl")
     assert meta["config"]["settings"] == {**meta["config"]["settings"], "max_steps": 3, "batch_size": 4,
                                           "max_length": 16, "lr": 1e-3, "seed": 2, "limit_train": 12,
-                                          "freeze_embeddings": True}
+                                          "freeze_embeddings": True, "warmup_ratio": 0.25}
     assert meta["config"]["train_posts"] == 12 and meta["config"]["global_step"] == 3
     assert meta["config"]["pool_dropped"] == 3
     assert (tmp_path / "suicide_risk.test.encoder-tiny-xlmr-train12.results.json").is_file()
@@ -239,3 +241,41 @@ def test_a_lora_run_keeps_only_the_adapter_and_reloads_it_on_the_base(tiny_xlmr:
     assert summary["validation_f1_positive"] == 1.0  # the adapters learned the invented phrases
     with pytest.raises(ConfigError, match="lora-rank"):
         EncoderSettings(lora_rank=-1)
+
+
+def test_positive_weights_follow_label_rarity_within_the_cap() -> None:
+    y = np.array([[1, 0, 1], [0, 0, 1], [0, 0, 1], [0, 1, 1]], dtype=np.float32)  # 1, 1, 4 positives of 4
+    assert positive_weights(y, 0.0) is None
+    assert positive_weights(y, 10.0).tolist() == [3.0, 3.0, 1.0]  # negatives/positives; never below 1
+    assert positive_weights(y, 2.0).tolist() == [2.0, 2.0, 1.0]
+    with pytest.raises(ConfigError, match="pos-weight"):
+        EncoderSettings(pos_weight=-1)
+
+
+def test_weighted_positives_raise_the_loss_of_missed_labels(tiny_xlmr: Path) -> None:
+    from transformers import AutoModel
+
+    torch.manual_seed(0)
+    encoder = AutoModel.from_pretrained(tiny_xlmr)
+    ids, mask, labels = torch.tensor([[0, 5, 6, 2]]), torch.ones(1, 4, dtype=torch.long), torch.tensor([[1.0, 0.0]])
+    plain = PooledClassifier(encoder, 2, multi_label=True).eval()
+    weighted = PooledClassifier(encoder, 2, multi_label=True, pos_weight=torch.tensor([4.0, 1.0])).eval()
+    weighted.classifier.load_state_dict(plain.classifier.state_dict())
+    out, heavier = plain(ids, mask, labels=labels), weighted(ids, mask, labels=labels)
+    logits = out["logits"]
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, pos_weight=torch.tensor([4.0, 1.0]))
+    assert torch.allclose(heavier["loss"], expected) and heavier["loss"] > out["loss"]
+    assert "pos_weight" not in weighted.state_dict()  # a training choice, not part of the saved model
+
+
+def test_run_json_leaves_out_options_at_their_off_value_so_older_runs_resume(tiny_xlmr: Path, tmp_path: Path) -> None:
+    splits, task = _distortion_splits(), get_task("cognitive_distortion")
+    plain = _settings(tiny_xlmr, max_steps=2)
+    assert "pos_weight" not in plain.identity() and plain.identity()["lr"] == plain.lr
+    weighted = _settings(tiny_xlmr, max_steps=2, pos_weight=5.0)
+    _, summary = fit_encoder(task, splits["train"], splits["validation"], weighted, tmp_path / "run", progress=False)
+    assert summary["global_step"] == 2
+    recorded = json.loads((tmp_path / "run" / "run.json").read_text(encoding="utf-8"))["settings"]
+    assert recorded["pos_weight"] == 5.0
+    with pytest.raises(ConfigError, match="pos_weight"):  # another weighting is another run
+        fit_encoder(task, splits["train"], splits["validation"], plain, tmp_path / "run", progress=False)

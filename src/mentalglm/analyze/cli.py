@@ -142,9 +142,10 @@ def analyze_train(
              "text, more confident misses: see docs/analyze.md). Default 0.")] = None,
     encoder: Annotated[bool, typer.Option(
         help="Also fine-tune the embedded e5-small (LoRA) per task and average it with TF-IDF: more accurate, "
-             "slower to read; ~50 min for the three tasks on 2 cores, resumable.")] = False,
+             "slower to read; about 2 hours for the three tasks on 2 cores, resumable.")] = False,
     encoder_epochs: Annotated[float | None, typer.Option(
-        help="Encoder epochs (default: 1 for emotion, 3 for the small tasks).")] = None,
+        help="Encoder epochs for every task (default per task: 2 emotion, 10 cognitive distortion, "
+             "3 suicide risk).")] = None,
     encoder_runs: Annotated[Path | None, typer.Option(
         help="Where encoder runs keep checkpoints and resume (default OUT/encoder-runs).")] = None,
 ) -> None:

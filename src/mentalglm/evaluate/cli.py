@@ -150,6 +150,11 @@ def baseline(
         help="encoder: also train the word embeddings (about 3x slower a step on CPU).")] = False,
     lora_rank: Annotated[int, typer.Option(
         help="encoder: 0 fine-tunes every weight; r > 0 trains LoRA adapters of rank r (a few MB to keep).")] = 0,
+    warmup_ratio: Annotated[float, typer.Option(
+        help="encoder: share of the steps over which the learning rate rises to --lr.")] = 0.1,
+    pos_weight: Annotated[float, typer.Option(
+        help="encoder, multi-label tasks: weigh each label's positives by negatives/positives, capped at this "
+             "(0: off).")] = 0.0,
     out: Annotated[Path | None, typer.Option(
         help="encoder: run directory (checkpoints, final model; a rerun resumes it). "
              "Default: outputs/encoder/TASK.MODEL")] = None,
@@ -165,7 +170,7 @@ def baseline(
         options: dict[str, object] = {"settings": EncoderSettings(
             model=model, epochs=epochs, max_steps=max_steps, batch_size=batch_size, max_length=max_length, lr=lr,
             seed=seed, limit_train=limit_train, freeze_embeddings=not train_embeddings,
-            lora_rank=lora_rank), "out": out}
+            lora_rank=lora_rank, warmup_ratio=warmup_ratio, pos_weight=pos_weight), "out": out}
     else:
         options = {"c_grid": [float(c) for c in c_grid.split(",") if c.strip()]}
     predictions, results = BASELINES[kind](task, data_dir, split=split, predictions_dir=predictions_dir,

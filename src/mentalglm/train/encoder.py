@@ -59,6 +59,7 @@ HEAD_FILE, CLASSIFIER_FILE, ENCODER_DIR = "head.safetensors", "classifier.json",
 LOG_FILE = "train_log.csv"
 # every linear layer of a BERT-style encoder (attention query/key/value/output, feed-forward in/out)
 LORA_TARGETS = ["query", "key", "value", "dense"]
+OPTIONAL_SETTINGS = {"pos_weight": 0.0}  # added after runs were recorded: at this value, absent from run.json
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,9 @@ class EncoderSettings:
     dropout: float = 0.1
     eval_batch_size: int = 64
     lora_rank: int = 0  # 0: fine-tune every encoder weight; r > 0: LoRA adapters of rank r, a few MB to ship
+    # multi-label: each label's positives weigh negatives/positives in the BCE, capped here (0: unweighted), so
+    # that rare distortions are not learnt as "never"
+    pos_weight: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "max_length", "eval_batch_size"):
@@ -92,6 +96,15 @@ class EncoderSettings:
             raise ConfigError(f"--lr must be positive, got {self.lr}")
         if self.lora_rank < 0:
             raise ConfigError(f"--lora-rank must be 0 (full fine-tuning) or positive, got {self.lora_rank}")
+        if self.pos_weight < 0:
+            raise ConfigError(f"--pos-weight must be 0 (off) or positive, got {self.pos_weight}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ConfigError(f"warmup ratio must be in [0, 1), got {self.warmup_ratio}")
+
+    def identity(self) -> dict[str, Any]:
+        """The settings as ``run.json`` records them; options at their off value are left out, so runs written
+        before such an option existed still resume."""
+        return {k: v for k, v in asdict(self).items() if not (k in OPTIONAL_SETTINGS and v == OPTIONAL_SETTINGS[k])}
 
     @property
     def slug(self) -> str:
@@ -122,12 +135,15 @@ def resolve_encoder(spec: str) -> tuple[Path, str]:
 class PooledClassifier(nn.Module):
     """Encoder, mean over real tokens, dropout, linear: logits and (given labels) the loss."""
 
-    def __init__(self, encoder: Any, num_labels: int, multi_label: bool, dropout: float = 0.1) -> None:
+    def __init__(self, encoder: Any, num_labels: int, multi_label: bool, dropout: float = 0.1,
+                 pos_weight: torch.Tensor | None = None) -> None:
         super().__init__()
         self.encoder: Any = encoder  # a transformers PreTrainedModel
         self.multi_label = multi_label
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(encoder.config.hidden_size, num_labels)
+        self.pos_weight: torch.Tensor | None
+        self.register_buffer("pos_weight", pos_weight, persistent=False)  # training only: not saved
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> dict[str, Any]:
@@ -138,7 +154,8 @@ class PooledClassifier(nn.Module):
         logits = self.classifier(self.dropout(pooled))
         output: dict[str, Any] = {"logits": logits}
         if labels is not None:
-            loss = (nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+            loss = (nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype),
+                                                                    pos_weight=self.pos_weight)
                     if self.multi_label else nn.functional.cross_entropy(logits, labels))
             output = {"loss": loss, **output}
         return output
@@ -205,6 +222,14 @@ def tune_thresholds(proba: np.ndarray, y: np.ndarray, *, grid: Sequence[float] =
             if value > best + 1e-12:
                 best, thresholds = value, trial
     return [float(t) for t in thresholds]
+
+
+def positive_weights(y: np.ndarray, cap: float) -> torch.Tensor | None:
+    """Per-label BCE weight of positives: negatives / positives in the training rows, between 1 and ``cap``."""
+    if cap <= 0:
+        return None
+    positives = y.sum(axis=0)
+    return torch.tensor(np.clip((len(y) - positives) / np.maximum(positives, 1), 1.0, cap), dtype=torch.float32)
 
 
 def targets(task: Task, posts: Sequence[Post]) -> np.ndarray:
@@ -427,7 +452,11 @@ def _check_run(out: Path, identity: dict[str, Any]) -> None:
     if path.is_file():
         previous = json.loads(path.read_text(encoding="utf-8"))
         if previous != identity:
-            changed = sorted(k for k in set(previous) | set(identity) if previous.get(k) != identity.get(k))
+            def flat(record: dict[str, Any]) -> dict[str, Any]:  # settings by name: "other lr", not "other settings"
+                return {**{k: v for k, v in record.items() if k != "settings"}, **record.get("settings", {})}
+
+            before, now = flat(previous), flat(identity)
+            changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
             raise ConfigError(f"{out} holds a run with other {', '.join(changed)}; pass another --out or delete "
                               "the directory to start over")
     else:
@@ -452,7 +481,7 @@ def fit_encoder(task: Task, train: Sequence[Post], validation: Sequence[Post], s
     if not task.is_multi_label and any(len(p.labels) != 1 for p in train):
         raise ConfigError(f"task {task.id}: single-label training posts must carry exactly one label")
     train = select_posts(train, settings.limit_train, settings.seed)
-    identity = {"task": task.id, "settings": asdict(settings), "train_sha256": posts_sha256(train),
+    identity = {"task": task.id, "settings": settings.identity(), "train_sha256": posts_sha256(train),
                 "validation_sha256": posts_sha256(validation)}
     out.mkdir(parents=True, exist_ok=True)
     _check_run(out, identity)
@@ -477,8 +506,10 @@ def fit_encoder(task: Task, train: Sequence[Post], validation: Sequence[Post], s
 
         encoder = get_peft_model(encoder, LoraConfig(r=settings.lora_rank, lora_alpha=2 * settings.lora_rank,
                                                      lora_dropout=0.1, target_modules=LORA_TARGETS))
-    model = PooledClassifier(encoder, len(task.label_ids), task.is_multi_label, settings.dropout)
-    train_set = _dataset(tokenizer, prefix, train, targets(task, train), settings.max_length)
+    train_targets = targets(task, train)
+    weights = positive_weights(train_targets, settings.pos_weight) if task.is_multi_label else None
+    model = PooledClassifier(encoder, len(task.label_ids), task.is_multi_label, settings.dropout, weights)
+    train_set = _dataset(tokenizer, prefix, train, train_targets, settings.max_length)
     eval_set = (_dataset(tokenizer, prefix, validation, targets(task, validation), settings.max_length)
                 if validation else None)
     every = _steps_per_epoch(len(train), settings.batch_size)
