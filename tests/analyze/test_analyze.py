@@ -222,9 +222,31 @@ def test_calibration_measures():
     overconfident[:100] = overconfident[:100, ::-1]  # a quarter confidently wrong
     overconfident /= overconfident.sum(axis=1, keepdims=True)
     calibration, measured = choose_calibration(overconfident, y, multi_label=False)
-    assert measured["platt_2fold"]["brier"] < measured["raw"]["brier"] and calibration.method == "platt"
+    assert measured["temperature_2fold"]["brier"] < measured["raw"]["brier"] and calibration.method == "temperature"
+    assert calibration.temperature > 1  # overconfident: the probabilities are softened
     assert ece(calibration.apply(overconfident), y, False) < ece(overconfident, y, False)
     assert brier(Calibration().apply(y), y, False) == 0
+    multi, measured = choose_calibration(overconfident, y, multi_label=True)  # per label: Platt
+    assert multi.method == "platt" and "platt_2fold" in measured
+
+
+def test_single_label_calibration_never_changes_the_decided_label():
+    """The label shown must be the most confident label shown: a temperature keeps the order of every row."""
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    truth = rng.dirichlet(np.full(6, 1.0), size=500)
+    y = np.eye(6)[[rng.choice(6, p=row) for row in truth]]  # labels drawn from `truth`
+    proba = truth**3 / (truth**3).sum(axis=1, keepdims=True)  # a model that is sure of itself
+    calibration, _ = choose_calibration(proba, y, multi_label=False)
+    calibrated = calibration.apply(proba)
+    assert calibration.method == "temperature"
+    assert (calibrated.argmax(axis=1) == proba.argmax(axis=1)).all()
+    assert np.allclose(calibrated.sum(axis=1), 1)
+    # cards written before (renormalised per-label Platt) still load and apply as they did
+    old = Calibration.from_dict({"method": "platt", "coef": [[2.0, 1.0], [2.0, -1.0]], "normalise": True})
+    assert old.method == "platt" and np.allclose(old.apply(proba[:, :2]).sum(axis=1), 1)
+    assert Calibration.from_dict(calibration.to_dict()) == calibration
 
 
 def test_missing_artifacts_name_the_fix(tmp_path):

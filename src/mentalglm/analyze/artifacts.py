@@ -75,27 +75,43 @@ def default_artifacts_dir() -> Path:
 
 @dataclass(frozen=True)
 class Calibration:
-    """Per-label Platt scaling ``sigmoid(a * logit(p) + b)``; identity when ``method == "none"``."""
+    """How raw probabilities become the confidence a user reads.
+
+    ``platt``: per-label ``sigmoid(a * logit(p) + b)`` (multi-label tasks). ``temperature``: ``softmax(log(p) / T)``
+    (single-label tasks): one scalar, so the order of the labels, and with it the decided label, never changes.
+    Per-label Platt renormalised (what single-label cards before this used, still read) could reorder labels: the
+    label shown was then not the most confident one shown on 4.7 % of emotion test posts. ``none``: raw.
+    """
 
     method: str = "none"
     coef: tuple[tuple[float, float], ...] = ()
     normalise: bool = False
+    temperature: float = 1.0
 
     def apply(self, proba: np.ndarray) -> np.ndarray:
         if self.method == "none":
             return proba
         p = np.clip(proba, _EPS, 1 - _EPS)
+        if self.method == "temperature":
+            return _softmax(np.log(p) / self.temperature)
         a, b = np.array(self.coef).T
         out = 1.0 / (1.0 + np.exp(-(a * np.log(p / (1 - p)) + b)))
         return out / out.sum(axis=1, keepdims=True) if self.normalise else out
 
     def to_dict(self) -> dict[str, Any]:
+        if self.method == "temperature":
+            return {"method": self.method, "temperature": self.temperature}
         return {"method": self.method, "coef": [list(c) for c in self.coef], "normalise": self.normalise}
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Calibration:
         return cls(raw.get("method", "none"), tuple(tuple(c) for c in raw.get("coef", ())),
-                   bool(raw.get("normalise", False)))
+                   bool(raw.get("normalise", False)), float(raw.get("temperature", 1.0)))
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
 
 
 def indicator(classes: Sequence[str], labels: Sequence[Sequence[str]]) -> np.ndarray:
@@ -107,7 +123,7 @@ def indicator(classes: Sequence[str], labels: Sequence[Sequence[str]]) -> np.nda
     return y
 
 
-def fit_platt(proba: np.ndarray, y: np.ndarray, normalise: bool) -> Calibration:
+def fit_platt(proba: np.ndarray, y: np.ndarray, normalise: bool = False) -> Calibration:
     from sklearn.linear_model import LogisticRegression
 
     p = np.clip(proba, _EPS, 1 - _EPS)
@@ -119,6 +135,22 @@ def fit_platt(proba: np.ndarray, y: np.ndarray, normalise: bool) -> Calibration:
         model = LogisticRegression(C=1e4).fit(np.log(p[:, j] / (1 - p[:, j]))[:, None], y[:, j])
         coef.append((float(model.coef_[0, 0]), float(model.intercept_[0])))
     return Calibration("platt", tuple(coef), normalise)
+
+
+def fit_temperature(proba: np.ndarray, y: np.ndarray) -> Calibration:
+    """The temperature with the lowest negative log-likelihood of the gold labels (one-hot rows ``y``)."""
+    from scipy.optimize import minimize_scalar
+
+    log_p = np.log(np.clip(proba, _EPS, 1.0))
+    gold = y.argmax(axis=1)
+
+    def nll(log_t: float) -> float:
+        z = log_p / np.exp(log_t)
+        z = z - z.max(axis=1, keepdims=True)
+        return float(-(z[np.arange(len(gold)), gold] - np.log(np.exp(z).sum(axis=1))).mean())
+
+    best = minimize_scalar(nll, bounds=(np.log(0.05), np.log(20.0)), method="bounded")
+    return Calibration("temperature", temperature=float(np.exp(best.x)))
 
 
 def brier(proba: np.ndarray, y: np.ndarray, multi_label: bool) -> float:
@@ -141,18 +173,20 @@ def ece(proba: np.ndarray, y: np.ndarray, multi_label: bool, bins: int = 10) -> 
 
 def choose_calibration(proba: np.ndarray, y: np.ndarray, multi_label: bool,
                        seed: int = 13) -> tuple[Calibration, dict[str, Any]]:
-    """Raw LR probabilities or Platt scaling, whichever has the lower 2-fold cross-fitted validation Brier."""
+    """Raw probabilities or the task's calibration map (per-label Platt for multi-label tasks, a temperature for
+    single-label ones), whichever has the lower 2-fold cross-fitted validation Brier."""
+    fit = fit_platt if multi_label else fit_temperature
+    name = "platt_2fold" if multi_label else "temperature_2fold"
     order = np.random.default_rng(seed).permutation(len(y))
     folds = (order[: len(y) // 2], order[len(y) // 2:])
     crossed = np.empty_like(proba)
     for fit_on, apply_to in (folds, folds[::-1]):
-        crossed[apply_to] = fit_platt(proba[fit_on], y[fit_on], not multi_label).apply(proba[apply_to])
+        crossed[apply_to] = fit(proba[fit_on], y[fit_on]).apply(proba[apply_to])
     measured = {
         "raw": {"brier": brier(proba, y, multi_label), "ece": ece(proba, y, multi_label)},
-        "platt_2fold": {"brier": brier(crossed, y, multi_label), "ece": ece(crossed, y, multi_label)},
+        name: {"brier": brier(crossed, y, multi_label), "ece": ece(crossed, y, multi_label)},
     }
-    use_platt = measured["platt_2fold"]["brier"] < measured["raw"]["brier"]
-    chosen = fit_platt(proba, y, not multi_label) if use_platt else Calibration()
+    chosen = fit(proba, y) if measured[name]["brier"] < measured["raw"]["brier"] else Calibration()
     return chosen, {**{k: {m: round(v, 4) for m, v in d.items()} for k, d in measured.items()},
                     "chosen": chosen.method, "criterion": "lower 2-fold cross-fitted Brier on validation"}
 
