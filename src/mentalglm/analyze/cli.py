@@ -142,7 +142,7 @@ def analyze_train(
              "text, more confident misses: see docs/analyze.md). Default 0.")] = None,
     encoder: Annotated[bool, typer.Option(
         help="Also fine-tune the embedded e5-small (LoRA) per task and average it with TF-IDF: more accurate, "
-             "slower to read; about 2 hours for the three tasks on 2 cores, resumable.")] = False,
+             "slower to read; 1.5-2 hours for the three tasks on 2 cores, resumable.")] = False,
     encoder_epochs: Annotated[float | None, typer.Option(
         help="Encoder epochs for every task (default per task: 2 emotion, 10 cognitive distortion, "
              "3 suicide risk).")] = None,
