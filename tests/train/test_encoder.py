@@ -250,6 +250,10 @@ def test_positive_weights_follow_label_rarity_within_the_cap() -> None:
     assert positive_weights(y, 2.0).tolist() == [2.0, 2.0, 1.0]
     with pytest.raises(ConfigError, match="pos-weight"):
         EncoderSettings(pos_weight=-1)
+    risk = _risk_splits()
+    with pytest.raises(ConfigError, match="one label a post"):  # refused before any model is loaded
+        fit_encoder(get_task("suicide_risk"), risk["train"], risk["validation"],
+                    EncoderSettings(model="hf:/nonexistent", pos_weight=5.0), Path("/nonexistent/run"))
 
 
 def test_weighted_positives_raise_the_loss_of_missed_labels(tiny_xlmr: Path) -> None:

@@ -480,6 +480,9 @@ def fit_encoder(task: Task, train: Sequence[Post], validation: Sequence[Post], s
 
     if not task.is_multi_label and any(len(p.labels) != 1 for p in train):
         raise ConfigError(f"task {task.id}: single-label training posts must carry exactly one label")
+    if not task.is_multi_label and settings.pos_weight:
+        raise ConfigError(f"--pos-weight weighs each label's positives in a multi-label loss; task {task.id} has "
+                          "one label a post (leave it at 0)")
     train = select_posts(train, settings.limit_train, settings.seed)
     identity = {"task": task.id, "settings": settings.identity(), "train_sha256": posts_sha256(train),
                 "validation_sha256": posts_sha256(validation)}
