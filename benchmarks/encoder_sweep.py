@@ -126,18 +126,12 @@ def _batches(rows: Sequence[np.ndarray], order: Sequence[int], size: int, pad: i
         yield chunk, torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device)
 
 
-def validation_score(task_id: str, info: dict[str, Any], proba: np.ndarray, y: np.ndarray) -> tuple[float, list[float]]:
+def validation_score(task_id: str, proba: np.ndarray, y: np.ndarray) -> tuple[float, list[float]]:
     """The official metric of validation probabilities, with thresholds tuned as fit_encoder tunes them."""
-    from mentalglm.evaluate.metrics import score
     from mentalglm.tasks import get_task
-    from mentalglm.train.encoder import decide, tune_thresholds
+    from mentalglm.train.encoder import score_probabilities
 
-    classes, multi = info["classes"], info["multi_label"]
-    thresholds = tune_thresholds(proba, y) if multi else []
-    gold = ([tuple(c for c, on in zip(classes, row, strict=True) if on) for row in y.astype(bool)] if multi
-            else [(classes[int(i)],) for i in y])
-    predicted = decide(proba, classes, multi, thresholds)
-    return float(score(get_task(task_id), gold, predicted, n_resamples=0)[info["metric"]]), thresholds
+    return score_probabilities(get_task(task_id), proba, y)
 
 
 def train_config(config: dict[str, Any], payload_dir: Path, deadline: float, device: str,
@@ -203,7 +197,7 @@ def train_config(config: dict[str, Any], payload_dir: Path, deadline: float, dev
             step += 1
             if step % per_epoch == 0 or step == total:
                 proba = predict()
-                value, thresholds = validation_score(task_id, info, proba, y_validation)
+                value, thresholds = validation_score(task_id, proba, y_validation)
                 history.append({"step": step, "epoch": round(step / per_epoch, 2), "metric": round(value, 4),
                                 "loss": round(float(loss.detach()), 4), "seconds": round(time.time() - started, 1)})
                 if best is None or value > best["metric"]:
@@ -287,15 +281,14 @@ def report(result_dirs: Sequence[Path], payload_dir: Path, artifacts: Path) -> N
                 probs[member.name.removesuffix(".npy")] = np.load(io.BytesIO(tar.extractfile(member).read()))
     print("| config | encoder alone | with TF-IDF (weight) | TF-IDF alone |\n| --- | --- | --- | --- |")
     for task_id in TASKS:
-        info = payload.meta["tasks"][task_id]
         splits, _ = canonical_splits(task_id, os.environ.get("MENTALGLM_DATA_DIR"), include_extra=False)
         y = payload.arrays[f"{task_id}.validation.y"]
         tfidf = load_task_model(task_id, artifacts).tfidf.predict_proba([p.text for p in splits["validation"]])
-        alone_tfidf = validation_score(task_id, info, tfidf, y)[0]
+        alone_tfidf = validation_score(task_id, tfidf, y)[0]
         for name, proba in sorted(probs.items()):
             if proba.shape != tfidf.shape:  # the task is known by its validation posts x labels
                 continue
-            scores = {w: validation_score(task_id, info, w * tfidf + (1 - w) * proba, y)[0] for w in WEIGHT_GRID}
+            scores = {w: validation_score(task_id, w * tfidf + (1 - w) * proba, y)[0] for w in WEIGHT_GRID}
             weight = max(scores, key=lambda w: scores[w])
             print(f"| {name} | {scores[0.0]:.3f} | {scores[weight]:.3f} ({weight:.1f}) | {alone_tfidf:.3f} |")
 

@@ -93,7 +93,9 @@ class Calibration:
             return proba
         p = np.clip(proba, _EPS, 1 - _EPS)
         if self.method == "temperature":
-            return _softmax(np.log(p) / self.temperature)
+            from scipy.special import softmax
+
+            return softmax(np.log(p) / self.temperature, axis=1)
         a, b = np.array(self.coef).T
         out = 1.0 / (1.0 + np.exp(-(a * np.log(p / (1 - p)) + b)))
         return out / out.sum(axis=1, keepdims=True) if self.normalise else out
@@ -107,20 +109,6 @@ class Calibration:
     def from_dict(cls, raw: dict[str, Any]) -> Calibration:
         return cls(raw.get("method", "none"), tuple(tuple(c) for c in raw.get("coef", ())),
                    bool(raw.get("normalise", False)), float(raw.get("temperature", 1.0)))
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def indicator(classes: Sequence[str], labels: Sequence[Sequence[str]]) -> np.ndarray:
-    index = {c: i for i, c in enumerate(classes)}
-    y = np.zeros((len(labels), len(classes)))
-    for row, names in enumerate(labels):
-        for name in names:
-            y[row, index[name]] = 1
-    return y
 
 
 def fit_platt(proba: np.ndarray, y: np.ndarray, normalise: bool = False) -> Calibration:
@@ -140,14 +128,13 @@ def fit_platt(proba: np.ndarray, y: np.ndarray, normalise: bool = False) -> Cali
 def fit_temperature(proba: np.ndarray, y: np.ndarray) -> Calibration:
     """The temperature with the lowest negative log-likelihood of the gold labels (one-hot rows ``y``)."""
     from scipy.optimize import minimize_scalar
+    from scipy.special import log_softmax
 
     log_p = np.log(np.clip(proba, _EPS, 1.0))
-    gold = y.argmax(axis=1)
+    rows, gold = np.arange(len(y)), y.argmax(axis=1)
 
     def nll(log_t: float) -> float:
-        z = log_p / np.exp(log_t)
-        z = z - z.max(axis=1, keepdims=True)
-        return float(-(z[np.arange(len(gold)), gold] - np.log(np.exp(z).sum(axis=1))).mean())
+        return float(-log_softmax(log_p / np.exp(log_t), axis=1)[rows, gold].mean())
 
     best = minimize_scalar(nll, bounds=(np.log(0.05), np.log(20.0)), method="bounded")
     return Calibration("temperature", temperature=float(np.exp(best.x)))
@@ -308,7 +295,7 @@ def train_task_model(task_id: str, data_dir: str | Path | None, *, c_grid: Seque
     its run lives in ``encoder_runs`` and resumes there.
     """
     from mentalglm.data.splits import canonical_splits
-    from mentalglm.evaluate.metrics import jsonable, score
+    from mentalglm.evaluate.metrics import indicator, jsonable, score
     from mentalglm.train.classical import fit_on_posts
 
     task = get_task(task_id)
@@ -340,7 +327,7 @@ def train_task_model(task_id: str, data_dir: str | Path | None, *, c_grid: Seque
             log(f"{task.id}: the ensemble beat TF-IDF on {record['validation_win_rate_over_tfidf']:.0%} of paired "
                 f"validation resamples (needs {MIN_WIN_RATE:.0%}); TF-IDF alone is kept")
     val_proba = classifier.predict_proba([p.text for p in validation])
-    calibration, measured = choose_calibration(val_proba, indicator(best.classes, [p.labels for p in validation]),
+    calibration, measured = choose_calibration(val_proba, indicator([p.labels for p in validation], best.classes),
                                                best.multi_label)
 
     def metrics(posts: Sequence[Any]) -> dict[str, Any]:

@@ -412,20 +412,25 @@ def _dataset(tokenizer: Any, prefix: str, posts: Sequence[Post], labels: np.ndar
     return Dataset.from_dict(columns)
 
 
-def _metric_function(task: Task) -> Any:
-    """Trainer's compute_metrics: the official metric on validation (multi-label: with tuned thresholds)."""
+def score_probabilities(task: Task, proba: np.ndarray, y: np.ndarray) -> tuple[float, list[float]]:
+    """The official metric of ``proba`` against ``targets`` rows ``y`` (multi-label: with thresholds tuned on
+    them), and those thresholds: how a run's model is scored and selected on validation."""
     from mentalglm.evaluate.metrics import score
 
     classes = list(task.label_ids)
+    thresholds = tune_thresholds(proba, y) if task.is_multi_label else []
+    gold = ([tuple(c for c, on in zip(classes, row, strict=True) if on) for row in y.astype(bool)]
+            if task.is_multi_label else [(classes[int(i)],) for i in y])
+    predicted = decide(proba, classes, task.is_multi_label, thresholds)
+    return float(score(task, gold, predicted, n_resamples=0)[task.official_metric]), thresholds
+
+
+def _metric_function(task: Task) -> Any:
+    """Trainer's compute_metrics: the official metric on validation (multi-label: with tuned thresholds)."""
 
     def compute(prediction: Any) -> dict[str, float]:
-        logits, y = prediction.predictions, np.asarray(prediction.label_ids)
-        proba = probabilities(logits, task.is_multi_label)
-        thresholds = tune_thresholds(proba, y) if task.is_multi_label else []
-        gold = ([tuple(c for c, on in zip(classes, row, strict=True) if on) for row in y.astype(bool)]
-                if task.is_multi_label else [(classes[int(i)],) for i in y])
-        predicted = decide(proba, classes, task.is_multi_label, thresholds)
-        return {task.official_metric: float(score(task, gold, predicted, n_resamples=0)[task.official_metric])}
+        proba = probabilities(prediction.predictions, task.is_multi_label)
+        return {task.official_metric: score_probabilities(task, proba, np.asarray(prediction.label_ids))[0]}
 
     return compute
 
@@ -510,7 +515,7 @@ def fit_encoder(task: Task, train: Sequence[Post], validation: Sequence[Post], s
         encoder = get_peft_model(encoder, LoraConfig(r=settings.lora_rank, lora_alpha=2 * settings.lora_rank,
                                                      lora_dropout=0.1, target_modules=LORA_TARGETS))
     train_targets = targets(task, train)
-    weights = positive_weights(train_targets, settings.pos_weight) if task.is_multi_label else None
+    weights = positive_weights(train_targets, settings.pos_weight)  # None unless asked (multi-label only, above)
     model = PooledClassifier(encoder, len(task.label_ids), task.is_multi_label, settings.dropout, weights)
     train_set = _dataset(tokenizer, prefix, train, train_targets, settings.max_length)
     eval_set = (_dataset(tokenizer, prefix, validation, targets(task, validation), settings.max_length)
