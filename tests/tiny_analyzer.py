@@ -5,7 +5,10 @@ One place for them, so the CLI, API, jobs and web-page tests agree on what "high
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from mentalglm.analyze.artifacts import TaskModel
+from mentalglm.analyze.domain import DomainCheck
 from mentalglm.tasks import get_task
 from mentalglm.train.classical import TfidfClassifier
 
@@ -21,6 +24,10 @@ EMOTION = {
     "surprise": ["天哪，居然中奖了，太意外了", "天哪，他居然来了，太意外了"],
     "fear": ["半夜听到奇怪的声音，好害怕", "一个人走夜路好害怕，心跳好快"],
 }
+# invented ordinary posts (shopping, sport, food, weather, work): unlike HIGH and LOW, for the domain check
+ORDINARY = ["周末去超市买了水果和牛奶", "今晚的球赛太精彩了，主队赢了", "这家面馆的牛肉面很好吃，推荐",
+            "明天降温，大家出门多穿衣服", "新手机到了，拍照效果不错", "下午开会讨论了下个季度的计划",
+            "周末去超市买了面包和鸡蛋", "今天的球赛主队又赢了，太精彩"]
 TASKS = ("emotion", "suicide_risk")
 SAMPLES = HIGH + LOW + [t for texts in EMOTION.values() for t in texts]
 
@@ -36,3 +43,10 @@ def tiny_models() -> dict[str, TaskModel]:
         "suicide_risk": fit_model("suicide_risk", HIGH + LOW, [("high",)] * len(HIGH) + [("low",)] * len(LOW)),
         "emotion": fit_model("emotion", [t for t, _ in emotion], [labels for _, labels in emotion]),
     }
+
+
+def with_domain_check(models: dict[str, TaskModel], threshold: float = 0.5) -> dict[str, TaskModel]:
+    """``models`` with a suicide-risk domain check fitted on HIGH + LOW against ORDINARY."""
+    domain = DomainCheck.fit("suicide_risk", HIGH + LOW, ORDINARY, threshold=threshold)
+    return {**models, "suicide_risk": replace(models["suicide_risk"], domain=domain,
+                                              card={"domain_check": {"threshold": threshold}})}

@@ -48,7 +48,7 @@ expect.set_options(timeout=30_000)  # generous: CI machines have two busy cores
 # Register `browser` in pyproject's markers and use it here; until then the test counts as slow.
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-from tiny_analyzer import HIGH, LOW, TASKS, tiny_models  # noqa: E402
+from tiny_analyzer import HIGH, LOW, TASKS, tiny_models, with_domain_check  # noqa: E402
 
 HIGH_POST = HIGH[0]
 LOW_POST = "😊" + LOW[0]  # a character outside the BMP: offsets are code points in Python, UTF-16 units in JS
@@ -346,3 +346,20 @@ def test_attribution_evidence_says_which_label_it_supports_and_by_how_much(page,
         label = get_task("suicide_risk").label("high").zh
         expect(first.locator(".evidence-support")).to_have_text(
             f"去掉这句，「{label}」的概率下降 {span.weight * 100:.1f} 个百分点")
+
+
+def test_outside_training_domain_is_a_badge_and_a_csv_column(page, models, jobs_dir):
+    analyzer = Analyzer(TASKS, "labels", models=with_domain_check(models))
+    post = "周末去超市买了水果，主队赢了球赛"
+    similarity = analyzer.analyze(post).tasks["suicide_risk"].training_domain_similarity
+    with serving(create_app(ServeSettings(tasks=TASKS, engine="labels"), analyzer=analyzer)) as url:
+        open_page(page, url)
+        run(page, post, 1)
+        badge = page.locator("[data-task=suicide_risk] .outside-domain")
+        expect(badge).to_contain_text(f"相似度 {similarity:.2f}")
+        expect(page.locator("[data-task=emotion] .outside-domain")).to_have_count(0)
+        with page.expect_download() as download:
+            page.click("#download-csv")
+        rows = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text(encoding="utf-8-sig"))))
+        risk = next(r for r in rows if r["task"] == "suicide_risk")
+        assert risk["outside_training_domain"] == "true" and float(risk["training_domain_similarity"]) == similarity

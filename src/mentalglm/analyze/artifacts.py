@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mentalglm.analyze.domain import DomainCheck
 from mentalglm.analyze.ensemble import MIN_WIN_RATE, Ensemble, worth_keeping
 from mentalglm.data.records import Post
 from mentalglm.errors import MissingDataError
@@ -53,7 +54,8 @@ LIMITATIONS = (
 # posts from the emotion task's pool as low risk: measured with 1,000, the rate fell to 0.0 % and SOS-HL-1K
 # test F1(high) from 0.759 to 0.748, but an invented post naming a method and a time went from low (0.66) to
 # low (0.91) — a more confident miss. A miss costs more than a false alarm here, so it is off by default.
-# (task -> source task of ordinary posts)
+# The same ordinary posts train the task's domain check (analyze/domain.py): a warning on posts unlike the
+# task's own, which changes no decision. (task -> source task of ordinary posts)
 GENERAL_NEGATIVES: dict[str, str] = {"suicide_risk": "emotion"}
 GENERAL_CHECK_POSTS = 1000
 # The ensemble encoder's recipe beyond the shared one (LoRA r=16 on e5-small, lr 5e-4, batch 16), per task, from a
@@ -186,6 +188,7 @@ class TaskModel:
     classifier: TfidfClassifier | Ensemble
     calibration: Calibration = field(default_factory=Calibration)
     card: dict[str, Any] = field(default_factory=dict)
+    domain: DomainCheck | None = None  # tasks whose training posts come from one narrow place (GENERAL_NEGATIVES)
 
     @property
     def tfidf(self) -> TfidfClassifier:
@@ -202,6 +205,11 @@ class TaskModel:
 
 def model_paths(directory: Path, task_id: str) -> tuple[Path, Path]:
     return directory / f"{task_id}.tfidf.pkl", directory / f"{task_id}.card.json"
+
+
+def domain_path(directory: Path, task_id: str) -> Path:
+    """The task's domain check (analyze/domain.py), when its card names one."""
+    return directory / f"{task_id}.domain.pkl"
 
 
 def encoder_path(directory: Path, task_id: str) -> Path:
@@ -228,14 +236,22 @@ def load_task_model(task_id: str, directory: Path | None = None) -> TaskModel:
                                    "rebuild with `mentalglm analyze-train --encoder` or without it")
         classifier = Ensemble(classifier, EncoderClassifier.load(encoder_dir), float(ensemble["weight_on_tfidf"]),
                               list(ensemble.get("thresholds") or []))
-    return TaskModel(get_task(task_id), classifier, Calibration.from_dict(card.get("calibration", {})), card)
+    domain = None
+    if card.get("domain_check"):  # cards written before the domain check have none: results then carry no warning
+        if not domain_path(directory, task_id).is_file():
+            raise MissingDataError(f"domain check of the {task_id} model (its card names one)",
+                                   domain_path(directory, task_id), "rebuild with `mentalglm analyze-train`")
+        domain = DomainCheck(TfidfClassifier.load(domain_path(directory, task_id)),
+                             float(card["domain_check"]["threshold"]))
+    return TaskModel(get_task(task_id), classifier, Calibration.from_dict(card.get("calibration", {})), card, domain)
 
 
 def _general_posts(task: Task, data_dir: str | Path | None, evaluation: list[list[Post]],
                    n: int | None) -> dict[str, Any]:
     """Ordinary posts for tasks in GENERAL_NEGATIVES: `check` posts from the source's test split to measure
-    how often ordinary text is flagged, and `n` training `negatives` (decontaminated against the task's
-    evaluation splits), none by default."""
+    how often ordinary text is flagged, the source's whole training pool as `ordinary` (for the domain check)
+    and `n` of it as training `negatives`, none by default; both decontaminated against the task's evaluation
+    splits."""
     import random
 
     from mentalglm.data.splits import canonical_splits, decontaminate
@@ -243,15 +259,16 @@ def _general_posts(task: Task, data_dir: str | Path | None, evaluation: list[lis
     source = GENERAL_NEGATIVES.get(task.id)
     negative = next((label.id for label in task.labels if not label.positive), None)
     if source is None or negative is None:
-        return {"negatives": [], "check": [], "card": None}
+        return {"negatives": [], "check": [], "ordinary": [], "card": None}
     source_splits, _ = canonical_splits(source, data_dir, include_extra=False)
     picked = random.Random(13).sample(source_splits["train"], min(n or 0, len(source_splits["train"])))
     negatives, dropped = decontaminate(
         [Post(p.id, p.text, (negative,), f"{p.source} (general, as {negative})") for p in picked], evaluation)
+    ordinary, _ = decontaminate(source_splits["train"], evaluation)
     check = source_splits["test"][:GENERAL_CHECK_POSTS]
     card = {"source": f"{source} training pool", "label": negative, "posts": len(negatives),
             "dropped_as_contaminated": dropped, "check_posts": f"first {len(check)} of {source} test"}
-    return {"negatives": negatives, "check": check, "card": card}
+    return {"negatives": negatives, "check": check, "ordinary": ordinary, "card": card}
 
 
 def encoder_settings(task_id: str, epochs: float | None = None) -> EncoderSettings:
@@ -303,7 +320,7 @@ def train_task_model(task_id: str, data_dir: str | Path | None, *, c_grid: Seque
     splits, report = canonical_splits(task.id, data_dir, include_extra=False)
     train, validation, test = splits["train"], splits["validation"], splits.get("test", [])
     general = _general_posts(task, data_dir, [validation, test], general_negatives)
-    train = train + general["negatives"]
+    own_train, train = train, train + general["negatives"]
     tuning: dict[float, float] = {}
     best: TfidfClassifier | None = None
     for c in c_grid:
@@ -358,6 +375,7 @@ def train_task_model(task_id: str, data_dir: str | Path | None, *, c_grid: Seque
         card["ensemble_rejected"] = rejected
         card["limitations"].append("The encoder reads the first 128 tokens of a post only; it was fine-tuned on "
                                    "the same training pool as the TF-IDF model.")
+    domain: DomainCheck | None = None
     if general["card"] is not None:
         positive = task.positive_label.id if task.positive_label else None
         flagged = classifier.predict([p.text for p in general["check"]])
@@ -365,7 +383,30 @@ def train_task_model(task_id: str, data_dir: str | Path | None, *, c_grid: Seque
             sum(positive in labels for labels in flagged) / max(1, len(flagged)), 4)
         card["data"]["general_negatives"] = general["card"]
         log(f"{task.id}: ordinary posts flagged {positive}: {general['card']['flagged_positive_rate']:.1%}")
-    return TaskModel(task, classifier, calibration, card)
+        domain, record = _fit_domain_check(task, own_train, general, validation, test,
+                                           [positive in labels for labels in flagged])
+        card["domain_check"] = record
+        log(f"{task.id}: domain check marks {record['outside_rate']['ordinary_check']:.1%} of ordinary posts and "
+            f"{record['outside_rate']['validation']:.1%} of validation posts as outside the training domain")
+    return TaskModel(task, classifier, calibration, card, domain)
+
+
+def _fit_domain_check(task: Task, own_train: Sequence[Post], general: dict[str, Any], validation: Sequence[Post],
+                      test: Sequence[Post], check_flagged: Sequence[bool]) -> tuple[DomainCheck, dict[str, Any]]:
+    """The task's posts against the ordinary pool; the card records how often each kind of post is outside."""
+    domain = DomainCheck.fit(task.id, [p.text for p in own_train], [p.text for p in general["ordinary"]])
+    outside = domain.outside([p.text for p in general["check"]])
+    record = {
+        "kind": "char TF-IDF (1-3) + logistic regression: the task's training posts against ordinary posts",
+        "in_domain_posts": len(own_train), "ordinary_posts": len(general["ordinary"]),
+        "ordinary_source": general["card"]["source"], "threshold": domain.threshold,
+        "outside_rate": {"validation": domain.outside_rate([p.text for p in validation]),
+                         "test": domain.outside_rate([p.text for p in test]),
+                         "ordinary_check": round(float(outside.mean()), 4)},
+        "ordinary_check_flagged_positive_and_outside": round(float(np.mean(outside & np.array(check_flagged))), 4),
+        "effect": "a warning on the result (outside_training_domain); no decision is changed",
+    }
+    return domain, record
 
 
 def save_task_model(model: TaskModel, directory: Path) -> tuple[Path, Path]:
@@ -374,6 +415,11 @@ def save_task_model(model: TaskModel, directory: Path) -> tuple[Path, Path]:
 
     model_path, card_path = model_paths(directory, model.task.id)
     model.tfidf.save(model_path)
+    domain_file = domain_path(directory, model.task.id)
+    if model.domain is not None:
+        model.domain.classifier.save(domain_file)
+    else:
+        domain_file.unlink(missing_ok=True)  # a stale check must not outlive a rebuild without one
     target = encoder_path(directory, model.task.id)
     shutil.rmtree(target, ignore_errors=True)  # a stale encoder must not outlive a TF-IDF-only rebuild
     if "ensemble" in model.card:

@@ -74,7 +74,7 @@ def render(result: PostResult, text: str) -> Group:
             lines = "\n".join(f"  {r.name}: {r.contact} ({r.note})" for r in notice.resources)
             parts.append(Panel(f"{notice.text}\n{lines}", title="危机资源 / crisis resources", style="bold red"))
         else:
-            parts.append(Text(notice.text, style="italic"))
+            parts.append(Text(notice.text, style="yellow" if notice.kind == "outside_training_domain" else "italic"))
     return Group(*parts)  # type: ignore[arg-type]
 
 

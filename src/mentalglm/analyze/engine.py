@@ -250,6 +250,7 @@ class Analyzer:
             self._explain(per_post, [s.text for s in scrubbed], texts)
         if self.engine == "attribution" and self.explain:
             self._attribute(per_post, texts)
+        self._check_domains(per_post, classifier_inputs)
         out = []
         for row, text, tasks, i in zip(rows, texts, per_post, range(len(rows)), strict=True):
             high = is_high_risk(tasks)
@@ -257,9 +258,19 @@ class Analyzer:
             out.append(PostResult(
                 id=row.id, text_length=len(text), out_of_domain=share < 0.5, cjk_share=round(share, 4),
                 pii_scrubbed=dict(scrubbed[i].counts) if scrubbed else {}, tasks=tasks, high_risk=high,
-                notices=notices(high, self.locale), injection_suspected=bool(guarded[i][1]),
+                notices=notices(high, self.locale, tasks), injection_suspected=bool(guarded[i][1]),
                 injection_spans=[list(span) for span in guarded[i][1]]))
         return out
+
+    def _check_domains(self, per_post: list[dict[str, TaskResult]], texts: Sequence[str]) -> None:
+        """How much each post resembles the training posts of the tasks that have a domain check."""
+        for task in self.tasks:
+            model = self.models.get(task.id)
+            if model is None or model.domain is None:
+                continue
+            for tasks, similarity in zip(per_post, model.domain.similarity(texts), strict=True):
+                tasks[task.id].training_domain_similarity = round(float(similarity), 4)
+                tasks[task.id].outside_training_domain = bool(similarity < model.domain.threshold)
 
     def _labels(self, task: Task, texts: Sequence[str]) -> list[TaskResult]:
         model = self.models[task.id]

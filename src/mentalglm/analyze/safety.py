@@ -1,4 +1,5 @@
-"""Safety notices every result carries: not a diagnosis, always; crisis resources on high suicide risk.
+"""Safety notices every result carries: not a diagnosis, always; crisis resources on high suicide risk; a
+warning where a task's model reads a post unlike its training posts (analyze/domain.py).
 
 Resources are per locale so a deployment can change them without touching the engine. The crisis
 notice is added whenever the suicide-risk task decides its positive label or gives it at least
@@ -16,6 +17,9 @@ NOT_A_DIAGNOSIS = "决策支持，并非诊断 / decision support, not a diagnos
 RISK_TASK = "suicide_risk"
 CRISIS_THRESHOLD = 0.5
 DEFAULT_LOCALE = "zh-CN"
+OUTSIDE_DOMAIN = ("这条帖子不像「{name}」模型的训练帖子（{source}；相似度 {similarity:.2f}），该项结果可能不可靠，请人工阅读原帖。"
+                  " / This post is unlike the {task} model's training posts ({source}; similarity {similarity:.2f}): "
+                  "its result may be unreliable here; read the post.")
 
 CRISIS: dict[str, tuple[str, tuple[CrisisResource, ...]]] = {
     "zh-CN": (
@@ -53,10 +57,16 @@ def is_high_risk(tasks: Mapping[str, TaskResult], threshold: float = CRISIS_THRE
     return decided or result.confidences.get(positive.id, 0.0) >= threshold
 
 
-def notices(high_risk: bool, locale: str = DEFAULT_LOCALE) -> list[Notice]:
-    """The not-a-diagnosis notice, and the crisis notice with resources when ``high_risk``."""
+def notices(high_risk: bool, locale: str = DEFAULT_LOCALE, tasks: Mapping[str, TaskResult] | None = None) -> list[Notice]:
+    """The not-a-diagnosis notice, the crisis notice with resources when ``high_risk``, and one notice per task
+    whose result is outside its training domain (the crisis notice stays: the warning changes no decision)."""
     out = [Notice(kind="not_a_diagnosis", text=NOT_A_DIAGNOSIS)]
     if high_risk:
         text, resources = CRISIS[check_locale(locale)]
         out.append(Notice(kind="crisis", text=text, resources=list(resources)))
+    for result in (tasks or {}).values():
+        if result.outside_training_domain:
+            task = get_task(result.task)
+            out.append(Notice(kind="outside_training_domain", task=task.id, text=OUTSIDE_DOMAIN.format(
+                name=task.name_zh, source=task.source, task=task.id, similarity=result.training_domain_similarity)))
     return out

@@ -47,6 +47,10 @@ class TaskResult(BaseModel):
     attempts: int = 0
     model: str | None = Field(default=None, description="the LLM that wrote the explanation, if any")
     error: str | None = Field(default=None, description="why there is no explanation although one was asked for")
+    training_domain_similarity: float | None = Field(
+        default=None, description="P(the post resembles this task's training posts); null when the task has no check")
+    outside_training_domain: bool | None = Field(
+        default=None, description="the post is unlike the training posts: the result is less reliable (never changed)")
 
 
 class CrisisResource(BaseModel):
@@ -56,8 +60,9 @@ class CrisisResource(BaseModel):
 
 
 class Notice(BaseModel):
-    kind: Literal["not_a_diagnosis", "crisis"]
+    kind: Literal["not_a_diagnosis", "crisis", "outside_training_domain"]
     text: str
+    task: str | None = Field(default=None, description="the task a notice is about (outside_training_domain)")
     resources: list[CrisisResource] = Field(default_factory=list)
 
 

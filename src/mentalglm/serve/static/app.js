@@ -73,6 +73,7 @@
       postHeading: "帖子 {id}",
       chars: "{n} 字",
       outOfDomain: "非中文内容（已分析，结果可能不可靠）",
+      outsideTrainingDomain: "不像该模型的训练帖子（相似度 {similarity}）：结果可能不可靠，请人工阅读原帖",
       piiScrubbed: "已脱敏：{items}",
       postTextCaption: "帖子原文（仅在本页显示，高亮处为解释引用的证据）",
       crisisHeading: "高自杀风险提示",
@@ -171,6 +172,7 @@
       postHeading: "Post {id}",
       chars: "{n} characters",
       outOfDomain: "Not Chinese text (analysed; results may be unreliable)",
+      outsideTrainingDomain: "Unlike this model's training posts (similarity {similarity}): the result may be unreliable; read the post",
       piiScrubbed: "Personal data scrubbed: {items}",
       postTextCaption: "Post text (shown on this page only; highlights are the evidence the explanations quote)",
       crisisHeading: "High suicide risk",
@@ -883,6 +885,10 @@
       taskName(taskId, task)));
     const info = el("p", { className: "badges" }, el("span", { className: "badge", text: t("engine", { engine: task.engine }) }));
     if (task.valid === false) info.append(el("span", { className: "badge badge-error", text: t("invalid") }));
+    if (task.outside_training_domain) {  // a warning only: the decision and any crisis notice stay as they are
+      const similarity = typeof task.training_domain_similarity === "number" ? task.training_domain_similarity.toFixed(2) : "—";
+      info.append(el("span", { className: "badge badge-warn outside-domain", text: t("outsideTrainingDomain", { similarity }) }));
+    }
     section.append(info);
 
     const labels = el("ul", { className: "labels" });
@@ -956,6 +962,7 @@
     "id", "status", "line", "error", "text_length", "out_of_domain", "cjk_share", "high_risk", "task",
     "task_name_zh", "engine", "valid", "labels", "label_names_zh", "label_names_en", "label_confidences",
     "explanation", "evidence", "verifier_agrees", "qc_passed", "qc_reasons", "attempts", "model", "task_error",
+    "outside_training_domain", "training_domain_similarity",
   ];
 
   function csvCell(value) {
@@ -992,6 +999,8 @@
       attempts: task.attempts,
       model: task.model,
       task_error: task.error,
+      outside_training_domain: task.outside_training_domain,
+      training_domain_similarity: task.training_domain_similarity,
     }));
   }
 
