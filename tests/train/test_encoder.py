@@ -24,6 +24,7 @@ from mentalglm.evaluate.predict import read_meta, read_rows  # noqa: E402
 from mentalglm.evaluate.runner import run_encoder_baseline  # noqa: E402
 from mentalglm.tasks import get_task  # noqa: E402
 from mentalglm.train.encoder import (  # noqa: E402
+    COLLAPSE_SPREAD,
     DONE_FILE,
     FINAL_DIR,
     EncoderClassifier,
@@ -33,6 +34,7 @@ from mentalglm.train.encoder import (  # noqa: E402
     fit_encoder,
     merge_lora,
     positive_weights,
+    probability_spread,
     resolve_encoder,
     tune_thresholds,
 )
@@ -283,3 +285,29 @@ def test_run_json_leaves_out_options_at_their_off_value_so_older_runs_resume(tin
     assert recorded["pos_weight"] == 5.0
     with pytest.raises(ConfigError, match="pos_weight"):  # another weighting is another run
         fit_encoder(task, splits["train"], splits["validation"], plain, tmp_path / "run", progress=False)
+
+
+def test_probability_spread_is_zero_for_a_constant_model() -> None:
+    assert probability_spread(np.tile([0.2, 0.8], (5, 1))) == 0.0
+    assert probability_spread(np.array([[0.9, 0.1], [0.1, 0.9]])) == pytest.approx(0.4)
+    assert probability_spread(np.array([[0.3, 0.7]])) == 0.0  # one post says nothing about spread
+
+
+def test_a_run_that_learned_nothing_is_reported_collapsed(tiny_xlmr: Path, tmp_path: Path,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    splits, task = _risk_splits(), get_task("suicide_risk")
+    _, learned = fit_encoder(task, splits["train"], splits["validation"], _settings(tiny_xlmr, epochs=1),
+                             tmp_path / "learned", progress=False)
+    assert learned["collapsed"] is False and learned["validation_probability_spread"] >= COLLAPSE_SPREAD
+    done = tmp_path / "learned" / DONE_FILE  # a run finished before the check existed is measured when loaded
+    older = {k: v for k, v in json.loads(done.read_text(encoding="utf-8")).items()
+             if k not in ("collapsed", "validation_probability_spread")}
+    done.write_text(json.dumps(older), encoding="utf-8")
+    _, reloaded = fit_encoder(task, splits["train"], splits["validation"], _settings(tiny_xlmr, epochs=1),
+                              tmp_path / "learned", progress=False)
+    assert reloaded == learned
+    with caplog.at_level("WARNING", logger="mentalglm.train.encoder"):
+        _, frozen = fit_encoder(task, splits["train"], splits["validation"],
+                                _settings(tiny_xlmr, epochs=1, lr=1e-12, dropout=0.0), tmp_path / "frozen", progress=False)
+    assert frozen["collapsed"] is True and frozen["validation_probability_spread"] < COLLAPSE_SPREAD
+    assert "looks collapsed" in caplog.text

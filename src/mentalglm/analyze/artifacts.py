@@ -295,7 +295,7 @@ def _fit_ensemble(task: Task, tfidf: TfidfClassifier, train: Sequence[Post], val
     ensemble, record = fit_ensemble(task, tfidf, encoder, [p.text for p in validation],
                                     [p.labels for p in validation])
     kept = ("global_step", "train_posts", f"validation_{task.official_metric}", "validation_history",
-            "train_seconds", "trainable_parameters")
+            "train_seconds", "trainable_parameters", "validation_probability_spread", "collapsed")
     record["encoder"] = {"settings": asdict(settings), "final_dir": str(run_dir / FINAL_DIR),
                          **{k: summary.get(k) for k in kept}}
     log(f"{task.id}: ensemble weight on TF-IDF {record['weight_on_tfidf']} "

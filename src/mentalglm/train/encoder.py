@@ -54,6 +54,9 @@ log = logging.getLogger(__name__)
 EMBEDDED = {"e5-small": "query: "}  # embedded encoder -> the prefix its inputs carry
 HF_PREFIX = "hf:"
 MIN_THRESHOLD_SUPPORT = 10
+# Below this largest per-label std of validation probabilities a run is called collapsed: the collapsed cognitive-
+# distortion LoRA (3 epochs) measured ~0.01, the healthy tier encoders far above (docs/analyze.md).
+COLLAPSE_SPREAD = 0.03
 RUN_FILE, DONE_FILE, FINAL_DIR = "run.json", "done.json", "final"
 HEAD_FILE, CLASSIFIER_FILE, ENCODER_DIR = "head.safetensors", "classifier.json", "encoder"
 LOG_FILE = "train_log.csv"
@@ -222,6 +225,12 @@ def tune_thresholds(proba: np.ndarray, y: np.ndarray, *, grid: Sequence[float] =
             if value > best + 1e-12:
                 best, thresholds = value, trial
     return [float(t) for t in thresholds]
+
+
+def probability_spread(proba: np.ndarray) -> float:
+    """The largest per-label standard deviation of the probabilities across posts: ~0 when a model gives every
+    post the same answer (a collapsed fine-tune), whatever its metric says."""
+    return float(proba.std(axis=0).max()) if len(proba) > 1 else 0.0
 
 
 def positive_weights(y: np.ndarray, cap: float) -> torch.Tensor | None:
@@ -495,7 +504,11 @@ def fit_encoder(task: Task, train: Sequence[Post], validation: Sequence[Post], s
     _check_run(out, identity)
     if (out / DONE_FILE).is_file() and (out / FINAL_DIR / CLASSIFIER_FILE).is_file():
         log.info("encoder run in %s is finished: loading %s", out, out / FINAL_DIR)
-        return EncoderClassifier.load(out / FINAL_DIR), json.loads((out / DONE_FILE).read_text(encoding="utf-8"))
+        finished = EncoderClassifier.load(out / FINAL_DIR)
+        summary = json.loads((out / DONE_FILE).read_text(encoding="utf-8"))
+        if validation and "collapsed" not in summary:  # a run finished before the check: measure it now
+            summary.update(_collapse_check(finished.predict_proba([p.text for p in validation]), out))
+        return finished, summary
 
     threads = os.environ.get("MENTALGLM_THREADS")
     if threads:
@@ -548,9 +561,12 @@ def fit_encoder(task: Task, train: Sequence[Post], validation: Sequence[Post], s
     classifier = EncoderClassifier(model, tokenizer, task.id, list(task.label_ids), task.is_multi_label, prefix,
                                    settings.max_length, batch_size=settings.eval_batch_size,
                                    base=settings.model if settings.lora_rank else None)
-    if task.is_multi_label and validation:
-        classifier.thresholds = tune_thresholds(classifier.predict_proba([p.text for p in validation]),
-                                                targets(task, validation))
+    collapse: dict[str, Any] = {}
+    if validation:
+        val_proba = classifier.predict_proba([p.text for p in validation])
+        if task.is_multi_label:
+            classifier.thresholds = tune_thresholds(val_proba, targets(task, validation))
+        collapse = _collapse_check(val_proba, out)
     evaluations = [entry for entry in trainer.state.log_history if f"eval_{task.official_metric}" in entry]
     seconds = time.perf_counter() - started
     summary = {
@@ -562,6 +578,7 @@ def fit_encoder(task: Task, train: Sequence[Post], validation: Sequence[Post], s
         "validation_history": [{"step": e["step"], task.official_metric: e[f"eval_{task.official_metric}"]}
                                for e in evaluations],
         "thresholds": classifier.thresholds or None, "train_seconds": round(seconds, 1),
+        **collapse,
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
     }
     classifier.save(out / FINAL_DIR)
@@ -571,6 +588,18 @@ def fit_encoder(task: Task, train: Sequence[Post], validation: Sequence[Post], s
     for stale in out.glob("checkpoint-*"):  # final/ holds the chosen model; checkpoints are ~0.6 GB each
         shutil.rmtree(stale, ignore_errors=True)
     return classifier, summary
+
+
+def _collapse_check(proba: np.ndarray, out: Path) -> dict[str, Any]:
+    """The run's validation probability spread, and whether it is collapsed (logged: a constant model must not
+    pass silently as a trained one)."""
+    spread = probability_spread(proba)
+    if spread < COLLAPSE_SPREAD:
+        log.warning("encoder run %s looks collapsed: every validation post gets nearly the same probabilities "
+                    "(largest per-label std %.4f < %s); its decisions are a constant guess. Longer warm-up, more "
+                    "epochs or weighted positives escaped this for cognitive distortion (docs/analyze.md)",
+                    out, spread, COLLAPSE_SPREAD)
+    return {"validation_probability_spread": round(spread, 4), "collapsed": spread < COLLAPSE_SPREAD}
 
 
 def _step_of(checkpoint: str | None) -> int | None:
