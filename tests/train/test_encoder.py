@@ -244,6 +244,19 @@ def test_a_lora_run_keeps_only_the_adapter_and_reloads_it_on_the_base(tiny_xlmr:
     with pytest.raises(ConfigError, match="lora-rank"):
         EncoderSettings(lora_rank=-1)
 
+    # a second classifier on the same base shares its word embeddings and leaves the first one's weights alone
+    again = EncoderClassifier.load(out / FINAL_DIR)
+    first, second = reloaded.model.encoder, again.model.encoder
+    assert first.get_input_embeddings().weight.data_ptr() == second.get_input_embeddings().weight.data_ptr()
+    query = first.encoder.layer[0].attention.self.query.weight
+    assert query.data_ptr() != second.encoder.layer[0].attention.self.query.weight.data_ptr()
+    assert torch.equal(query, by_hand.encoder.layer[0].attention.self.query.weight)  # merged once, not twice
+    assert np.allclose(again.predict_proba(texts), classifier.predict_proba(texts), atol=1e-5)
+    config = json.loads((encoder_dir / "adapter_config.json").read_text(encoding="utf-8"))
+    (encoder_dir / "adapter_config.json").write_text(json.dumps({**config, "use_rslora": True}), encoding="utf-8")
+    own = EncoderClassifier.load(out / FINAL_DIR)  # not plain: peft merges into a base of its own
+    assert own.model.encoder.get_input_embeddings().weight.data_ptr() != first.get_input_embeddings().weight.data_ptr()
+
 
 def test_positive_weights_follow_label_rarity_within_the_cap() -> None:
     y = np.array([[1, 0, 1], [0, 0, 1], [0, 0, 1], [0, 1, 1]], dtype=np.float32)  # 1, 1, 4 positives of 4

@@ -398,6 +398,7 @@ def _fit_domain_check(task: Task, own_train: Sequence[Post], general: dict[str, 
     outside = domain.outside([p.text for p in general["check"]])
     record = {
         "kind": "char TF-IDF (1-3) + logistic regression: the task's training posts against ordinary posts",
+        "C": domain.classifier.C, "max_features": domain.classifier.max_features,
         "in_domain_posts": len(own_train), "ordinary_posts": len(general["ordinary"]),
         "ordinary_source": general["card"]["source"], "threshold": domain.threshold,
         "outside_rate": {"validation": domain.outside_rate([p.text for p in validation]),
