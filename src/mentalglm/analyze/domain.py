@@ -8,7 +8,7 @@ carries ``outside_training_domain`` and a notice to read the post.
 
 Why a warning and not a gate that sets such posts to low risk (benchmarks/domain_check.py, validation splits and
 invented posts; docs/analyze.md): a gate left the SOS-HL validation decisions unchanged and cut high-risk decisions
-on ordinary posts from 44 % to 0.7 %, but it also silenced 5 (TF-IDF) and 10 (tier) of 84 invented posts written to
+on ordinary posts from 44 % to 0.6 %, but it also silenced 5 (TF-IDF) and 10 (tier) of 84 invented posts written to
 be high risk, those that state a plan in ordinary words ("把猫托付给朋友了……今晚就去做那件准备了很久的事":
 similarity 0.03). A missed crisis costs more than a false alarm, so the decision and the crisis notice stay; the
 user learns the model is outside what it knows.
@@ -23,8 +23,8 @@ import numpy as np
 
 from mentalglm.train.classical import TfidfClassifier
 
-# 50k n-grams: the same outside rates as 300k on validation and invented posts (within 0.4 points), a 2.2 MB
-# model instead of 9.9 MB, so the default analyzer's memory and cold start barely move
+# 50k n-grams: benchmarks/domain_check.py gave the same outside rates as with 300k (within 0.4 points on every
+# set), and the model is 2.2 MB instead of 9.9, so the default analyzer's memory and cold start barely move
 MAX_FEATURES = 50_000
 OUTSIDE_BELOW = 0.1  # P(in domain) under this: outside; 1 % of SOS-HL validation posts, 95-96 % of ordinary ones
 IN_DOMAIN, ORDINARY = "in_domain", "ordinary"
