@@ -5,9 +5,9 @@
         --artifacts-dir ~/.cache/mentalglm/analyzer-ensemble --name ensemble                   # accurate tier
 
 Runs the analyzer (labels engine, the real input path) on the task's validation posts (the forum), on ordinary
-Weibo posts of two kinds (SMP2020 "usual" validation, the domain the check was trained against, and "virus"
-validation, COVID-19 posts it never saw) and on the invented posts of benchmarks/adversarial/posts.jsonl, split
-by the label their author expected. Per set: decided high risk, marked outside the training domain, both, and
+Weibo posts of the kinds the check was trained against (SMP2020 "usual" and "virus" validation) and of two kinds
+it never saw (the weibo_senti_100k and simplifyweibo_4_moods subsets, every post), and on the invented posts of
+benchmarks/adversarial/posts.jsonl, split by the label their author expected. Per set: decided high risk, marked outside the training domain, both, and
 high risk that a gate (outside -> low) would have left; on the forum posts F1(high) with and without the gate.
 No test split is read. Writes results/domain-check/<name>.{json,md}.
 """
@@ -24,6 +24,7 @@ from typing import Any
 
 from mentalglm.analyze.artifacts import default_artifacts_dir
 from mentalglm.analyze.engine import Analyzer
+from mentalglm.data.registry import get_loader
 from mentalglm.data.splits import canonical_splits
 from mentalglm.evaluate.metrics import score
 from mentalglm.files import atomic_write_text
@@ -75,11 +76,13 @@ def main(argv: list[str] | None = None) -> int:
     usual, _ = canonical_splits("emotion", args.data_dir, include_extra=False)
     virus, _ = canonical_splits("emotion_virus", args.data_dir, include_extra=False)
     invented = load_posts()
+    unseen = {name: get_loader(name).load(Path(args.data_dir), part)[0]
+              for name, part in (("weibo_senti_100k", "all"), ("simplifyweibo_4_moods", "all"))}
     sets: dict[str, tuple[list[str], list[tuple[str, ...]] | None]] = {
         "forum: SOS-HL validation": ([p.text for p in forum["validation"]], [p.labels for p in forum["validation"]]),
         "ordinary: SMP2020 usual validation": ([p.text for p in usual["validation"][: args.ordinary_posts]], None),
-        "ordinary, unseen kind: SMP2020 virus validation": (
-            [p.text for p in virus["validation"][: args.ordinary_posts]], None),
+        "ordinary: SMP2020 virus validation": ([p.text for p in virus["validation"][: args.ordinary_posts]], None),
+        **{f"ordinary, unseen kind: {name}": ([p.text for p in posts], None) for name, posts in unseen.items()},
         "invented, expected high": ([r["text"] for r in invented if r["expect"].get(RISK) == "high"], None),
         "invented, expected low": ([r["text"] for r in invented if r["expect"].get(RISK) == "low"], None),
     }

@@ -8,9 +8,9 @@ carries ``outside_training_domain`` and a notice to read the post.
 
 Why a warning and not a gate that sets such posts to low risk (benchmarks/domain_check.py, validation splits and
 invented posts; docs/analyze.md): a gate left the SOS-HL validation decisions unchanged and cut high-risk decisions
-on ordinary posts from 44 % to 0.6 %, but it also silenced 5 (TF-IDF) and 10 (tier) of 84 invented posts written to
+on ordinary SMP2020 posts from 44 % to 1.2 %, but it also silenced 6 (TF-IDF) and 10 (tier) of 84 invented posts written to
 be high risk, those that state a plan in ordinary words ("把猫托付给朋友了……今晚就去做那件准备了很久的事":
-similarity 0.03). A missed crisis costs more than a false alarm, so the decision and the crisis notice stay; the
+similarity 0.02). A missed crisis costs more than a false alarm, so the decision and the crisis notice stay; the
 user learns the model is outside what it knows.
 """
 
