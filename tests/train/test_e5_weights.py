@@ -120,6 +120,7 @@ def test_a_tiny_file_becomes_a_bert_model_and_an_xlmr_tokenizer(tmp_path: Path) 
     for text in ("我好累，想睡觉！", "query: 我\x01好 OK", "", "  全角ＡＢＣ…"):
         assert fast(text)["input_ids"] == tokenizer(text)["input_ids"]
     assert fast.pad_token_id == tokenizer.pad_token_id
+    assert fast.added_tokens_decoder == tokenizer.added_tokens_decoder and fast.all_special_ids == tokenizer.all_special_ids
 
 
 def test_the_cache_is_reused_rebuilt_when_stale_and_pinned_by_digest(tmp_path: Path) -> None:
