@@ -24,6 +24,7 @@ from typing import Any
 
 from mentalglm.analyze.artifacts import default_artifacts_dir
 from mentalglm.analyze.engine import Analyzer
+from mentalglm.analyze.safety import RISK_TASK as RISK
 from mentalglm.data.registry import get_loader
 from mentalglm.data.splits import canonical_splits
 from mentalglm.evaluate.metrics import score
@@ -34,7 +35,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from adversarial import load_posts  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-RISK = "suicide_risk"
 
 
 def measure(analyzer: Analyzer, texts: list[str], gold: list[tuple[str, ...]] | None = None) -> dict[str, Any]:

@@ -192,7 +192,7 @@ class TaskModel:
     classifier: TfidfClassifier | Ensemble
     calibration: Calibration = field(default_factory=Calibration)
     card: dict[str, Any] = field(default_factory=dict)
-    domain: DomainCheck | None = None  # tasks whose training posts come from one narrow place (GENERAL_NEGATIVES)
+    domain: DomainCheck | None = None  # tasks whose training posts come from one narrow place (DOMAIN_ORDINARY)
 
     @property
     def tfidf(self) -> TfidfClassifier:
@@ -240,13 +240,12 @@ def load_task_model(task_id: str, directory: Path | None = None) -> TaskModel:
                                    "rebuild with `mentalglm analyze-train --encoder` or without it")
         classifier = Ensemble(classifier, EncoderClassifier.load(encoder_dir), float(ensemble["weight_on_tfidf"]),
                               list(ensemble.get("thresholds") or []))
-    domain = None
+    domain, domain_file = None, domain_path(directory, task_id)
     if card.get("domain_check"):  # cards written before the domain check have none: results then carry no warning
-        if not domain_path(directory, task_id).is_file():
-            raise MissingDataError(f"domain check of the {task_id} model (its card names one)",
-                                   domain_path(directory, task_id), "rebuild with `mentalglm analyze-train`")
-        domain = DomainCheck(TfidfClassifier.load(domain_path(directory, task_id)),
-                             float(card["domain_check"]["threshold"]))
+        if not domain_file.is_file():
+            raise MissingDataError(f"domain check of the {task_id} model (its card names one)", domain_file,
+                                   "rebuild with `mentalglm analyze-train`")
+        domain = DomainCheck(TfidfClassifier.load(domain_file), float(card["domain_check"]["threshold"]))
     return TaskModel(get_task(task_id), classifier, Calibration.from_dict(card.get("calibration", {})), card, domain)
 
 

@@ -532,8 +532,11 @@ def fit_encoder(task: Task, train: Sequence[Post], validation: Sequence[Post], s
         log.info("encoder run in %s is finished: loading %s", out, out / FINAL_DIR)
         finished = EncoderClassifier.load(out / FINAL_DIR)
         summary = json.loads((out / DONE_FILE).read_text(encoding="utf-8"))
-        if validation and "collapsed" not in summary:  # a run finished before the check: measure it now
+        if validation and "collapsed" not in summary:  # a run finished before the check: measure it once, keep it
             summary.update(_collapse_check(finished.predict_proba([p.text for p in validation]), out))
+            from mentalglm.files import atomic_write_text
+
+            atomic_write_text(out / DONE_FILE, json.dumps(summary, ensure_ascii=False, indent=1) + "\n")
         return finished, summary
 
     threads = os.environ.get("MENTALGLM_THREADS")
