@@ -23,6 +23,7 @@ from mentalglm.errors import ConfigError  # noqa: E402
 from mentalglm.evaluate.predict import read_meta, read_rows  # noqa: E402
 from mentalglm.evaluate.runner import run_encoder_baseline  # noqa: E402
 from mentalglm.tasks import get_task  # noqa: E402
+from mentalglm.train.classical import decide  # noqa: E402
 from mentalglm.train.encoder import (  # noqa: E402
     COLLAPSE_SPREAD,
     DONE_FILE,
@@ -30,7 +31,6 @@ from mentalglm.train.encoder import (  # noqa: E402
     EncoderClassifier,
     EncoderSettings,
     PooledClassifier,
-    decide,
     fit_encoder,
     merge_lora,
     positive_weights,

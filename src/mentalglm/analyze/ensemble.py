@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mentalglm.tasks.schema import Task
-from mentalglm.train.classical import THRESHOLD_GRID, TfidfClassifier
+from mentalglm.train.classical import THRESHOLD_GRID, TfidfClassifier, decide
 
 if TYPE_CHECKING:  # train.encoder imports torch: only an analyzer that loads an encoder pays for it
     from mentalglm.train.encoder import EncoderClassifier
@@ -54,8 +54,6 @@ class Ensemble:
         return self.weight * tfidf + (1.0 - self.weight) * encoder
 
     def decide(self, proba: np.ndarray) -> list[tuple[str, ...]]:
-        from mentalglm.train.encoder import decide
-
         return decide(proba, self.classes, self.multi_label, self.thresholds)
 
     def predict(self, texts: Sequence[str]) -> list[tuple[str, ...]]:

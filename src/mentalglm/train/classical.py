@@ -23,6 +23,23 @@ from mentalglm.tasks.schema import Task
 THRESHOLD_GRID = np.round(np.arange(0.05, 0.951, 0.025), 3)
 
 
+def decide(proba: np.ndarray, classes: Sequence[str], multi_label: bool,
+           thresholds: Sequence[float] = ()) -> list[tuple[str, ...]]:
+    """Labels from probabilities: argmax, or every label at or above its threshold (at least the top one).
+
+    The one decision rule of every classifier here (TF-IDF, encoder, their ensemble); it lives in this torch-free
+    module so that the default analyzer does not import torch to decide.
+    """
+    if not multi_label:
+        return [(classes[int(i)],) for i in np.asarray(proba).argmax(axis=1)]
+    limits = np.asarray(thresholds if len(thresholds) else [0.5] * len(classes))
+    out = []
+    for row in np.asarray(proba):
+        chosen = [c for c, p, t in zip(classes, row, limits, strict=True) if p >= t]
+        out.append(tuple(chosen) if chosen else (classes[int(row.argmax())],))
+    return out
+
+
 @dataclass
 class TfidfClassifier:
     task_id: str
@@ -94,13 +111,7 @@ class TfidfClassifier:
         return self.decide(self.predict_proba(texts))
 
     def decide(self, proba: np.ndarray) -> list[tuple[str, ...]]:
-        if not self.multi_label:
-            return [(self.classes[int(i)],) for i in proba.argmax(axis=1)]
-        out = []
-        for row in proba:
-            chosen = [c for c, p, t in zip(self.classes, row, self.thresholds, strict=True) if p >= t]
-            out.append(tuple(chosen) if chosen else (self.classes[int(row.argmax())],))
-        return out
+        return decide(proba, self.classes, self.multi_label, self.thresholds)
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -48,7 +48,7 @@ from mentalglm.data.records import Post
 from mentalglm.errors import ConfigError
 from mentalglm.evaluate.defaults import DEFAULT_SEED
 from mentalglm.tasks.schema import Task
-from mentalglm.train.classical import THRESHOLD_GRID
+from mentalglm.train.classical import THRESHOLD_GRID, decide
 
 log = logging.getLogger(__name__)
 
@@ -174,19 +174,6 @@ def probabilities(logits: np.ndarray, multi_label: bool) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- decisions
-
-
-def decide(proba: np.ndarray, classes: Sequence[str], multi_label: bool,
-           thresholds: Sequence[float] = ()) -> list[tuple[str, ...]]:
-    """Labels from probabilities: argmax, or every label at or above its threshold (at least the top one)."""
-    if not multi_label:
-        return [(classes[int(i)],) for i in np.asarray(proba).argmax(axis=1)]
-    limits = np.asarray(thresholds if len(thresholds) else [0.5] * len(classes))
-    out = []
-    for row in np.asarray(proba):
-        chosen = [c for c, p, t in zip(classes, row, limits, strict=True) if p >= t]
-        out.append(tuple(chosen) if chosen else (classes[int(row.argmax())],))
-    return out
 
 
 def _indicator(proba: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
