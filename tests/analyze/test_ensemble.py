@@ -16,7 +16,7 @@ from tiny_encoder import build_tiny_xlmr  # noqa: E402
 
 from mentalglm.analyze.artifacts import encoder_path, load_task_model, save_task_model  # noqa: E402
 from mentalglm.analyze.engine import Analyzer  # noqa: E402
-from mentalglm.analyze.ensemble import WEIGHT_GRID, Ensemble, fit_ensemble  # noqa: E402
+from mentalglm.analyze.ensemble import WEIGHT_GRID, AveragedEncoders, Ensemble, fit_ensemble  # noqa: E402
 from mentalglm.data.records import Post  # noqa: E402
 from mentalglm.errors import MissingDataError  # noqa: E402
 from mentalglm.tasks import get_task  # noqa: E402
@@ -59,15 +59,25 @@ def test_the_weight_is_the_one_with_the_best_validation_metric() -> None:
     assert ensemble.predict(texts) == LABELS
 
 
+POSTS = [Post(f"p{i}", t, labels, "toy") for i, (t, labels) in enumerate(zip(HIGH + LOW, LABELS, strict=True))]
+
+
 @pytest.fixture(scope="module")
-def lora_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_settings(tmp_path_factory: pytest.TempPathFactory) -> EncoderSettings:
+    model = build_tiny_xlmr(tmp_path_factory.mktemp("tiny") / "tiny-xlmr", "".join(HIGH + LOW) + "。，")
+    return EncoderSettings(model=f"hf:{model}", epochs=3, batch_size=4, max_length=32, lr=1e-2, seed=5,
+                           warmup_ratio=0.0, eval_batch_size=8, lora_rank=4)
+
+
+@pytest.fixture(scope="module")
+def lora_run(tmp_path_factory: pytest.TempPathFactory, tiny_settings: EncoderSettings) -> Path:
     root = tmp_path_factory.mktemp("ensemble")
-    model = build_tiny_xlmr(root / "tiny-xlmr", "".join(HIGH + LOW) + "。，")
-    posts = [Post(f"p{i}", t, labels, "toy") for i, (t, labels) in enumerate(zip(HIGH + LOW, LABELS, strict=True))]
-    settings = EncoderSettings(model=f"hf:{model}", epochs=3, batch_size=4, max_length=32, lr=1e-2, seed=5,
-                               warmup_ratio=0.0, eval_batch_size=8, lora_rank=4)
-    fit_encoder(TASK, posts, posts, settings, root / "run", progress=False)
+    fit_encoder(TASK, POSTS, POSTS, tiny_settings, root / "run", progress=False)
     return root / "run"
+
+
+def _member(seed: int, run: Path, used: bool = True) -> dict[str, object]:
+    return {"seed": seed, "dir": f"seed-{seed}", "final_dir": str(run / FINAL_DIR), "used": used}
 
 
 def test_an_ensemble_is_saved_with_its_adapter_and_reloads_to_the_same_answers(lora_run: Path, tmp_path: Path) -> None:
@@ -76,11 +86,11 @@ def test_an_ensemble_is_saved_with_its_adapter_and_reloads_to_the_same_answers(l
     tfidf = fit_model("suicide_risk", HIGH + LOW, LABELS).classifier
     ensemble = Ensemble(tfidf, EncoderClassifier.load(lora_run / FINAL_DIR), 0.4)
     card = {"task": TASK.id, "ensemble": {"weight_on_tfidf": 0.4, "thresholds": None,
-                                          "encoder": {"final_dir": str(lora_run / FINAL_DIR)}}}
+                                          "encoder": {"seeds": 1, "members": [_member(5, lora_run)]}}}
     model = fit_model("suicide_risk", HIGH + LOW, LABELS)
     model.classifier, model.card = ensemble, card
     save_task_model(model, tmp_path)
-    assert (encoder_path(tmp_path, TASK.id) / "encoder" / "adapter_model.safetensors").is_file()
+    assert (encoder_path(tmp_path, TASK.id) / "seed-5" / "encoder" / "adapter_model.safetensors").is_file()
 
     loaded = load_task_model(TASK.id, tmp_path)
     assert isinstance(loaded.classifier, Ensemble) and loaded.classifier.weight == 0.4
@@ -112,10 +122,10 @@ class _Uniform:
 def test_training_keeps_the_ensemble_only_when_it_surely_beats_tfidf(data_dir, monkeypatch, weight, win_rate) -> None:
     from mentalglm.analyze import artifacts
 
-    def fitted(task, tfidf, train, validation, settings, runs, log):  # noqa: ANN001, ANN202 - stands in for training
+    def fitted(task, tfidf, train, validation, settings, runs, log, seeds):  # noqa: ANN001, ANN202 - for training
         return Ensemble(tfidf, _Uniform(), weight), {  # type: ignore[arg-type]
             "weight_on_tfidf": weight, "thresholds": None, "validation_win_rate_over_tfidf": win_rate,
-            "encoder": {"final_dir": "unused"}}
+            "encoder": {"seeds": seeds, "members": [_member(13, Path("unused"))]}}
 
     monkeypatch.setattr(artifacts, "_fit_ensemble", fitted)
     settings = EncoderSettings(lora_rank=16)
@@ -141,3 +151,55 @@ def test_each_task_trains_its_encoder_with_its_own_recipe() -> None:
     overridden = encoder_settings("cognitive_distortion", epochs=1.0)  # --encoder-epochs changes epochs only
     assert overridden.epochs == 1.0 and overridden.pos_weight == 10.0
     assert overridden.identity() != distortion.identity()
+
+
+def test_a_card_written_before_seed_averaging_still_loads_its_one_encoder(lora_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    model = fit_model("suicide_risk", HIGH + LOW, LABELS)
+    save_task_model(model, tmp_path)
+    card = {"task": TASK.id, "ensemble": {"weight_on_tfidf": 0.4, "thresholds": None,
+                                          "encoder": {"final_dir": str(lora_run / FINAL_DIR)}}}
+    (tmp_path / f"{TASK.id}.card.json").write_text(json.dumps(card), encoding="utf-8")
+    shutil.copytree(lora_run / FINAL_DIR, encoder_path(tmp_path, TASK.id))  # the former layout: no seed-N folder
+    loaded = load_task_model(TASK.id, tmp_path)
+    assert isinstance(loaded.classifier, Ensemble) and not isinstance(loaded.classifier.encoder, AveragedEncoders)
+
+
+def test_seeds_are_trained_averaged_saved_and_reloaded_and_a_collapsed_one_is_left_out(
+        tiny_settings: EncoderSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mentalglm.analyze import artifacts
+    from mentalglm.train import encoder as encoder_module
+
+    real_fit = encoder_module.fit_encoder
+    seen: list[Path] = []
+
+    def fit(task, train, validation, settings, out, **kwargs):  # noqa: ANN001, ANN202 - the real one, seed 7 "collapsed"
+        seen.append(out)
+        classifier, summary = real_fit(task, train, validation, settings, out, progress=False)
+        return classifier, {**summary, "collapsed": settings.seed == 7}
+
+    monkeypatch.setattr(encoder_module, "fit_encoder", fit)
+    tfidf = fit_model("suicide_risk", HIGH + LOW, LABELS).classifier
+    ensemble, record = artifacts._fit_ensemble(TASK, tfidf, POSTS, POSTS, tiny_settings, tmp_path / "runs",
+                                               lambda _: None, seeds=3)
+    assert [m["seed"] for m in record["encoder"]["members"]] == [5, 6, 7] and len(set(seen)) == 3  # a run per seed
+    assert [m["used"] for m in record["encoder"]["members"]] == [True, True, False]
+    averaged = ensemble.encoder
+    assert isinstance(averaged, AveragedEncoders) and len(averaged.members) == 2
+    texts = HIGH + LOW
+    members = [m.predict_proba(texts) for m in averaged.members]
+    assert not np.allclose(members[0], members[1])  # different seeds, different encoders
+    assert np.allclose(averaged.predict_proba(texts), (members[0] + members[1]) / 2)
+
+    model = fit_model("suicide_risk", HIGH + LOW, LABELS)
+    model.classifier, model.card = ensemble, {"task": TASK.id, "ensemble": record}
+    save_task_model(model, tmp_path / "out")
+    assert sorted(p.name for p in encoder_path(tmp_path / "out", TASK.id).iterdir()) == ["seed-5", "seed-6"]
+    loaded = load_task_model(TASK.id, tmp_path / "out")
+    assert np.allclose(loaded.classifier.predict_proba(texts), ensemble.predict_proba(texts), atol=1e-5)
+
+    again, _ = artifacts._fit_ensemble(TASK, tfidf, POSTS, POSTS, tiny_settings, tmp_path / "runs",
+                                       lambda _: None, seeds=2)  # fewer seeds: the finished runs are reused
+    assert len(set(seen)) == 3 and len(seen) == 5
+    assert np.allclose(again.encoder.predict_proba(texts), averaged.predict_proba(texts), atol=1e-5)

@@ -19,14 +19,14 @@ import json
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mentalglm.analyze.domain import DomainCheck
-from mentalglm.analyze.ensemble import MIN_WIN_RATE, Ensemble, worth_keeping
+from mentalglm.analyze.ensemble import MIN_WIN_RATE, AveragedEncoders, Ensemble, worth_keeping
 from mentalglm.data.records import Post
 from mentalglm.errors import MissingDataError
 from mentalglm.tasks import CHINESE_MAIN_TASKS, Task, get_task
@@ -72,6 +72,10 @@ ENCODER_RECIPES: dict[str, dict[str, float]] = {
     "cognitive_distortion": {"epochs": 10.0, "warmup_ratio": 0.3, "pos_weight": 10.0},
     "suicide_risk": {"epochs": 3.0},
 }
+
+
+# How many seeds of that recipe the tier averages per task (seeds DEFAULT_SEED, DEFAULT_SEED + 1, ...).
+ENCODER_SEEDS: dict[str, int] = {}
 
 
 def default_artifacts_dir() -> Path:
@@ -234,12 +238,16 @@ def load_task_model(task_id: str, directory: Path | None = None) -> TaskModel:
     if ensemble:
         from mentalglm.train.encoder import CLASSIFIER_FILE, EncoderClassifier
 
-        encoder_dir = encoder_path(directory, task_id)
-        if not (encoder_dir / CLASSIFIER_FILE).is_file():
-            raise MissingDataError(f"encoder of the {task_id} ensemble (its card names one)", encoder_dir,
-                                   "rebuild with `mentalglm analyze-train --encoder` or without it")
-        classifier = Ensemble(classifier, EncoderClassifier.load(encoder_dir), float(ensemble["weight_on_tfidf"]),
-                              list(ensemble.get("thresholds") or []))
+        root = encoder_path(directory, task_id)
+        members = ensemble["encoder"].get("members")  # cards written before seed averaging: one encoder in root
+        encoders = []
+        for encoder_dir in [root / m["dir"] for m in members if m["used"]] if members else [root]:
+            if not (encoder_dir / CLASSIFIER_FILE).is_file():
+                raise MissingDataError(f"encoder of the {task_id} ensemble (its card names one)", encoder_dir,
+                                       "rebuild with `mentalglm analyze-train --encoder` or without it")
+            encoders.append(EncoderClassifier.load(encoder_dir))
+        classifier = Ensemble(classifier, encoders[0] if len(encoders) == 1 else AveragedEncoders(encoders),
+                              float(ensemble["weight_on_tfidf"]), list(ensemble.get("thresholds") or []))
     domain, domain_file = None, domain_path(directory, task_id)
     if card.get("domain_check"):  # cards written before the domain check have none: results then carry no warning
         if not domain_file.is_file():
@@ -288,35 +296,55 @@ def encoder_settings(task_id: str, epochs: float | None = None) -> EncoderSettin
     return EncoderSettings(model="e5-small", lr=5e-4, lora_rank=16, **recipe)  # type: ignore[arg-type]
 
 
-def _fit_ensemble(task: Task, tfidf: TfidfClassifier, train: Sequence[Post], validation: Sequence[Post],
-                  settings: EncoderSettings, runs: Path, log: Callable[[str], None]) -> tuple[Ensemble, dict[str, Any]]:
-    """Fine-tune (or resume, or reuse the finished run of) the encoder, then weigh it against TF-IDF."""
-    from mentalglm.analyze.ensemble import fit_ensemble
-    from mentalglm.train.encoder import FINAL_DIR, fit_encoder
-
+def _encoder_run_dir(runs: Path, task: Task, settings: EncoderSettings) -> Path:
+    """One directory per task and recipe (seed included): a changed recipe starts a new run, the same one resumes."""
     digest = hashlib.sha256(json.dumps(settings.identity(), sort_keys=True).encode()).hexdigest()[:8]
-    run_dir = runs / f"{task.id}.{settings.slug}-r{settings.lora_rank}-{digest}"  # a new recipe, a new run
-    log(f"{task.id}: encoder {settings.model}, LoRA r={settings.lora_rank}, {settings.epochs:g} epoch(s) "
-        f"in {run_dir} (resumable; about 34 min an epoch of emotion's 26.6k posts on 2 cores)")
-    encoder, summary = fit_encoder(task, train, validation, settings, run_dir)
-    ensemble, record = fit_ensemble(task, tfidf, encoder, [p.text for p in validation],
-                                    [p.labels for p in validation])
+    return runs / f"{task.id}.{settings.slug}-r{settings.lora_rank}-{digest}"
+
+
+def _fit_ensemble(task: Task, tfidf: TfidfClassifier, train: Sequence[Post], validation: Sequence[Post],
+                  settings: EncoderSettings, runs: Path, log: Callable[[str], None],
+                  seeds: int = 1) -> tuple[Ensemble, dict[str, Any]]:
+    """Fine-tune (or resume, or reuse the finished runs of) the encoder from ``seeds`` seeds, then weigh their
+    average against TF-IDF. A collapsed run (every post scored alike) is left out of the average."""
+    from mentalglm.analyze.ensemble import fit_ensemble
+    from mentalglm.train.encoder import FINAL_DIR, EncoderClassifier, fit_encoder
+
     kept = ("global_step", "train_posts", f"validation_{task.official_metric}", "validation_history",
             "train_seconds", "trainable_parameters", "validation_probability_spread", "collapsed")
-    record["encoder"] = {"settings": asdict(settings), "final_dir": str(run_dir / FINAL_DIR),
-                         **{k: summary.get(k) for k in kept}}
-    log(f"{task.id}: ensemble weight on TF-IDF {record['weight_on_tfidf']} "
-        f"(encoder alone: validation {task.official_metric}={summary.get(f'validation_{task.official_metric}')})")
+    fitted: list[EncoderClassifier] = []
+    members: list[dict[str, Any]] = []
+    for seed in range(settings.seed, settings.seed + seeds):
+        run_dir = _encoder_run_dir(runs, task, replace(settings, seed=seed))
+        log(f"{task.id}: encoder {settings.model}, LoRA r={settings.lora_rank}, {settings.epochs:g} epoch(s), "
+            f"seed {seed} in {run_dir} (resumable; about 34 min an epoch of emotion's 26.6k posts on 2 cores)")
+        encoder, summary = fit_encoder(task, train, validation, replace(settings, seed=seed), run_dir)
+        used = not summary.get("collapsed")
+        if not used:
+            log(f"{task.id}: the seed-{seed} encoder collapsed (every post scored alike): left out of the average")
+        members.append({"seed": seed, "dir": f"seed-{seed}", "final_dir": str(run_dir / FINAL_DIR), "used": used,
+                        **{k: summary.get(k) for k in kept}})
+        fitted.append(encoder)
+    if not any(member["used"] for member in members):  # all collapsed: validation decides whether it is kept
+        members[0]["used"] = True
+    chosen = [encoder for encoder, member in zip(fitted, members, strict=True) if member["used"]]
+    ensemble, record = fit_ensemble(task, tfidf, chosen[0] if len(chosen) == 1 else AveragedEncoders(chosen),
+                                    [p.text for p in validation], [p.labels for p in validation])
+    record["encoder"] = {"settings": asdict(settings), "seeds": seeds, "members": members}
+    log(f"{task.id}: ensemble weight on TF-IDF {record['weight_on_tfidf']} (encoder alone, "
+        f"{len(chosen)} seed(s): validation {task.official_metric}="
+        f"{record[f'validation_{task.official_metric}_by_weight']['0.0']})")
     return ensemble, record
 
 
 def train_task_model(task_id: str, data_dir: str | Path | None, *, c_grid: Sequence[float] = (1.0, 4.0, 16.0),
                      log: Callable[[str], None] = print, general_negatives: int | None = None,
-                     encoder: EncoderSettings | None = None, encoder_runs: Path | None = None) -> TaskModel:
+                     encoder: EncoderSettings | None = None, encoder_runs: Path | None = None,
+                     encoder_seeds: int = 1) -> TaskModel:
     """Fit on the decontaminated training pool, choose C (and thresholds) on validation, calibrate, score test.
 
-    With ``encoder`` settings the TF-IDF model is then averaged with a fine-tuned encoder (``analyze/ensemble.py``);
-    its run lives in ``encoder_runs`` and resumes there.
+    With ``encoder`` settings the TF-IDF model is then averaged with a fine-tuned encoder, or with the mean of
+    ``encoder_seeds`` such encoders (``analyze/ensemble.py``); their runs live in ``encoder_runs`` and resume there.
     """
     from mentalglm.data.splits import canonical_splits
     from mentalglm.evaluate.metrics import indicator, jsonable, score
@@ -343,7 +371,7 @@ def train_task_model(task_id: str, data_dir: str | Path | None, *, c_grid: Seque
     rejected: dict[str, Any] | None = None
     if encoder is not None:
         fitted, record = _fit_ensemble(task, best, train, validation, encoder, encoder_runs or Path("encoder-runs"),
-                                       log)
+                                       log, encoder_seeds)
         if worth_keeping(record):
             classifier, ensemble = fitted, record
         else:  # no sure gain on validation: do not make every post pay for reading the encoder
@@ -375,8 +403,10 @@ def train_task_model(task_id: str, data_dir: str | Path | None, *, c_grid: Seque
     }
     if ensemble is not None and encoder is not None:
         weight = ensemble["weight_on_tfidf"]
+        used = sum(member["used"] for member in ensemble["encoder"]["members"])
         card["model"]["kind"] = (f"ensemble: {weight:.1f} x char TF-IDF (1-3) + logistic regression, "
-                                 f"{1 - weight:.1f} x {encoder.model} + LoRA r={encoder.lora_rank} + linear head")
+                                 f"{1 - weight:.1f} x {'mean of ' + str(used) + ' x ' if used > 1 else ''}"
+                                 f"{encoder.model} + LoRA r={encoder.lora_rank} + linear head")
         card["ensemble"] = ensemble
     if rejected is not None:
         card["ensemble_rejected"] = rejected
@@ -431,7 +461,9 @@ def save_task_model(model: TaskModel, directory: Path) -> tuple[Path, Path]:
     target = encoder_path(directory, model.task.id)
     shutil.rmtree(target, ignore_errors=True)  # a stale encoder must not outlive a TF-IDF-only rebuild
     if "ensemble" in model.card:
-        shutil.copytree(model.card["ensemble"]["encoder"]["final_dir"], target)
+        for member in model.card["ensemble"]["encoder"]["members"]:
+            if member["used"]:
+                shutil.copytree(member["final_dir"], target / member["dir"])
     card_path.write_text(json.dumps(model.card, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     return model_path, card_path
 
@@ -439,13 +471,14 @@ def save_task_model(model: TaskModel, directory: Path) -> tuple[Path, Path]:
 def train_all(data_dir: str | Path | None, out: Path, tasks: Sequence[str] = CHINESE_MAIN_TASKS, *,
               c_grid: Sequence[float] = (1.0, 4.0, 16.0), log: Callable[[str], None] = print,
               general_negatives: int | None = None, encoder: bool = False, encoder_epochs: float | None = None,
-              encoder_runs: Path | None = None) -> list[Path]:
+              encoder_runs: Path | None = None, encoder_seeds: int | None = None) -> list[Path]:
     """Train and save every task's model; returns the card paths."""
     cards = []
     for task_id in tasks:
         model = train_task_model(task_id, data_dir, c_grid=c_grid, log=log, general_negatives=general_negatives,
                                  encoder=encoder_settings(task_id, encoder_epochs) if encoder else None,
-                                 encoder_runs=encoder_runs or out / "encoder-runs")
+                                 encoder_runs=encoder_runs or out / "encoder-runs",
+                                 encoder_seeds=encoder_seeds or ENCODER_SEEDS.get(task_id, 1))
         cards.append(save_task_model(model, out)[1])
         log(f"{task_id}: saved to {out} ({model.card['train_seconds']} s)")
     return cards

@@ -148,6 +148,9 @@ def analyze_train(
              "3 suicide risk).")] = None,
     encoder_runs: Annotated[Path | None, typer.Option(
         help="Where encoder runs keep checkpoints and resume (default OUT/encoder-runs).")] = None,
+    encoder_seeds: Annotated[int | None, typer.Option(
+        min=1, help="Train the encoder from this many seeds and average them (each costs one more training run "
+                    "and one more encoder pass per post; default per task, see docs/analyze.md).")] = None,
 ) -> None:
     """Train the analyzer's classifiers (decontaminated train, tuned and calibrated on validation)."""
     from mentalglm.analyze.artifacts import default_artifacts_dir, train_all
@@ -155,6 +158,6 @@ def analyze_train(
     cards = train_all(data_dir, (out or default_artifacts_dir()).expanduser(), comma_list(tasks),
                       c_grid=[float(c) for c in c_grid.split(",")], log=err_console.print,
                       general_negatives=general_negatives, encoder=encoder, encoder_epochs=encoder_epochs,
-                      encoder_runs=encoder_runs)
+                      encoder_runs=encoder_runs, encoder_seeds=encoder_seeds)
     for card in cards:
         console.print(f"model card: {card}")
