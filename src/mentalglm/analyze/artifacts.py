@@ -257,12 +257,22 @@ def load_task_model(task_id: str, directory: Path | None = None) -> TaskModel:
     return TaskModel(get_task(task_id), classifier, Calibration.from_dict(card.get("calibration", {})), card, domain)
 
 
+@dataclass
+class GeneralPosts:
+    """Ordinary posts for a task in GENERAL_NEGATIVES (all empty for other tasks)."""
+
+    negatives: list[Post] = field(default_factory=list)  # added to training as the negative label (none by default)
+    check: list[Post] = field(default_factory=list)  # how often ordinary text is flagged (the source's test split)
+    ordinary: list[Post] = field(default_factory=list)  # the DOMAIN_ORDINARY training pools, for the domain check
+    card: dict[str, Any] | None = None  # the card's data.general_negatives record
+    ordinary_source: str | None = None
+
+
 def _general_posts(task: Task, data_dir: str | Path | None, evaluation: list[list[Post]],
-                   n: int | None) -> dict[str, Any]:
-    """Ordinary posts for tasks in GENERAL_NEGATIVES: `check` posts from the source's test split to measure
-    how often ordinary text is flagged, `n` training `negatives` from the source's training pool (none by
-    default), and the DOMAIN_ORDINARY training pools as `ordinary` (for the domain check); negatives and
-    ordinary posts are decontaminated against the task's evaluation splits, ordinary ones also against `check`."""
+                   n: int | None) -> GeneralPosts:
+    """`n` negatives from the source's training pool, `check` posts from its test split, and the `ordinary`
+    pools; negatives and ordinary posts are decontaminated against the task's evaluation splits, ordinary ones
+    also against `check`."""
     import random
 
     from mentalglm.data.splits import canonical_splits, decontaminate
@@ -270,7 +280,7 @@ def _general_posts(task: Task, data_dir: str | Path | None, evaluation: list[lis
     source = GENERAL_NEGATIVES.get(task.id)
     negative = next((label.id for label in task.labels if not label.positive), None)
     if source is None or negative is None:
-        return {"negatives": [], "check": [], "ordinary": [], "card": None, "ordinary_source": None}
+        return GeneralPosts()
     source_splits, _ = canonical_splits(source, data_dir, include_extra=False)
     picked = random.Random(13).sample(source_splits["train"], min(n or 0, len(source_splits["train"])))
     negatives, dropped = decontaminate(
@@ -282,8 +292,7 @@ def _general_posts(task: Task, data_dir: str | Path | None, evaluation: list[lis
     ordinary, _ = decontaminate([p for pool in pools for p in pool], [*evaluation, check])
     card = {"source": f"{source} training pool", "label": negative, "posts": len(negatives),
             "dropped_as_contaminated": dropped, "check_posts": f"first {len(check)} of {source} test"}
-    return {"negatives": negatives, "check": check, "ordinary": ordinary, "card": card,
-            "ordinary_source": " + ".join(f"{name} training pool" for name in sources)}
+    return GeneralPosts(negatives, check, ordinary, card, " + ".join(f"{name} training pool" for name in sources))
 
 
 def encoder_settings(task_id: str, epochs: float | None = None) -> EncoderSettings:
@@ -355,7 +364,7 @@ def train_task_model(task_id: str, data_dir: str | Path | None, *, c_grid: Seque
     splits, report = canonical_splits(task.id, data_dir, include_extra=False)
     train, validation, test = splits["train"], splits["validation"], splits.get("test", [])
     general = _general_posts(task, data_dir, [validation, test], general_negatives)
-    own_train, train = train, train + general["negatives"]
+    own_train, train = train, train + general.negatives
     tuning: dict[float, float] = {}
     best: TfidfClassifier | None = None
     for c in c_grid:
@@ -394,7 +403,7 @@ def train_task_model(task_id: str, data_dir: str | Path | None, *, c_grid: Seque
                   "decision": "tuned threshold, at least one label" if best.multi_label else "argmax"},
         "data": {"source": task.source, "splits": {s.name: f"{s.dataset}/{s.part}" for s in task.splits},
                  "train_posts": len(train), "validation_posts": len(validation), "test_posts": len(test),
-                 "extra_train_used": False, "train_posts_from_task": len(train) - len(general["negatives"]), "pool_dropped_as_contaminated_or_duplicate": report.pool.dropped,
+                 "extra_train_used": False, "train_posts_from_task": len(train) - len(general.negatives), "pool_dropped_as_contaminated_or_duplicate": report.pool.dropped,
                  "validation_dropped_against_test": report.dropped_against_test},
         "tuning": {"grid": {"C": list(c_grid)}, f"validation_{task.official_metric}": tuning},
         "validation": metrics(validation), "test": metrics(test) if test else None,
@@ -413,13 +422,13 @@ def train_task_model(task_id: str, data_dir: str | Path | None, *, c_grid: Seque
         card["limitations"].append("The encoder reads the first 128 tokens of a post only; it was fine-tuned on "
                                    "the same training pool as the TF-IDF model.")
     domain: DomainCheck | None = None
-    if general["card"] is not None:
+    if general.card is not None:
         positive = task.positive_label.id if task.positive_label else None
-        flagged = classifier.predict([p.text for p in general["check"]])
-        general["card"]["flagged_positive_rate"] = round(
+        flagged = classifier.predict([p.text for p in general.check])
+        general.card["flagged_positive_rate"] = round(
             sum(positive in labels for labels in flagged) / max(1, len(flagged)), 4)
-        card["data"]["general_negatives"] = general["card"]
-        log(f"{task.id}: ordinary posts flagged {positive}: {general['card']['flagged_positive_rate']:.1%}")
+        card["data"]["general_negatives"] = general.card
+        log(f"{task.id}: ordinary posts flagged {positive}: {general.card['flagged_positive_rate']:.1%}")
         domain, record = _fit_domain_check(task, own_train, general, validation, test,
                                            [positive in labels for labels in flagged])
         card["domain_check"] = record
@@ -428,16 +437,16 @@ def train_task_model(task_id: str, data_dir: str | Path | None, *, c_grid: Seque
     return TaskModel(task, classifier, calibration, card, domain)
 
 
-def _fit_domain_check(task: Task, own_train: Sequence[Post], general: dict[str, Any], validation: Sequence[Post],
+def _fit_domain_check(task: Task, own_train: Sequence[Post], general: GeneralPosts, validation: Sequence[Post],
                       test: Sequence[Post], check_flagged: Sequence[bool]) -> tuple[DomainCheck, dict[str, Any]]:
     """The task's posts against the ordinary pool; the card records how often each kind of post is outside."""
-    domain = DomainCheck.fit(task.id, [p.text for p in own_train], [p.text for p in general["ordinary"]])
-    outside = domain.outside([p.text for p in general["check"]])
+    domain = DomainCheck.fit(task.id, [p.text for p in own_train], [p.text for p in general.ordinary])
+    outside = domain.outside([p.text for p in general.check])
     record = {
         "kind": "char TF-IDF (1-3) + logistic regression: the task's training posts against ordinary posts",
         "C": domain.classifier.C, "max_features": domain.classifier.max_features,
-        "in_domain_posts": len(own_train), "ordinary_posts": len(general["ordinary"]),
-        "ordinary_source": general["ordinary_source"], "threshold": domain.threshold,
+        "in_domain_posts": len(own_train), "ordinary_posts": len(general.ordinary),
+        "ordinary_source": general.ordinary_source, "threshold": domain.threshold,
         "outside_rate": {"validation": domain.outside_rate([p.text for p in validation]),
                          "test": domain.outside_rate([p.text for p in test]),
                          "ordinary_check": round(float(outside.mean()), 4)},
