@@ -258,7 +258,7 @@ class Analyzer:
             out.append(PostResult(
                 id=row.id, text_length=len(text), out_of_domain=share < 0.5, cjk_share=round(share, 4),
                 pii_scrubbed=dict(scrubbed[i].counts) if scrubbed else {}, tasks=tasks, high_risk=high,
-                notices=notices(high, self.locale, tasks), injection_suspected=bool(guarded[i][1]),
+                notices=notices(tasks, self.locale), injection_suspected=bool(guarded[i][1]),
                 injection_spans=[list(span) for span in guarded[i][1]]))
         return out
 

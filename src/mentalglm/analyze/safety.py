@@ -57,14 +57,15 @@ def is_high_risk(tasks: Mapping[str, TaskResult], threshold: float = CRISIS_THRE
     return decided or result.confidences.get(positive.id, 0.0) >= threshold
 
 
-def notices(high_risk: bool, locale: str = DEFAULT_LOCALE, tasks: Mapping[str, TaskResult] | None = None) -> list[Notice]:
-    """The not-a-diagnosis notice, the crisis notice with resources when ``high_risk``, and one notice per task
-    whose result is outside its training domain (the crisis notice stays: the warning changes no decision)."""
+def notices(tasks: Mapping[str, TaskResult], locale: str = DEFAULT_LOCALE) -> list[Notice]:
+    """The not-a-diagnosis notice, the crisis notice with resources on high risk (``is_high_risk``), and one
+    notice per task whose result is outside its training domain (the crisis notice stays: the warning changes
+    no decision)."""
     out = [Notice(kind="not_a_diagnosis", text=NOT_A_DIAGNOSIS)]
-    if high_risk:
+    if is_high_risk(tasks):
         text, resources = CRISIS[check_locale(locale)]
         out.append(Notice(kind="crisis", text=text, resources=list(resources)))
-    for result in (tasks or {}).values():
+    for result in tasks.values():
         if result.outside_training_domain:
             task = get_task(result.task)
             out.append(Notice(kind="outside_training_domain", task=task.id, text=OUTSIDE_DOMAIN.format(
