@@ -147,6 +147,15 @@ def test_single_label_run_learns_writes_tfidf_style_files_and_reloads(tiny_xlmr:
                                  progress=False)  # finished: loaded, not retrained
     assert summary == json.loads((out / DONE_FILE).read_text(encoding="utf-8"))
     assert np.allclose(again.predict_proba(texts), reloaded.predict_proba(texts))
+
+    calls = []
+    forward = reloaded.model.forward
+    reloaded.model.forward = lambda *a, **k: calls.append(1) or forward(*a, **k)  # type: ignore[method-assign]
+    reloaded.predict_proba(texts[:3])  # other texts than the last call's: read
+    assert len(calls) == 1
+    first = reloaded.predict_proba(texts)
+    first[:] = -1.0  # the caller's copy: changing it must not change the remembered answer
+    assert np.allclose(reloaded.predict_proba(texts), again.predict_proba(texts)) and len(calls) == 2
     with pytest.raises(ConfigError, match="other lr;"):
         fit_encoder(get_task("suicide_risk"), splits["train"], splits["validation"], _settings(tiny_xlmr, lr=1e-3),
                     out, progress=False)
