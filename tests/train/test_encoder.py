@@ -183,6 +183,14 @@ class _Crash(TrainerCallback):
             raise KeyboardInterrupt("killed after the first checkpoint")
 
 
+def test_a_run_without_validation_posts_trains_to_its_last_step(tiny_xlmr: Path, tmp_path: Path) -> None:
+    splits, task = _risk_splits(), get_task("suicide_risk")  # e.g. a cross-validation fold: nothing to select on
+    classifier, summary = fit_encoder(task, splits["train"], [], _settings(tiny_xlmr, max_steps=6), tmp_path / "run",
+                                      progress=False)
+    assert summary["global_step"] == 6 and summary["validation_history"] == [] and summary["validation_posts"] == 0
+    assert (tmp_path / "run" / DONE_FILE).is_file() and classifier.predict(["我不想活了"])[0][0] in ("high", "low")
+
+
 def test_a_killed_run_resumes_from_its_checkpoint(tiny_xlmr: Path, tmp_path: Path) -> None:
     splits, task, out = _risk_splits(), get_task("suicide_risk"), tmp_path / "run"
     settings = _settings(tiny_xlmr, max_steps=8, freeze_embeddings=True)

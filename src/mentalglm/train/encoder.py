@@ -464,17 +464,19 @@ def _metric_function(task: Task) -> Any:
     return compute
 
 
-def _callbacks(out: Path) -> list[Any]:
+def _callbacks(out: Path, evaluate: bool) -> list[Any]:
     from transformers import TrainerCallback
 
     from mentalglm.train.sft import _csv_callback_class
 
     class EvaluateAtLastStep(TrainerCallback):
-        """A run of --max-steps (or a fractional epoch) still ends with a scored, saved model."""
+        """A run of --max-steps (or a fractional epoch) still ends with a scored (given validation posts), saved
+        model."""
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
             if state.global_step >= state.max_steps:
-                control.should_evaluate = control.should_save = True
+                control.should_save = True
+                control.should_evaluate = evaluate
             return control
 
     return [EvaluateAtLastStep(), _csv_callback_class()(out / LOG_FILE)]
@@ -575,7 +577,7 @@ def fit_encoder(task: Task, train: Sequence[Post], validation: Sequence[Post], s
     trainer = Trainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
                       data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,
                       compute_metrics=_metric_function(task) if eval_set else None,
-                      callbacks=[*_callbacks(out), *callbacks])
+                      callbacks=[*_callbacks(out, eval_set is not None), *callbacks])
     checkpoint = get_last_checkpoint(str(out))
     if checkpoint:
         log.info("resuming the encoder run from %s", checkpoint)
