@@ -324,10 +324,11 @@ def _fit_ensemble(task: Task, tfidf: TfidfClassifier, train: Sequence[Post], val
     fitted: list[EncoderClassifier] = []
     members: list[dict[str, Any]] = []
     for seed in range(settings.seed, settings.seed + seeds):
-        run_dir = _encoder_run_dir(runs, task, replace(settings, seed=seed))
+        member = replace(settings, seed=seed)
+        run_dir = _encoder_run_dir(runs, task, member)
         log(f"{task.id}: encoder {settings.model}, LoRA r={settings.lora_rank}, {settings.epochs:g} epoch(s), "
-            f"seed {seed} in {run_dir} (resumable; about 34 min an epoch of emotion's 26.6k posts on 2 cores)")
-        encoder, summary = fit_encoder(task, train, validation, replace(settings, seed=seed), run_dir)
+            f"seed {seed} in {run_dir} (resumable; about 34-40 min an epoch of emotion's 26.6k posts on 2 cores)")
+        encoder, summary = fit_encoder(task, train, validation, member, run_dir)
         used = not summary.get("collapsed")
         if not used:
             log(f"{task.id}: the seed-{seed} encoder collapsed (every post scored alike): left out of the average")
