@@ -74,10 +74,6 @@ ENCODER_RECIPES: dict[str, dict[str, float]] = {
 }
 
 
-# How many seeds of that recipe the tier averages per task (seeds DEFAULT_SEED, DEFAULT_SEED + 1, ...).
-ENCODER_SEEDS: dict[str, int] = {}
-
-
 def default_artifacts_dir() -> Path:
     """``$MENTALGLM_ANALYZER_DIR`` or ``~/.cache/mentalglm/analyzer``."""
     return Path(os.environ.get(ENV_VAR) or Path.home() / ".cache" / "mentalglm" / "analyzer").expanduser()
@@ -488,7 +484,7 @@ def train_all(data_dir: str | Path | None, out: Path, tasks: Sequence[str] = CHI
         model = train_task_model(task_id, data_dir, c_grid=c_grid, log=log, general_negatives=general_negatives,
                                  encoder=encoder_settings(task_id, encoder_epochs) if encoder else None,
                                  encoder_runs=encoder_runs or out / "encoder-runs",
-                                 encoder_seeds=encoder_seeds or ENCODER_SEEDS.get(task_id, 1))
+                                 encoder_seeds=encoder_seeds or 1)
         cards.append(save_task_model(model, out)[1])
         log(f"{task_id}: saved to {out} ({model.card['train_seconds']} s)")
     return cards
