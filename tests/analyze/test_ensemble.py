@@ -203,3 +203,19 @@ def test_seeds_are_trained_averaged_saved_and_reloaded_and_a_collapsed_one_is_le
                                        lambda _: None, seeds=2)  # fewer seeds: the finished runs are reused
     assert len(set(seen)) == 3 and len(seen) == 5
     assert np.allclose(again.encoder.predict_proba(texts), averaged.predict_proba(texts), atol=1e-5)
+
+
+def test_the_seed_benchmark_cuts_disjoint_stratified_folds_and_refuses_multi_label_cv() -> None:
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "encoder_seeds.py"
+    spec = importlib.util.spec_from_file_location("encoder_seeds_benchmark", path)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    posts = [Post(f"p{i}", f"帖子{i}", ("high",) if i % 4 == 0 else ("low",), "toy") for i in range(40)]
+    held = module.folds(posts, 5)
+    assert sorted(np.concatenate(held).tolist()) == list(range(40))  # every post held out exactly once
+    assert all(sum(posts[i].labels == ("high",) for i in fold) == 2 for fold in held)  # 10 high posts, 2 a fold
+    assert [f.tolist() for f in module.folds(posts, 5)] == [f.tolist() for f in held]  # fixed folds: runs resume
+    with pytest.raises(SystemExit, match="multi-label"):
+        module.cross_validate(get_task("cognitive_distortion"), "unused", [13], Path("unused"), 5, 1.0)

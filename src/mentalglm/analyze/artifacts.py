@@ -301,7 +301,7 @@ def encoder_settings(task_id: str, epochs: float | None = None) -> EncoderSettin
     return EncoderSettings(model="e5-small", lr=5e-4, lora_rank=16, **recipe)  # type: ignore[arg-type]
 
 
-def _encoder_run_dir(runs: Path, task: Task, settings: EncoderSettings) -> Path:
+def encoder_run_dir(runs: Path, task: Task, settings: EncoderSettings) -> Path:
     """One directory per task and recipe (seed included): a changed recipe starts a new run, the same one resumes."""
     digest = hashlib.sha256(json.dumps(settings.identity(), sort_keys=True).encode()).hexdigest()[:8]
     return runs / f"{task.id}.{settings.slug}-r{settings.lora_rank}-{digest}"
@@ -321,7 +321,7 @@ def _fit_ensemble(task: Task, tfidf: TfidfClassifier, train: Sequence[Post], val
     members: list[dict[str, Any]] = []
     for seed in range(settings.seed, settings.seed + seeds):
         member = replace(settings, seed=seed)
-        run_dir = _encoder_run_dir(runs, task, member)
+        run_dir = encoder_run_dir(runs, task, member)
         log(f"{task.id}: encoder {settings.model}, LoRA r={settings.lora_rank}, {settings.epochs:g} epoch(s), "
             f"seed {seed} in {run_dir} (resumable; about 34-40 min an epoch of emotion's 26.6k posts on 2 cores)")
         encoder, summary = fit_encoder(task, train, validation, member, run_dir)
