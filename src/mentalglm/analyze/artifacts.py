@@ -236,8 +236,9 @@ def load_task_model(task_id: str, directory: Path | None = None) -> TaskModel:
 
         root = encoder_path(directory, task_id)
         members = ensemble["encoder"].get("members")  # cards written before seed averaging: one encoder in root
+        directories = [root / m["dir"] for m in members if m["used"]] if members else [root]
         encoders = []
-        for encoder_dir in [root / m["dir"] for m in members if m["used"]] if members else [root]:
+        for encoder_dir in directories:
             if not (encoder_dir / CLASSIFIER_FILE).is_file():
                 raise MissingDataError(f"encoder of the {task_id} ensemble (its card names one)", encoder_dir,
                                        "rebuild with `mentalglm analyze-train --encoder` or without it")
@@ -400,7 +401,8 @@ def train_task_model(task_id: str, data_dir: str | Path | None, *, c_grid: Seque
                   "decision": "tuned threshold, at least one label" if best.multi_label else "argmax"},
         "data": {"source": task.source, "splits": {s.name: f"{s.dataset}/{s.part}" for s in task.splits},
                  "train_posts": len(train), "validation_posts": len(validation), "test_posts": len(test),
-                 "extra_train_used": False, "train_posts_from_task": len(train) - len(general.negatives), "pool_dropped_as_contaminated_or_duplicate": report.pool.dropped,
+                 "extra_train_used": False, "train_posts_from_task": len(own_train),
+                 "pool_dropped_as_contaminated_or_duplicate": report.pool.dropped,
                  "validation_dropped_against_test": report.dropped_against_test},
         "tuning": {"grid": {"C": list(c_grid)}, f"validation_{task.official_metric}": tuning},
         "validation": metrics(validation), "test": metrics(test) if test else None,

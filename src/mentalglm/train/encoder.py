@@ -47,6 +47,7 @@ from torch import nn
 from mentalglm.data.records import Post
 from mentalglm.errors import ConfigError
 from mentalglm.evaluate.defaults import DEFAULT_SEED
+from mentalglm.files import atomic_write_text
 from mentalglm.tasks.schema import Task
 from mentalglm.train.classical import THRESHOLD_GRID, decide
 
@@ -496,8 +497,6 @@ def _check_run(out: Path, identity: dict[str, Any]) -> None:
             raise ConfigError(f"{out} holds a run with other {', '.join(changed)}; pass another --out or delete "
                               "the directory to start over")
     else:
-        from mentalglm.files import atomic_write_text
-
         atomic_write_text(path, json.dumps(identity, ensure_ascii=False, indent=1) + "\n")
 
 
@@ -530,8 +529,6 @@ def fit_encoder(task: Task, train: Sequence[Post], validation: Sequence[Post], s
         summary = json.loads((out / DONE_FILE).read_text(encoding="utf-8"))
         if validation and "collapsed" not in summary:  # a run finished before the check: measure it once, keep it
             summary.update(_collapse_check(finished.predict_proba([p.text for p in validation]), out))
-            from mentalglm.files import atomic_write_text
-
             atomic_write_text(out / DONE_FILE, json.dumps(summary, ensure_ascii=False, indent=1) + "\n")
         return finished, summary
 
@@ -607,8 +604,6 @@ def fit_encoder(task: Task, train: Sequence[Post], validation: Sequence[Post], s
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
     }
     classifier.save(out / FINAL_DIR)
-    from mentalglm.files import atomic_write_text
-
     atomic_write_text(out / DONE_FILE, json.dumps(summary, ensure_ascii=False, indent=1) + "\n")
     for stale in out.glob("checkpoint-*"):  # final/ holds the chosen model; checkpoints are ~0.6 GB each
         shutil.rmtree(stale, ignore_errors=True)
