@@ -5,6 +5,7 @@ from mentalglm.data.loaders import (  # noqa: F401
     cogdis,
     depression_lexicon,
     imhi,
+    screen_seed,
     simplifyweibo_4_moods,
     smp2020_ewect,
     socialcd3k,
