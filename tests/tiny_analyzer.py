@@ -9,8 +9,10 @@ from dataclasses import replace
 
 from mentalglm.analyze.artifacts import TaskModel
 from mentalglm.analyze.domain import DomainCheck
+from mentalglm.analyze.screened import inner_classes
 from mentalglm.tasks import get_task
 from mentalglm.train.classical import TfidfClassifier
+from mentalglm.train.screen import CLEAR, FLAG, GatedClassifier, ScreenGate
 
 HIGH = ["药已经攒够了，今晚就结束这一切", "遗书写好了，明天就从楼上跳下去", "刀片准备好了，今晚就割腕结束这一切",
         "安眠药攒够了，明天就吃下去结束生命"]
@@ -37,16 +39,31 @@ def fit_model(task_id: str, texts: list[str], labels: list[tuple[str, ...]]) -> 
     return TaskModel(task, TfidfClassifier.for_task(task).fit(texts, labels))
 
 
+def fit_screened_model(task_id: str, texts: list[str], labels: list[tuple[str, ...]], clear: list[str],
+                       threshold: float = 0.5) -> TaskModel:
+    """The task's TF-IDF classifier behind a TF-IDF-only screen (``clear`` posts: nothing evident)."""
+    task = get_task(task_id)
+    inner = TfidfClassifier(task.id, inner_classes(task), task.is_multi_label).fit(texts, labels)
+    gate = TfidfClassifier(f"{task.id}.screen", [CLEAR, FLAG], multi_label=False).fit(
+        [*texts, *clear], [(FLAG,)] * len(texts) + [(CLEAR,)] * len(clear))
+    assert task.screen is not None
+    return TaskModel(task, GatedClassifier(ScreenGate(gate, None, 1.0, threshold), inner, task.screen.none_label),
+                     card={"screen": {"threshold": threshold}})
+
+
 def tiny_models() -> dict[str, TaskModel]:
     emotion = [(t, (label,)) for label, texts in EMOTION.items() for t in texts]
     return {
-        "suicide_risk": fit_model("suicide_risk", HIGH + LOW, [("high",)] * len(HIGH) + [("low",)] * len(LOW)),
+        "suicide_risk": fit_screened_model("suicide_risk", HIGH + LOW, [("high",)] * len(HIGH) + [("low",)] * len(LOW),
+                                           ORDINARY),
         "emotion": fit_model("emotion", [t for t, _ in emotion], [labels for _, labels in emotion]),
     }
 
 
 def with_domain_check(models: dict[str, TaskModel], threshold: float = 0.5) -> dict[str, TaskModel]:
-    """``models`` with a suicide-risk domain check fitted on HIGH + LOW against ORDINARY."""
+    """``models`` with a suicide-risk domain check fitted on HIGH + LOW against ORDINARY (the mechanism is the
+    same for any task; the shipped analyzer gives one to suicide_level, whose training posts are forum-only)."""
     domain = DomainCheck.fit("suicide_risk", HIGH + LOW, ORDINARY, threshold=threshold)
     return {**models, "suicide_risk": replace(models["suicide_risk"], domain=domain,
-                                              card={"domain_check": {"threshold": threshold}})}
+                                              card={**models["suicide_risk"].card,
+                                                                    "domain_check": {"threshold": threshold}})}

@@ -68,7 +68,10 @@ def test_crisis_notice_only_on_high_risk(models):
     assert high.high_risk and any(n.kind == "crisis" for n in high.notices)
     crisis = next(n for n in high.notices if n.kind == "crisis")
     assert {"12356", "120", "110"} <= {r.contact for r in crisis.resources}
-    assert not low.high_risk and [n.kind for n in low.notices] == ["not_a_diagnosis"]
+    assert not low.high_risk and [n.kind for n in low.notices] == ["not_a_diagnosis", "support"]
+    ordinary = analyzer.analyze("周末去超市买了水果和牛奶")
+    assert ordinary.tasks["suicide_risk"].labels[0].id == "none" and ordinary.tasks["suicide_risk"].nothing_evident
+    assert [n.kind for n in ordinary.notices] == ["not_a_diagnosis"]
     english = labels_analyzer(models, locale="en").analyze("药已经攒够了，今晚就结束这一切")
     assert "hotline" in next(n for n in english.notices if n.kind == "crisis").resources[0].name
 

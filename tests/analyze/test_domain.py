@@ -60,38 +60,19 @@ def test_saved_check_loads_and_a_card_naming_a_missing_one_is_a_clear_error(chec
     domain_path(tmp_path, "suicide_risk").unlink()
     with pytest.raises(MissingDataError, match="domain check"):
         load_task_model("suicide_risk", tmp_path)
-    save_task_model(replace(model, domain=None, card={}), tmp_path)  # an older card: no check, no stale file
+    save_task_model(replace(model, domain=None, card={"screen": model.card["screen"]}), tmp_path)  # no check
     assert load_task_model("suicide_risk", tmp_path).domain is None
     assert not domain_path(tmp_path, "suicide_risk").exists()
+
+
+def test_a_card_without_the_screen_its_task_declares_is_refused_not_read_as_the_old_binary_model(checked, tmp_path):
+    model = checked["suicide_risk"]
+    save_task_model(replace(model, card={}), tmp_path)
+    with pytest.raises(MissingDataError, match="written before task suicide_risk version 2"):
+        load_task_model("suicide_risk", tmp_path)
 
 
 def test_needs_both_kinds_of_posts():
     with pytest.raises(ValueError, match="ordinary posts"):
         DomainCheck.fit("suicide_risk", HIGH, [])
 
-
-def _benchmark():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "domain_check.py"
-    spec = importlib.util.spec_from_file_location("domain_check_benchmark", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_benchmark_counts_warned_alarms_and_what_a_gate_would_silence(checked):
-    measure = _benchmark().measure
-    analyzer = Analyzer(["suicide_risk"], "labels", models=checked)
-    ordinary_high = "周末去超市买了水果，药已经攒够了"  # ordinary words around a plan: a gate's danger
-    row = measure(analyzer, [HIGH[0], LOW[0], ordinary_high, "主队赢了球赛"],
-                  [("high",), ("low",), ("high",), ("low",)])
-    result = [analyzer.analyze(t) for t in (HIGH[0], LOW[0], ordinary_high, "主队赢了球赛")]
-    high = [r.high_risk for r in result]
-    outside = [r.tasks["suicide_risk"].outside_training_domain for r in result]
-    assert row["posts"] == 4 and row["high_risk"] == sum(high) / 4 and row["outside"] == sum(outside) / 4
-    assert row["high_if_gated"] == sum(h and not o for h, o in zip(high, outside, strict=True)) / 4
-    assert row["f1_positive_if_gated"] <= row["f1_positive"]  # gating only removes high decisions
-    with pytest.raises(SystemExit, match="no domain check"):
-        measure(Analyzer(["suicide_risk"], "labels", models=tiny_models()), [HIGH[0]])

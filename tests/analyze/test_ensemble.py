@@ -22,8 +22,8 @@ from mentalglm.errors import MissingDataError  # noqa: E402
 from mentalglm.tasks import get_task  # noqa: E402
 from mentalglm.train.encoder import FINAL_DIR, EncoderSettings, fit_encoder  # noqa: E402
 
-TASK = get_task("suicide_risk")
-LABELS = [("high",)] * len(HIGH) + [("low",)] * len(LOW)
+TASK = get_task("imhi_dr")
+LABELS = [("yes",)] * len(HIGH) + [("no",)] * len(LOW)
 
 
 class _FixedEncoder:
@@ -37,15 +37,15 @@ class _FixedEncoder:
 
 
 def test_the_weight_is_the_one_with_the_best_validation_metric() -> None:
-    tfidf = fit_model("suicide_risk", HIGH + LOW, LABELS).classifier
+    tfidf = fit_model("imhi_dr", HIGH + LOW, LABELS).classifier
     texts = HIGH + LOW
-    high_index = tfidf.classes.index("high")
+    high_index = tfidf.classes.index("yes")
     wrong = {t: [0.0, 0.0] for t in texts}  # an encoder that is confidently wrong on every post
     for t, labels in zip(texts, LABELS, strict=True):
-        wrong[t][high_index] = 0.0 if labels == ("high",) else 1.0
+        wrong[t][high_index] = 0.0 if labels == ("yes",) else 1.0
         wrong[t][1 - high_index] = 1.0 - wrong[t][high_index]
     ensemble, record = fit_ensemble(TASK, tfidf, _FixedEncoder(wrong), texts, LABELS)  # type: ignore[arg-type]
-    by_weight = record["validation_f1_positive_by_weight"]
+    by_weight = record[f"validation_{TASK.official_metric}_by_weight"]
     assert set(by_weight) == {str(w) for w in WEIGHT_GRID} and by_weight["0.0"] == 0.0
     assert ensemble.weight == record["weight_on_tfidf"] and by_weight[str(ensemble.weight)] == 1.0
     assert ensemble.weight >= 0.5  # the wrong encoder may only be outvoted
@@ -83,11 +83,11 @@ def _member(seed: int, run: Path, used: bool = True) -> dict[str, object]:
 def test_an_ensemble_is_saved_with_its_adapter_and_reloads_to_the_same_answers(lora_run: Path, tmp_path: Path) -> None:
     from mentalglm.train.encoder import EncoderClassifier
 
-    tfidf = fit_model("suicide_risk", HIGH + LOW, LABELS).classifier
+    tfidf = fit_model("imhi_dr", HIGH + LOW, LABELS).classifier
     ensemble = Ensemble(tfidf, EncoderClassifier.load(lora_run / FINAL_DIR), 0.4)
     card = {"task": TASK.id, "ensemble": {"weight_on_tfidf": 0.4, "thresholds": None,
                                           "encoder": {"seeds": 1, "members": [_member(5, lora_run)]}}}
-    model = fit_model("suicide_risk", HIGH + LOW, LABELS)
+    model = fit_model("imhi_dr", HIGH + LOW, LABELS)
     model.classifier, model.card = ensemble, card
     save_task_model(model, tmp_path)
     assert (encoder_path(tmp_path, TASK.id) / "seed-5" / "encoder" / "adapter_model.safetensors").is_file()
@@ -113,8 +113,11 @@ def test_an_ensemble_is_saved_with_its_adapter_and_reloads_to_the_same_answers(l
 class _Uniform:
     """An encoder with no opinion: every label equally likely."""
 
+    def __init__(self, width: int = 2) -> None:
+        self.width = width
+
     def predict_proba(self, texts: list[str]) -> np.ndarray:
-        return np.full((len(texts), 2), 0.5)
+        return np.full((len(texts), self.width), 1.0 / self.width)
 
 
 @pytest.mark.data
@@ -123,13 +126,14 @@ def test_training_keeps_the_ensemble_only_when_it_surely_beats_tfidf(data_dir, m
     from mentalglm.analyze import artifacts
 
     def fitted(task, tfidf, train, validation, settings, runs, log, seeds):  # noqa: ANN001, ANN202 - for training
-        return Ensemble(tfidf, _Uniform(), weight), {  # type: ignore[arg-type]
+        return Ensemble(tfidf, _Uniform(len(tfidf.classes)), weight), {  # type: ignore[arg-type]
             "weight_on_tfidf": weight, "thresholds": None, "validation_win_rate_over_tfidf": win_rate,
             "encoder": {"seeds": seeds, "members": [_member(13, Path("unused"))]}}
 
     monkeypatch.setattr(artifacts, "_fit_ensemble", fitted)
     settings = EncoderSettings(lora_rank=16)
-    model = artifacts.train_task_model(TASK.id, data_dir, c_grid=(1.0,), log=lambda _: None, encoder=settings)
+    real = get_task("suicide_level")  # a real task without a screen: the tier's ensemble decides on its own
+    model = artifacts.train_task_model(real.id, data_dir, c_grid=(1.0,), log=lambda _: None, encoder=settings)
     if win_rate < 0.95:  # no sure gain: TF-IDF alone, and the card says the encoder was tried
         assert model.classifier is model.tfidf and "ensemble" not in model.card
         assert model.card["ensemble_rejected"]["weight_on_tfidf"] == weight
@@ -137,8 +141,9 @@ def test_training_keeps_the_ensemble_only_when_it_surely_beats_tfidf(data_dir, m
         assert isinstance(model.classifier, Ensemble) and model.card["ensemble"]["weight_on_tfidf"] == 0.5
         assert model.card["model"]["kind"].startswith("ensemble: 0.5 x char TF-IDF")
         # the card's scores are the ensemble's: a uniform encoder at half weight leaves TF-IDF's argmax unchanged
-        assert model.card["test"]["f1_positive"] == pytest.approx(
-            artifacts.train_task_model(TASK.id, data_dir, c_grid=(1.0,), log=lambda _: None).card["test"]["f1_positive"])
+        metric = real.official_metric
+        assert model.card["test"][metric] == pytest.approx(
+            artifacts.train_task_model(real.id, data_dir, c_grid=(1.0,), log=lambda _: None).card["test"][metric])
 
 
 def test_each_task_trains_its_encoder_with_its_own_recipe() -> None:
@@ -156,7 +161,7 @@ def test_each_task_trains_its_encoder_with_its_own_recipe() -> None:
 def test_a_card_written_before_seed_averaging_still_loads_its_one_encoder(lora_run: Path, tmp_path: Path) -> None:
     import shutil
 
-    model = fit_model("suicide_risk", HIGH + LOW, LABELS)
+    model = fit_model("imhi_dr", HIGH + LOW, LABELS)
     save_task_model(model, tmp_path)
     card = {"task": TASK.id, "ensemble": {"weight_on_tfidf": 0.4, "thresholds": None,
                                           "encoder": {"final_dir": str(lora_run / FINAL_DIR)}}}
@@ -180,7 +185,7 @@ def test_seeds_are_trained_averaged_saved_and_reloaded_and_a_collapsed_one_is_le
         return classifier, {**summary, "collapsed": settings.seed == 7}
 
     monkeypatch.setattr(encoder_module, "fit_encoder", fit)
-    tfidf = fit_model("suicide_risk", HIGH + LOW, LABELS).classifier
+    tfidf = fit_model("imhi_dr", HIGH + LOW, LABELS).classifier
     ensemble, record = artifacts._fit_ensemble(TASK, tfidf, POSTS, POSTS, tiny_settings, tmp_path / "runs",
                                                lambda _: None, seeds=3)
     assert [m["seed"] for m in record["encoder"]["members"]] == [5, 6, 7] and len(set(seen)) == 3  # a run per seed
@@ -192,7 +197,7 @@ def test_seeds_are_trained_averaged_saved_and_reloaded_and_a_collapsed_one_is_le
     assert not np.allclose(members[0], members[1])  # different seeds, different encoders
     assert np.allclose(averaged.predict_proba(texts), (members[0] + members[1]) / 2)
 
-    model = fit_model("suicide_risk", HIGH + LOW, LABELS)
+    model = fit_model("imhi_dr", HIGH + LOW, LABELS)
     model.classifier, model.card = ensemble, {"task": TASK.id, "ensemble": record}
     save_task_model(model, tmp_path / "out")
     assert sorted(p.name for p in encoder_path(tmp_path / "out", TASK.id).iterdir()) == ["seed-5", "seed-6"]
@@ -212,10 +217,10 @@ def test_the_seed_benchmark_cuts_disjoint_stratified_folds_and_refuses_multi_lab
     spec = importlib.util.spec_from_file_location("encoder_seeds_benchmark", path)
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     spec.loader.exec_module(module)  # type: ignore[union-attr]
-    posts = [Post(f"p{i}", f"帖子{i}", ("high",) if i % 4 == 0 else ("low",), "toy") for i in range(40)]
+    posts = [Post(f"p{i}", f"帖子{i}", ("yes",) if i % 4 == 0 else ("no",), "toy") for i in range(40)]
     held = module.folds(posts, 5)
     assert sorted(np.concatenate(held).tolist()) == list(range(40))  # every post held out exactly once
-    assert all(sum(posts[i].labels == ("high",) for i in fold) == 2 for fold in held)  # 10 high posts, 2 a fold
+    assert all(sum(posts[i].labels == ("yes",) for i in fold) == 2 for fold in held)  # 10 high posts, 2 a fold
     assert [f.tolist() for f in module.folds(posts, 5)] == [f.tolist() for f in held]  # fixed folds: runs resume
     with pytest.raises(SystemExit, match="multi-label"):
         module.cross_validate(get_task("cognitive_distortion"), "unused", [13], Path("unused"), 5, 1.0)

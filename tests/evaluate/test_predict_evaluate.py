@@ -46,7 +46,7 @@ def test_strict_and_flexible_are_scored_side_by_side(tmp_path: Path) -> None:
     assert m["strict"]["n_invalid"] == 1 and m["flexible"]["n_invalid"] == 0
     assert m["headline"] == {"mode": "flexible", "metric": "f1_positive", "value": pytest.approx(0.8),
                              "ci95": m["flexible"]["ci95"]["f1_positive"], "invalid_rate": 0.0}
-    assert set(m["strict"]["per_label"]) == {"low", "high"}  # added for the report even if the task omits it
+    assert set(m["strict"]["per_label"]) == {"none", "low", "high"}  # added for the report even if the task omits it
     assert m["posts_per_s"] == pytest.approx(2.0) and m["split_size"] == 4
     assert results.name == "p.results.json" and payload["run"]["system"] == "toy"
 

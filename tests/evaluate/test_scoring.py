@@ -62,8 +62,8 @@ def test_f1_positive_and_binary_confusion_matrix():
     pred = [("high",), ("low",), None, ("high",), ("low",)]
     result = score(task, gold, pred, n_resamples=0)
     assert result["f1_positive"] == pytest.approx(0.4)  # high: P=1/2, R=1/3
-    assert result["confusion_matrix"]["rows"] == ["low", "high"]
-    assert result["confusion_matrix"]["matrix"] == [[1, 1, 0], [1, 1, 1]]
+    assert result["confusion_matrix"]["rows"] == ["none", "low", "high"]  # none: the screen's answer, no gold here
+    assert result["confusion_matrix"]["matrix"] == [[0, 0, 0, 0], [0, 1, 1, 0], [0, 1, 1, 1]]
     assert set(result) >= set(task.report_metrics) | {"n", "n_invalid", "ci95"}
 
 

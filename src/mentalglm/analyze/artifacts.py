@@ -31,6 +31,7 @@ from mentalglm.data.records import Post
 from mentalglm.errors import MissingDataError
 from mentalglm.tasks import CHINESE_MAIN_TASKS, Task, get_task
 from mentalglm.train.classical import TfidfClassifier
+from mentalglm.train.screen import Classifier, GatedClassifier, ScreenGate
 
 if TYPE_CHECKING:  # imports torch
     from mentalglm.train.encoder import EncoderSettings
@@ -55,12 +56,12 @@ LIMITATIONS = (
 # test F1(high) from 0.759 to 0.748, but an invented post naming a method and a time went from low (0.66) to
 # low (0.91) — a more confident miss. A miss costs more than a false alarm here, so it is off by default.
 # (task -> source task of ordinary posts)
-GENERAL_NEGATIVES: dict[str, str] = {"suicide_risk": "emotion"}
+GENERAL_NEGATIVES: dict[str, str] = {"suicide_level": "emotion"}
 # The ordinary posts the task's domain check (analyze/domain.py: a warning on posts unlike the task's own, which
 # changes no decision) is trained against: the training pools of these tasks. With the COVID-19 "virus" posts
 # beside the "usual" ones, two Weibo sets it never saw (weibo_senti_100k, simplifyweibo_4_moods) are marked
 # outside on 98.7 % and 87.5 % of posts instead of 64.0 % and 71.4 % (benchmarks/domain_check.py).
-DOMAIN_ORDINARY: dict[str, tuple[str, ...]] = {"suicide_risk": ("emotion", "emotion_virus")}
+DOMAIN_ORDINARY: dict[str, tuple[str, ...]] = {"suicide_level": ("emotion", "emotion_virus")}
 GENERAL_CHECK_POSTS = 1000
 # The ensemble encoder's recipe beyond the shared one (LoRA r=16 on e5-small, lr 5e-4, batch 16), per task, from a
 # sweep on validation (docs/analyze.md, "The accurate tier"). Emotion: 2 epochs (validation macro-F1 0.742 against
@@ -189,7 +190,7 @@ class TaskModel:
     """A task's classifier with its calibration and card: what the analyzer's `labels` engine runs."""
 
     task: Task
-    classifier: TfidfClassifier | Ensemble
+    classifier: Classifier
     calibration: Calibration = field(default_factory=Calibration)
     card: dict[str, Any] = field(default_factory=dict)
     domain: DomainCheck | None = None  # tasks whose training posts come from one narrow place (DOMAIN_ORDINARY)
@@ -197,7 +198,8 @@ class TaskModel:
     @property
     def tfidf(self) -> TfidfClassifier:
         """The TF-IDF model alone (the explanation verifier: fast, and it reads short texts well enough)."""
-        return self.classifier.tfidf if isinstance(self.classifier, Ensemble) else self.classifier
+        classifier = self.classifier.inner if isinstance(self.classifier, GatedClassifier) else self.classifier
+        return classifier.tfidf if isinstance(classifier, Ensemble) else classifier  # type: ignore[return-value]
 
     def predict(self, texts: Sequence[str]) -> list[tuple[tuple[str, ...], dict[str, float]]]:
         """Per post: decided label ids and the calibrated probability of every label."""
@@ -216,6 +218,22 @@ def domain_path(directory: Path, task_id: str) -> Path:
     return directory / f"{task_id}.domain.pkl"
 
 
+def screen_path(directory: Path, task_id: str) -> Path:
+    """The task's screen (train/screen.py), when its card names one."""
+    return directory / f"{task_id}.screen.pkl"
+
+
+def load_screen(path: Path) -> ScreenGate:
+    # Only load files this project wrote: pickle runs code from the file.
+    import pickle
+
+    with path.open("rb") as handle:
+        gate = pickle.load(handle)
+    if not isinstance(gate, ScreenGate):
+        raise TypeError(f"{path} does not hold a ScreenGate")
+    return gate
+
+
 def encoder_path(directory: Path, task_id: str) -> Path:
     """The ensemble's encoder (LoRA adapter, head, classifier.json) beside the task's TF-IDF model."""
     return directory / f"{task_id}.encoder"
@@ -229,7 +247,7 @@ def load_task_model(task_id: str, directory: Path | None = None) -> TaskModel:
             f"analyzer model for task {task_id}", directory,
             "build it with `mentalglm analyze-train --data-dir DATA` (or pass --artifacts-dir / $" + ENV_VAR + ")")
     card = json.loads(card_path.read_text(encoding="utf-8"))
-    classifier: TfidfClassifier | Ensemble = TfidfClassifier.load(model_path)
+    classifier: Classifier = TfidfClassifier.load(model_path)
     ensemble = card.get("ensemble")
     if ensemble:
         from mentalglm.train.encoder import CLASSIFIER_FILE, EncoderClassifier
@@ -245,13 +263,23 @@ def load_task_model(task_id: str, directory: Path | None = None) -> TaskModel:
             encoders.append(EncoderClassifier.load(encoder_dir))
         classifier = Ensemble(classifier, encoders[0] if len(encoders) == 1 else AveragedEncoders(encoders),
                               float(ensemble["weight_on_tfidf"]), list(ensemble.get("thresholds") or []))
+    task = get_task(task_id)
+    if card.get("screen"):
+        screen_file = screen_path(directory, task_id)
+        if not screen_file.is_file() or task.screen is None:
+            raise MissingDataError(f"screen of the {task_id} model (its card names one)", screen_file,
+                                   "rebuild with `mentalglm analyze-train`")
+        classifier = GatedClassifier(load_screen(screen_file), classifier, task.screen.none_label)
+    elif task.screen is not None:
+        raise MissingDataError(f"screen of the {task_id} model: the card was written before task {task_id} "
+                               f"version {task.version} had one", card_path, "rebuild with `mentalglm analyze-train`")
     domain, domain_file = None, domain_path(directory, task_id)
     if card.get("domain_check"):  # cards written before the domain check have none: results then carry no warning
         if not domain_file.is_file():
             raise MissingDataError(f"domain check of the {task_id} model (its card names one)", domain_file,
                                    "rebuild with `mentalglm analyze-train`")
         domain = DomainCheck(TfidfClassifier.load(domain_file), float(card["domain_check"]["threshold"]))
-    return TaskModel(get_task(task_id), classifier, Calibration.from_dict(card.get("calibration", {})), card, domain)
+    return TaskModel(task, classifier, Calibration.from_dict(card.get("calibration", {})), card, domain)
 
 
 @dataclass
@@ -347,13 +375,14 @@ def _fit_ensemble(task: Task, tfidf: TfidfClassifier, train: Sequence[Post], val
 def train_task_model(task_id: str, data_dir: str | Path | None, *, c_grid: Sequence[float] = (1.0, 4.0, 16.0),
                      log: Callable[[str], None] = print, general_negatives: int | None = None,
                      encoder: EncoderSettings | None = None, encoder_runs: Path | None = None,
-                     encoder_seeds: int = 1) -> TaskModel:
+                     encoder_seeds: int = 1, screen_embedding: bool = True) -> TaskModel:
     """Fit on the decontaminated training pool, choose C (and thresholds) on validation, calibrate, score test.
 
     With ``encoder`` settings the TF-IDF model is then averaged with a fine-tuned encoder, or with the mean of
     ``encoder_seeds`` such encoders (``analyze/ensemble.py``); their runs live in ``encoder_runs`` and resume there.
     """
-    from mentalglm.data.splits import canonical_splits
+    from mentalglm.analyze.screened import fit_inner_tfidf, fit_screened, inner_posts, screening_card
+    from mentalglm.data.splits import canonical_splits, screen_data
     from mentalglm.evaluate.metrics import indicator, jsonable, score
     from mentalglm.train.classical import fit_on_posts
 
@@ -363,17 +392,21 @@ def train_task_model(task_id: str, data_dir: str | Path | None, *, c_grid: Seque
     train, validation, test = splits["train"], splits["validation"], splits.get("test", [])
     general = _general_posts(task, data_dir, [validation, test], general_negatives)
     own_train, train = train, train + general.negatives
+    screen = screen_data(task.id, data_dir) if task.screen is not None else None
+    if screen is not None:  # invented low / high posts also teach the classifier behind the screen
+        train = train + inner_posts(task, screen.train)
     tuning: dict[float, float] = {}
     best: TfidfClassifier | None = None
     for c in c_grid:
-        model = fit_on_posts(task, train, validation, C=c)
+        model = fit_inner_tfidf(task, train, validation, C=c) if screen is not None else \
+            fit_on_posts(task, train, validation, C=c)
         tuning[c] = score(task, [p.labels for p in validation], model.predict([p.text for p in validation]),
                           n_resamples=0)[task.official_metric]
         log(f"{task.id}: C={c} validation {task.official_metric}={tuning[c]:.4f}")
         if best is None or tuning[c] > tuning[best.C]:
             best = model
     assert best is not None
-    classifier: TfidfClassifier | Ensemble = best
+    classifier: Classifier = best
     ensemble: dict[str, Any] | None = None
     rejected: dict[str, Any] | None = None
     if encoder is not None:
@@ -385,9 +418,17 @@ def train_task_model(task_id: str, data_dir: str | Path | None, *, c_grid: Seque
             rejected = record
             log(f"{task.id}: the ensemble beat TF-IDF on {record['validation_win_rate_over_tfidf']:.0%} of paired "
                 f"validation resamples (needs {MIN_WIN_RATE:.0%}); TF-IDF alone is kept")
-    val_proba = classifier.predict_proba([p.text for p in validation])
-    calibration, measured = choose_calibration(val_proba, indicator([p.labels for p in validation], best.classes),
-                                               best.multi_label)
+    screen_record: dict[str, Any] | None = None
+    if screen is not None:
+        classifier, screen_record = fit_screened(task, classifier, own_train, validation, screen, log,
+                                                 use_embedding=screen_embedding)
+        # The gate's and the classifier's probabilities are multiplied; a calibration map fitted on validation
+        # posts of one population (all flagged) would be wrong for the other, so they are shown as they are.
+        calibration, measured = Calibration(), {"chosen": "none", "why": "screened task: P(flag) x P(label | flag)"}
+    else:
+        val_proba = classifier.predict_proba([p.text for p in validation])
+        calibration, measured = choose_calibration(
+            val_proba, indicator([p.labels for p in validation], best.classes), best.multi_label)
 
     def metrics(posts: Sequence[Any]) -> dict[str, Any]:
         scores = score(task, [p.labels for p in posts], classifier.predict([p.text for p in posts]), n_resamples=0)
@@ -420,16 +461,21 @@ def train_task_model(task_id: str, data_dir: str | Path | None, *, c_grid: Seque
         card["ensemble_rejected"] = rejected
         card["limitations"].append("The encoder reads the first 128 tokens of a post only; it was fine-tuned on "
                                    "the same training pool as the TF-IDF model.")
+    if screen is not None and screen_record is not None:
+        card["model"]["kind"] = f"screen ({screen_record['kind']}), then {card['model']['kind']}"
+        card["screen"] = screen_record
+        card["screening"] = screening_card(task, classifier, test, screen)
+        log(f"{task.id}: held out, share given {'a label' if task.is_multi_label else 'a risk level'}: "
+            + ", ".join(f"{name} {rate:.1%}" for name, rate in card["screening"]["flagged"].items()))
     domain: DomainCheck | None = None
     if general.card is not None:
-        positive = task.positive_label.id if task.positive_label else None
-        flagged = classifier.predict([p.text for p in general.check])
-        general.card["flagged_positive_rate"] = round(
-            sum(positive in labels for labels in flagged) / max(1, len(flagged)), 4)
+        alarm = set(task.notice_labels("crisis")) or ({task.positive_label.id} if task.positive_label else set())
+        flagged = [bool(alarm & set(labels)) for labels in classifier.predict([p.text for p in general.check])]
+        general.card["flagged_crisis_rate"] = round(sum(flagged) / max(1, len(flagged)), 4)
         card["data"]["general_negatives"] = general.card
-        log(f"{task.id}: ordinary posts flagged {positive}: {general.card['flagged_positive_rate']:.1%}")
-        domain, record = _fit_domain_check(task, own_train, general, validation, test,
-                                           [positive in labels for labels in flagged])
+        log(f"{task.id}: ordinary posts given a crisis level ({', '.join(sorted(alarm))}): "
+            f"{general.card['flagged_crisis_rate']:.1%}")
+        domain, record = _fit_domain_check(task, own_train, general, validation, test, flagged)
         card["domain_check"] = record
         log(f"{task.id}: domain check marks {record['outside_rate']['ordinary_check']:.1%} of ordinary posts and "
             f"{record['outside_rate']['validation']:.1%} of validation posts as outside the training domain")
@@ -449,7 +495,7 @@ def _fit_domain_check(task: Task, own_train: Sequence[Post], general: GeneralPos
         "outside_rate": {"validation": domain.outside_rate([p.text for p in validation]),
                          "test": domain.outside_rate([p.text for p in test]),
                          "ordinary_check": round(float(outside.mean()), 4)},
-        "ordinary_check_flagged_positive_and_outside": round(float(np.mean(outside & np.array(check_flagged))), 4),
+        "ordinary_check_flagged_crisis_and_outside": round(float(np.mean(outside & np.array(check_flagged))), 4),
         "effect": "a warning on the result (outside_training_domain); no decision is changed",
     }
     return domain, record
@@ -466,6 +512,13 @@ def save_task_model(model: TaskModel, directory: Path) -> tuple[Path, Path]:
         model.domain.classifier.save(domain_file)
     else:
         domain_file.unlink(missing_ok=True)  # a stale check must not outlive a rebuild without one
+    screen_file = screen_path(directory, model.task.id)
+    if isinstance(model.classifier, GatedClassifier):
+        import pickle
+
+        screen_file.write_bytes(pickle.dumps(model.classifier.gate))
+    else:
+        screen_file.unlink(missing_ok=True)
     target = encoder_path(directory, model.task.id)
     shutil.rmtree(target, ignore_errors=True)  # a stale encoder must not outlive a TF-IDF-only rebuild
     if "ensemble" in model.card:

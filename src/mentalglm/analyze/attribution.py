@@ -122,9 +122,30 @@ def _quotes(effects: Sequence[ClauseEffect]) -> str:
     return "".join(f"“{e.clause.text}”" for e in effects)
 
 
+def is_none_answer(task: Task, result: TaskResult) -> bool:
+    """The task's screen found nothing: its none label, or an empty decision of a screened multi-label task."""
+    if task.screen is None or not result.valid:
+        return False
+    decided = tuple(label.id for label in result.labels)
+    return decided == () or decided == (task.screen.none_label,)
+
+
+def none_explanation(task: Task, result: TaskResult) -> str:
+    assert task.screen is not None
+    key = task.screen.none_label or "none"
+    confidence = result.confidences.get(key)
+    shown = f"（置信度 {confidence:.0%}）" if confidence is not None else ""
+    return (f"判定为「{task.screen.none_zh}」{shown}：筛查模型没有在帖子中读到需要关注的表达。"
+            "（依据是分类器对用词的判断，不是临床推理。）")
+
+
 def explain(task: Task, result: TaskResult, classes: Sequence[str], pieces: Sequence[Clause],
             drops: np.ndarray) -> None:
     """Fill ``result`` (labels already decided) with the Chinese explanation and the evidence spans."""
+    if is_none_answer(task, result):  # nothing found: no evidence to quote and no risk wording
+        result.explanation = none_explanation(task, result)
+        result.evidence = []
+        return
     sentences, spans = [], []
     for label in result.labels:
         column = list(classes).index(label.id)

@@ -17,6 +17,7 @@ from mentalglm.analyze.schema import PostResult, TaskResult
 from mentalglm.console import comma_list, make_console
 from mentalglm.errors import ConfigError
 from mentalglm.tasks import CHINESE_MAIN_TASKS
+from mentalglm.train.screen import NO_LABEL
 
 console = make_console()
 err_console = Console(stderr=True)
@@ -58,6 +59,8 @@ def render(result: PostResult, text: str) -> Group:
             table.add_row(Text("INVALID", style="bold red"), Text(task_result.error or "", style="red"))
         for label in task_result.labels:
             table.add_row(f"{label.name_zh} / {label.name_en}", _bar(label.confidence))
+        if task_result.nothing_evident and not task_result.labels:  # a screened multi-label task found nothing
+            table.add_row(f"{task_result.nothing_evident_zh}", _bar(task_result.confidences.get(NO_LABEL)))
         parts.append(table)
         if task_result.explanation:
             parts.append(_highlighted_explanation(task_result.explanation))
@@ -73,13 +76,17 @@ def render(result: PostResult, text: str) -> Group:
         if notice.kind == "crisis":
             lines = "\n".join(f"  {r.name}: {r.contact} ({r.note})" for r in notice.resources)
             parts.append(Panel(f"{notice.text}\n{lines}", title="危机资源 / crisis resources", style="bold red"))
+        elif notice.kind == "support":
+            lines = "\n".join(f"  {r.name}: {r.contact} ({r.note})" for r in notice.resources)
+            parts.append(Panel(f"{notice.text}\n{lines}", title="支持资源 / support", style="yellow"))
         else:
-            parts.append(Text(notice.text, style="yellow" if notice.kind == "outside_training_domain" else "italic"))
+            parts.append(Text(notice.text, style="yellow" if notice.kind in ("out_of_domain", "outside_training_domain") else "italic"))
     return Group(*parts)  # type: ignore[arg-type]
 
 
 def analyze(
-    text: Annotated[str | None, typer.Argument(help="A post to analyse (or use --input).")] = None,
+    texts: Annotated[list[str] | None, typer.Argument(help="Posts to analyse, each one argument (or use --input).",
+                                                       show_default=False)] = None,
     input: Annotated[Path | None, typer.Option("--input", "-i", help=".txt (one post a line), .csv or .jsonl")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="JSONL results (default: stdout)")] = None,
     text_column: Annotated[str | None, typer.Option(help="CSV column / JSONL key of the text")] = None,
@@ -96,16 +103,17 @@ def analyze(
     json_output: Annotated[bool, typer.Option("--json", help="Print the result as JSON, not a panel.")] = False,
 ) -> None:
     """Analyse posts for emotion, cognitive distortions and suicide risk. Decision support, not a diagnosis."""
-    if (text is None) == (input is None):
-        raise ConfigError("give either a post text or --input FILE (not both)")
+    if bool(texts) == (input is not None):
+        raise ConfigError("give either post texts or --input FILE (not both)")
     if engine not in ENGINES:
         raise ConfigError(f"unknown engine {engine!r}; engines: {', '.join(ENGINES)}")
     analyzer = Analyzer(comma_list(tasks), engine, backend, artifacts_dir, explain=explain,  # type: ignore[arg-type]
                         max_chars=max_chars, locale=locale)
     with analyzer:
-        if text is not None:
-            result = analyzer.analyze(text)
-            console.print_json(result.model_dump_json()) if json_output else console.print(render(result, text))
+        if texts:
+            for number, text in enumerate(texts, 1):
+                result = analyzer.analyze(text, post_id="post" if len(texts) == 1 else f"post-{number}")
+                console.print_json(result.model_dump_json()) if json_output else console.print(render(result, text))
             return
         _analyze_file(analyzer, input, output, text_column, id_column, keep_going, batch_size)  # type: ignore[arg-type]
 
@@ -128,7 +136,7 @@ def _analyze_file(analyzer: Analyzer, path: Path, output: Path | None, text_colu
     finally:
         if output:
             handle.close()
-    err_console.print(f"{total} rows, {errors} errors, {high} high suicide risk"
+    err_console.print(f"{total} rows, {errors} errors, {high} at high risk (crisis notice)"
                       + (f" → {output}" if output else ""))
 
 
@@ -138,8 +146,8 @@ def analyze_train(
     tasks: Annotated[str, typer.Option(help="Comma-separated task ids.")] = ",".join(CHINESE_MAIN_TASKS),
     c_grid: Annotated[str, typer.Option(help="Comma-separated C values tried on validation.")] = "1,4,16",
     general_negatives: Annotated[int | None, typer.Option(
-        help="Ordinary Weibo posts added as low risk to the suicide classifier (fewer false alarms on ordinary "
-             "text, more confident misses: see docs/analyze.md). Default 0.")] = None,
+        help="Ordinary Weibo posts added as level 0 to forum-only tasks without a screen (suicide_level); "
+             "suicide_risk and cognitive_distortion learn ordinary posts through their screens. Default 0.")] = None,
     encoder: Annotated[bool, typer.Option(
         help="Also fine-tune the embedded e5-small (LoRA) per task and average it with TF-IDF: more accurate, "
              "slower to read; 1.5-2 hours for the three tasks on 2 cores, resumable.")] = False,
@@ -152,13 +160,22 @@ def analyze_train(
         min=1, help="Train each encoder from this many seeds and average them (each costs one more training run "
                     "and one more encoder pass per post; default 1: two seeds gained 0.002 test macro-F1 on "
                     "emotion, nothing on validation elsewhere, see docs/analyze.md).")] = None,
+    results_dir: Annotated[Path | None, typer.Option(
+        help="Also write each task's test predictions and a results JSON here, for `mentalglm report`.")] = None,
 ) -> None:
     """Train the analyzer's classifiers (decontaminated train, tuned and calibrated on validation)."""
-    from mentalglm.analyze.artifacts import default_artifacts_dir, train_all
+    from mentalglm.analyze.artifacts import default_artifacts_dir, load_task_model, train_all
 
-    cards = train_all(data_dir, (out or default_artifacts_dir()).expanduser(), comma_list(tasks),
+    directory = (out or default_artifacts_dir()).expanduser()
+    cards = train_all(data_dir, directory, comma_list(tasks),
                       c_grid=[float(c) for c in c_grid.split(",")], log=err_console.print,
                       general_negatives=general_negatives, encoder=encoder, encoder_epochs=encoder_epochs,
                       encoder_runs=encoder_runs, encoder_seeds=encoder_seeds)
     for card in cards:
         console.print(f"model card: {card}")
+    if results_dir is not None:
+        from mentalglm.analyze.results import write_test_results
+
+        for task_id in comma_list(tasks):
+            name = "analyzer-tier" if encoder else "analyzer"
+            console.print(f"results: {write_test_results(load_task_model(task_id, directory), data_dir, results_dir, name=name)}")

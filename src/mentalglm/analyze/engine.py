@@ -258,7 +258,7 @@ class Analyzer:
             out.append(PostResult(
                 id=row.id, text_length=len(text), out_of_domain=share < 0.5, cjk_share=round(share, 4),
                 pii_scrubbed=dict(scrubbed[i].counts) if scrubbed else {}, tasks=tasks, high_risk=high,
-                notices=notices(tasks, self.locale), injection_suspected=bool(guarded[i][1]),
+                notices=notices(tasks, self.locale, out_of_domain=share < 0.5), injection_suspected=bool(guarded[i][1]),
                 injection_spans=[list(span) for span in guarded[i][1]]))
         return out
 
@@ -274,10 +274,16 @@ class Analyzer:
 
     def _labels(self, task: Task, texts: Sequence[str]) -> list[TaskResult]:
         model = self.models[task.id]
-        return [TaskResult(task=task.id, task_name_zh=task.name_zh, engine=self.engine,
-                           labels=[_score(task, label, confidences.get(label)) for label in labels],
-                           confidences={k: round(v, 4) for k, v in confidences.items()})
-                for labels, confidences in model.predict(texts)]
+        out = []
+        for labels, confidences in model.predict(texts):
+            result = TaskResult(task=task.id, task_name_zh=task.name_zh, engine=self.engine,
+                                labels=[_score(task, label, confidences.get(label)) for label in labels],
+                                confidences={k: round(v, 4) for k, v in confidences.items()})
+            if attribution.is_none_answer(task, result):
+                assert task.screen is not None
+                result.nothing_evident, result.nothing_evident_zh = True, task.screen.none_zh
+            out.append(result)
+        return out
 
     def _clause_effects(self, texts: Sequence[str]) -> Iterator[tuple[Task, list[str], attribution.Effects]]:
         """Per task: its classifier's classes and, per post, the clauses with their probability drops."""

@@ -37,7 +37,11 @@ class TaskResult(BaseModel):
     task_name_zh: str
     engine: EngineName
     valid: bool = Field(default=True, description="false = INVALID: the LLM answer named no readable label (llm engine)")
-    labels: list[LabelScore] = Field(description="the decided labels (empty only when INVALID)")
+    labels: list[LabelScore] = Field(description="the decided labels (empty when INVALID, or when a screened "
+                                     "multi-label task found nothing: see nothing_evident)")
+    nothing_evident: bool = Field(default=False, description="the task's screen found nothing (no risk level, "
+                                  "no distortion): show nothing_evident_zh and no risk wording")
+    nothing_evident_zh: str | None = Field(default=None, description="e.g. 无明显风险, 未见明显认知歪曲")
     confidences: dict[str, float] = Field(default_factory=dict, description="calibrated probability of every label")
     explanation: str | None = Field(default=None, description="Chinese explanation quoting the post; null when off or failed")
     evidence: list[EvidenceSpan] = Field(default_factory=list)
@@ -60,7 +64,7 @@ class CrisisResource(BaseModel):
 
 
 class Notice(BaseModel):
-    kind: Literal["not_a_diagnosis", "crisis", "outside_training_domain"]
+    kind: Literal["not_a_diagnosis", "crisis", "support", "out_of_domain", "outside_training_domain"]
     text: str
     task: str | None = Field(default=None, description="the task a notice is about (outside_training_domain)")
     resources: list[CrisisResource] = Field(default_factory=list)

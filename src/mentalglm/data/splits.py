@@ -190,3 +190,51 @@ def canonical_splits(task_id: str, data_dir: str | Path | None = None, include_e
         else:
             splits[name], report.dropped_against_test[name] = decontaminate(posts, [loaded[TEST]])
     return splits, report
+
+
+@dataclass
+class ScreenData:
+    """The posts a task's screen (tasks/schema.py ``Screen``) is trained and tuned on, besides the task's own."""
+
+    train: list[Post]
+    validation: list[Post]
+    test: dict[str, list[Post]] = field(default_factory=dict)  # source name -> held-out posts
+    sources: list[SourceCounts] = field(default_factory=list)
+
+
+def _screen_source(split: Split, root: Path, skip_bad_rows: bool, verify: bool) -> list[Post]:
+    posts, _ = _load(split, root, skip_bad_rows, verify)
+    if split.only_label is not None:
+        posts = [p for p in posts if p.labels[:1] == (split.only_label,)]
+    if split.limit and len(posts) > split.limit:
+        posts = random.Random(CARVE_SEED).sample(posts, split.limit)
+    if split.label is None:
+        return posts
+    labels = () if split.label == "" else (split.label,)
+    return [Post(p.id, p.text, labels, p.source, p.meta) for p in posts]
+
+
+def screen_data(task_id: str, data_dir: str | Path | None = None, *, skip_bad_rows: bool = False,
+                verify: bool = True) -> ScreenData:
+    """The screen's sources, relabelled, with every post that occurs in an evaluation split of the task dropped
+    (and validation posts that occur in the screen's training posts)."""
+    task = get_task(task_id)
+    if task.screen is None:
+        raise ConfigError(f"task {task.id} declares no screen")
+    root = resolve_data_dir(data_dir)
+    evaluation = [_load(s, root, skip_bad_rows, verify)[0] for s in task.splits if s.name != TRAIN]
+    data = ScreenData([], [])
+    seen: set[str] = set()
+    for target, sources in ((data.train, task.screen.train), (data.validation, task.screen.validation)):
+        for split in sources:
+            posts = _screen_source(split, root, skip_bad_rows, verify)
+            clean, contaminated = decontaminate(posts, [*evaluation, data.train] if target is data.validation
+                                                else evaluation)
+            unique, duplicates = deduplicate(clean, seen)
+            data.sources.append(SourceCounts(f"screen.{'train' if target is data.train else 'validation'}."
+                                             f"{split.name}", split.dataset, split.part, len(posts), contaminated,
+                                             duplicates))
+            target.extend(unique * (split.repeat if target is data.train else 1))
+    for split in task.screen.test:  # kept whole but for posts the screen trained on
+        data.test[split.name], _ = decontaminate(_screen_source(split, root, skip_bad_rows, verify), [data.train])
+    return data

@@ -211,7 +211,7 @@ def evaluate_file(predictions: Path, out: Path | None = None, *, index: SplitInd
 # --- systems that produce predictions --------------------------------------------------------------
 
 
-def _fresh(path: Path) -> Path:
+def fresh(path: Path) -> Path:
     """Baselines retrain from scratch, so their old rows must not be resumed."""
     path.unlink(missing_ok=True)
     path.with_name(path.stem + ".meta.json").unlink(missing_ok=True)
@@ -248,7 +248,7 @@ def run_tfidf_baseline(task_id: str, data_dir: str | Path | None, *, split: str 
               "validation_" + task.official_metric: tuning, "train_posts": len(train),
               "pool_dropped": report.pool.dropped, "validation_dropped_against_test": report.dropped_against_test}
     system = ClassifierSystem("tfidf-char-lr", best.predict, config)
-    predictions = _fresh(predictions_dir / f"{task.id}.{split}.tfidf.jsonl")
+    predictions = fresh(predictions_dir / f"{task.id}.{split}.tfidf.jsonl")
     run_predictions(task, split, splits[split], system, predictions, progress=progress,
                     extra_meta={"train_seconds": round(time.perf_counter() - started, 3)})
     results = evaluate_file(predictions, results_dir / f"{task.id}.{split}.tfidf.results.json",
@@ -290,7 +290,7 @@ def run_encoder_baseline(task_id: str, data_dir: str | Path | None, *, split: st
     name = f"encoder-{settings.slug}" + (f"-train{settings.limit_train}" if settings.limit_train else "")
     system = ClassifierSystem(name, classifier.predict, config, batch_size=settings.eval_batch_size)
     stem = f"{task.id}.{split}.{slug(name)}"
-    predictions = _fresh(predictions_dir / f"{stem}.jsonl")
+    predictions = fresh(predictions_dir / f"{stem}.jsonl")
     run_predictions(task, split, splits[split], system, predictions, progress=progress, extra_meta={
         "train_seconds": round(time.perf_counter() - started, 3), "run_dir": str(out),
         "model_dir": summary.get("model_dir"), "resumed_from": summary.get("resumed_from")})

@@ -10,10 +10,11 @@ from typing import Any
 
 import yaml
 
-from mentalglm.tasks.schema import Label, Split, Task, TaskType
+from mentalglm.tasks.schema import NOTICE_KINDS, Label, Screen, Split, Task, TaskType
 
 _DEFINITIONS = "definitions"
 _KNOWN_KEYS = {
+    "screen", "notices",
     "id", "name_zh", "name_en", "language", "type", "source", "description_zh", "labels", "instruction",
     "question", "official_metric", "report_metrics", "splits", "version", "evaluation_only", "extra_train",
     "citation", "published", "answer_layout", "parent_labels", "include",
@@ -80,7 +81,34 @@ def task_from_mapping(raw: dict[str, Any], origin: str = "<mapping>") -> Task:
         published=tuple(raw.get("published", ())),
         answer_layout=raw.get("answer_layout", "c-imhi"),
         parent_labels=tuple(raw.get("parent_labels", ())),
+        screen=_screen(raw.get("screen"), ids, origin),
+        notices=_notices(raw.get("notices"), ids, origin),
     )
+
+
+def _screen(raw: dict[str, Any] | None, ids: list[str], origin: str) -> Screen | None:
+    if raw is None:
+        return None
+    screen = Screen(none_zh=raw["none_zh"], none_en=raw["none_en"],
+                    train=tuple(Split(**s) for s in raw["train"]),
+                    validation=tuple(Split(**s) for s in raw.get("validation", ())),
+                    test=tuple(Split(**s) for s in raw.get("test", ())),
+                    none_label=raw.get("none_label"),
+                    max_negative_flagged=float(raw.get("max_negative_flagged", 0.01)))
+    if screen.none_label is not None and screen.none_label not in ids:
+        raise ValueError(f"{origin}: screen.none_label {screen.none_label!r} is not a label id ({', '.join(ids)})")
+    return screen
+
+
+def _notices(raw: dict[str, Any] | None, ids: list[str], origin: str) -> dict[str, tuple[str, ...]]:
+    out = {str(kind): tuple(str(label) for label in labels) for kind, labels in (raw or {}).items()}
+    for kind, labels in out.items():
+        if kind not in NOTICE_KINDS:
+            raise ValueError(f"{origin}: unknown notice kind {kind!r}; kinds: {', '.join(NOTICE_KINDS)}")
+        unknown = set(labels) - set(ids)
+        if unknown:
+            raise ValueError(f"{origin}: notices.{kind} names {sorted(unknown)}, not label ids ({', '.join(ids)})")
+    return out
 
 
 @cache

@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+# crisis: the crisis panel (emergency numbers); support: a gentler notice with the hotline
+NOTICE_KINDS = ("crisis", "support")
+
 
 class TaskType(StrEnum):
     SINGLE_LABEL = "single-label"
@@ -46,6 +49,33 @@ class Split:
     dataset: str
     part: str
     note: str = ""
+    # Screen sources only: keep the posts whose first label is ``only_label``, then give every kept post ``label``
+    # ("" = nothing evident, "*" = something evident but not which label); ``limit`` posts drawn with seed 13.
+    only_label: str | None = None
+    label: str | None = None
+    limit: int = 0
+    repeat: int = 1  # screen training only: each post counts this many times (few invented posts, many ordinary)
+
+
+@dataclass(frozen=True)
+class Screen:
+    """Whether a post shows anything the task is about, before the task's labels are chosen.
+
+    The clinical training sets hold only people already in distress (every SocialCD-3K post has a distortion,
+    every SOS-HL post comes from a suicide forum), so a classifier trained on them alone gives every ordinary
+    post a label. The screen is a gate learned from the task's posts against ``train`` sources of people who are
+    not; when it finds nothing the answer is ``none_label`` (a label of the task) or, without one, an empty
+    decision shown as ``none_zh``. Its threshold is the lowest that flags at most ``max_negative_flagged`` of
+    the negative validation posts.
+    """
+
+    none_zh: str
+    none_en: str
+    train: tuple[Split, ...]
+    validation: tuple[Split, ...]
+    test: tuple[Split, ...] = ()  # held out: reported on the model card, never tuned on
+    none_label: str | None = None
+    max_negative_flagged: float = 0.01
 
 
 @dataclass(frozen=True)
@@ -72,10 +102,22 @@ class Task:
     # IMHI-style English tasks keep their own answer layout ("<label sentence>. Reasoning: ...").
     answer_layout: str = "c-imhi"
     parent_labels: tuple[str, ...] = ()
+    screen: Screen | None = None
+    # notice kind -> the labels that raise it ("crisis": resources and emergency numbers, "support": the hotline)
+    notices: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def notice_labels(self, kind: str) -> tuple[str, ...]:
+        return self.notices.get(kind, ())
 
     @property
     def label_ids(self) -> tuple[str, ...]:
         return tuple(label.id for label in self.labels)
+
+    @property
+    def classifier_labels(self) -> tuple[str, ...]:
+        """The labels a trained classifier chooses among: all but the screen's none label (the screen's answer)."""
+        none = self.screen.none_label if self.screen else None
+        return tuple(label for label in self.label_ids if label != none)
 
     @property
     def is_multi_label(self) -> bool:

@@ -53,7 +53,7 @@ class TfidfClassifier:
 
     @classmethod
     def for_task(cls, task: Task, **kwargs: Any) -> TfidfClassifier:
-        return cls(task.id, list(task.label_ids), task.is_multi_label, **kwargs)
+        return cls(task.id, list(task.classifier_labels), task.is_multi_label, **kwargs)
 
     def _pipeline(self) -> Any:
         from sklearn.feature_extraction.text import TfidfVectorizer
@@ -105,7 +105,14 @@ class TfidfClassifier:
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         if self.model is None:
             raise RuntimeError("classifier is not trained: call fit() or load()")
-        return np.asarray(self.model.predict_proba(list(texts)))
+        proba = np.asarray(self.model.predict_proba(list(texts)))
+        if self.multi_label or proba.shape[1] == len(self.classes):
+            return proba
+        # A class without training posts (the none level of suicide risk when trained on the forum alone) is
+        # never predicted: probability 0 in its column, so columns always follow ``classes``.
+        full = np.zeros((len(proba), len(self.classes)))
+        full[:, self.model.classes_.astype(int)] = proba
+        return full
 
     def predict(self, texts: Sequence[str]) -> list[tuple[str, ...]]:
         return self.decide(self.predict_proba(texts))

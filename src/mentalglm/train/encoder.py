@@ -232,7 +232,7 @@ def positive_weights(y: np.ndarray, cap: float) -> torch.Tensor | None:
 
 def targets(task: Task, posts: Sequence[Post]) -> np.ndarray:
     """Class indices (single-label) or float indicator rows (multi-label) of the posts' gold labels."""
-    classes = list(task.label_ids)
+    classes = list(task.classifier_labels)
     if task.is_multi_label:
         y = np.zeros((len(posts), len(classes)), dtype=np.float32)
         for row, post in enumerate(posts):
@@ -447,7 +447,7 @@ def score_probabilities(task: Task, proba: np.ndarray, y: np.ndarray) -> tuple[f
     them), and those thresholds: how a run's model is scored and selected on validation."""
     from mentalglm.evaluate.metrics import score
 
-    classes = list(task.label_ids)
+    classes = list(task.classifier_labels)
     thresholds = tune_thresholds(proba, y) if task.is_multi_label else []
     gold = ([tuple(c for c, on in zip(classes, row, strict=True) if on) for row in y.astype(bool)]
             if task.is_multi_label else [(classes[int(i)],) for i in y])
@@ -551,7 +551,7 @@ def fit_encoder(task: Task, train: Sequence[Post], validation: Sequence[Post], s
                                                      lora_dropout=0.1, target_modules=LORA_TARGETS))
     train_targets = targets(task, train)
     weights = positive_weights(train_targets, settings.pos_weight)  # None unless asked (multi-label only, above)
-    model = PooledClassifier(encoder, len(task.label_ids), task.is_multi_label, settings.dropout, weights)
+    model = PooledClassifier(encoder, len(task.classifier_labels), task.is_multi_label, settings.dropout, weights)
     train_set = _dataset(tokenizer, prefix, train, train_targets, settings.max_length)
     eval_set = (_dataset(tokenizer, prefix, validation, targets(task, validation), settings.max_length)
                 if validation else None)
@@ -580,7 +580,7 @@ def fit_encoder(task: Task, train: Sequence[Post], validation: Sequence[Post], s
         log.info("resuming the encoder run from %s", checkpoint)
     result = trainer.train(resume_from_checkpoint=checkpoint)
     model = cast(PooledClassifier, trainer.model)  # the best checkpoint's weights (load_best_model_at_end)
-    classifier = EncoderClassifier(model, tokenizer, task.id, list(task.label_ids), task.is_multi_label, prefix,
+    classifier = EncoderClassifier(model, tokenizer, task.id, list(task.classifier_labels), task.is_multi_label, prefix,
                                    settings.max_length, batch_size=settings.eval_batch_size,
                                    base=settings.model if settings.lora_rank else None)
     collapse: dict[str, Any] = {}

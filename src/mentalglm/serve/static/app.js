@@ -87,6 +87,8 @@
       engine: "引擎：{engine}",
       invalid: "无效（INVALID）：模型的回答中没有可识别的标签",
       noLabels: "没有判定的标签",
+      nothingEvident: "未见明显表现",
+      supportHeading: "支持资源",
       confidenceLabel: "{label} 的置信度",
       noConfidence: "无置信度",
       allConfidences: "全部标签的概率",
@@ -186,6 +188,8 @@
       engine: "Engine: {engine}",
       invalid: "INVALID: the model's answer named no readable label",
       noLabels: "No label decided",
+      nothingEvident: "Nothing evident",
+      supportHeading: "Support",
       confidenceLabel: "Confidence of {label}",
       noConfidence: "no confidence",
       allConfidences: "Probabilities of all labels",
@@ -788,6 +792,10 @@
     head.append(badges);
 
     if (result.high_risk) article.append(renderCrisis(result));
+    else {
+      const support = (result.notices || []).find((n) => n.kind === "support");
+      if (support) article.append(renderSupport(support));
+    }
 
     const taskIds = Object.keys(result.tasks || {});
     if (entry.text !== null) article.append(renderPostText(entry.text, result, taskIds));
@@ -802,13 +810,8 @@
     return card;
   }
 
-  function renderCrisis(result) {
-    const notice = (result.notices || []).find((n) => n.kind === "crisis");
-    const text = notice ? notice.text : t("crisisFallback");
-    const resources = notice && notice.resources && notice.resources.length
-      ? notice.resources
-      : CRISIS_FALLBACK.map(([key, contact]) => ({ name: t(key), contact, note: "" }));
-    const list = el("ul", { className: "crisis-resources" });
+  function resourceList(resources, className) {
+    const list = el("ul", { className });
     for (const resource of resources) {
       const phone = String(resource.contact || "").replace(/[^0-9+]/g, "");
       const contact = phone
@@ -817,8 +820,23 @@
       list.append(el("li", null, el("span", { className: "crisis-name", text: resource.name }), " ", contact,
         resource.note ? el("span", { className: "crisis-note", text: state.locale === "en" ? " (" + resource.note + ")" : "（" + resource.note + "）" }) : null));
     }
+    return list;
+  }
+
+  function renderSupport(notice) {
+    return el("section", { className: "support", role: "note", "aria-label": t("supportHeading") },
+      el("h4", { text: t("supportHeading") }), el("p", { text: notice.text }),
+      resourceList(notice.resources || [], "crisis-resources"));
+  }
+
+  function renderCrisis(result) {
+    const notice = (result.notices || []).find((n) => n.kind === "crisis");
+    const text = notice ? notice.text : t("crisisFallback");
+    const resources = notice && notice.resources && notice.resources.length
+      ? notice.resources
+      : CRISIS_FALLBACK.map(([key, contact]) => ({ name: t(key), contact, note: "" }));
     return el("section", { className: "crisis", role: "alert", "aria-label": t("crisisHeading") },
-      el("h4", { text: "⚠ " + t("crisisHeading") }), el("p", { text }), list);
+      el("h4", { text: "⚠ " + t("crisisHeading") }), el("p", { text }), resourceList(resources, "crisis-resources"));
   }
 
   /* Offsets in the results are Python character offsets (code points); JS strings count UTF-16 units. */
@@ -897,10 +915,16 @@
       labels.append(el("li", { className: "label", "data-label": score.id },
         el("span", { className: "label-name", text: name }), confidenceBar(name, score.confidence)));
     }
-    if (!(task.labels || []).length) labels.append(el("li", { className: "label none", text: t("noLabels") }));
+    if (task.nothing_evident && !(task.labels || []).length) {  // a screened multi-label task found nothing
+      const name = state.locale === "en" ? t("nothingEvident") : (task.nothing_evident_zh || t("nothingEvident"));
+      labels.append(el("li", { className: "label nothing-evident", "data-label": "none" },
+        el("span", { className: "label-name", text: name }), confidenceBar(name, (task.confidences || {}).none)));
+    } else if (!(task.labels || []).length) labels.append(el("li", { className: "label none", text: t("noLabels") }));
     section.append(labels);
 
-    const all = Object.entries(task.confidences || {}).sort((a, b) => b[1] - a[1]);
+    // Nothing evident: no risk or distortion wording at all, not even the other labels' small probabilities
+    // (they stay in the JSON and the downloads for researchers).
+    const all = task.nothing_evident ? [] : Object.entries(task.confidences || {}).sort((a, b) => b[1] - a[1]);
     if (all.length) {
       const list = el("ul", { className: "labels all" });
       for (const [labelId, value] of all) {

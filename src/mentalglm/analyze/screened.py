@@ -1,0 +1,83 @@
+"""Training recipe of a screened task: the task's own classifier behind its screen (train/screen.py).
+
+Kept apart from artifacts.py so that the screen's data (tasks/*.yaml ``screen``, data/splits.py
+``screen_data``), its gate and the measurements the model card reports live in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from mentalglm.data.records import Post
+from mentalglm.data.splits import ScreenData
+from mentalglm.tasks import Task
+from mentalglm.train.classical import TfidfClassifier
+from mentalglm.train.screen import Classifier, GatedClassifier, fit_gate
+
+
+def flags(task: Task, posts: Sequence[Post]) -> list[bool]:
+    """A post is "flagged" when it carries any label but the task's none label ("*" = some label)."""
+    assert task.screen is not None
+    return [bool(p.labels) and p.labels != (task.screen.none_label,) for p in posts]
+
+
+def inner_classes(task: Task) -> list[str]:
+    """The labels the task's own classifier chooses among (the none label is the screen's answer)."""
+    return list(task.classifier_labels)
+
+
+def inner_posts(task: Task, posts: Sequence[Post]) -> list[Post]:
+    """Screen posts that name one of the inner labels (e.g. invented low / high posts) also teach the classifier."""
+    keep = set(inner_classes(task))
+    return [p for p in posts if p.labels and set(p.labels) <= keep]
+
+
+def fit_screened(task: Task, inner: Classifier, own_train: Sequence[Post], own_validation: Sequence[Post],
+                 data: ScreenData, log: Callable[[str], None] = print,
+                 use_embedding: bool = True) -> tuple[GatedClassifier, dict[str, Any]]:
+    assert task.screen is not None
+    train_flags = flags(task, data.train)
+    flag_texts = [p.text for p in own_train] + [p.text for p, f in zip(data.train, train_flags, strict=True) if f]
+    clear_texts = [p.text for p, f in zip(data.train, train_flags, strict=True) if not f]
+    validation = [*own_validation, *data.validation]
+    gold_flags = [True] * len(own_validation) + flags(task, data.validation)
+    gate, record = fit_gate(flag_texts, clear_texts, [p.text for p in validation], gold_flags,
+                            task.screen.max_negative_flagged, name=task.id, use_embedding=use_embedding, log=log)
+    record["sources"] = [{"name": s.name, "dataset": f"{s.dataset}/{s.part}", "loaded": s.loaded,
+                          "dropped_as_contaminated": s.contaminated, "dropped_as_duplicate": s.duplicates,
+                          "kept": s.kept} for s in data.sources]
+    by_weight = record["validation_by_weight"][str(record["weight_on_tfidf"])]
+    log(f"{task.id}: screen weight on TF-IDF {record['weight_on_tfidf']}, validation recall "
+        f"{by_weight['recall']:.1%} with {by_weight['negatives_flagged']:.1%} of negatives flagged")
+    return GatedClassifier(gate, inner, task.screen.none_label), record
+
+
+def flagged_rate(classifier: Classifier, task: Task, texts: Sequence[str]) -> float:
+    """Share of posts given any label but the none answer."""
+    assert task.screen is not None
+    if not texts:
+        return 0.0
+    decided = classifier.predict(list(texts))
+    return round(float(np.mean([bool(d) and d != (task.screen.none_label,) for d in decided])), 4)
+
+
+def fit_inner_tfidf(task: Task, train: Sequence[Post], validation: Sequence[Post], C: float) -> TfidfClassifier:
+    classifier = TfidfClassifier(task.id, inner_classes(task), task.is_multi_label, C=C)
+    return classifier.fit([p.text for p in train], [p.labels for p in train],
+                          [p.text for p in validation], [p.labels for p in validation])
+
+
+def screening_card(task: Task, classifier: Classifier, test: Sequence[Post], data: ScreenData) -> dict[str, Any]:
+    """How often held-out posts get any answer but none: the task's test split (its recall of the population
+    the task is about) and the screen's held-out sources; for tasks with crisis labels, the crisis rate too."""
+    sets = {"task_test": [p.text for p in test], **{name: [p.text for p in posts] for name, posts in data.test.items()}}
+    out: dict[str, Any] = {"posts": {name: len(texts) for name, texts in sets.items()},
+                           "flagged": {name: flagged_rate(classifier, task, texts) for name, texts in sets.items()}}
+    crisis = set(task.notice_labels("crisis"))
+    if crisis:
+        out["crisis"] = {name: round(float(np.mean([bool(crisis & set(d)) for d in classifier.predict(texts)])), 4)
+                         for name, texts in sets.items() if texts}
+    return out

