@@ -211,3 +211,11 @@ def test_paired_win_rate_counts_resamples_where_one_system_beats_the_other():
     one_more[2] = ("high",)  # one more high post found: better on the resamples that draw post 2
     rate = metrics.paired_win_rate(task, gold, one_more, half, n_resamples=500, seed=1)
     assert 0.3 < rate < 1.0
+
+
+def test_an_empty_decision_of_a_screened_multi_label_task_is_an_answer_not_invalid():
+    task = get_task("cognitive_distortion")  # its screen may answer 未见明显认知歪曲: no label
+    gold = [("labeling",), ("labeling",)]
+    result = score(task, gold, [("labeling",), ()], n_resamples=0)
+    assert result["n_invalid"] == 0 and result["micro_f1"] == pytest.approx(2 / 3)  # P 1/1, R 1/2
+    assert score(task, gold, [("labeling",), None], n_resamples=0)["n_invalid"] == 1

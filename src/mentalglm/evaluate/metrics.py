@@ -126,8 +126,8 @@ def _as_labels(value: Parsed | Sequence[str] | str) -> tuple[str, ...]:
 
 
 def normalise_predictions(task: Task, pred: Sequence[Prediction]) -> list[tuple[str, ...] | None]:
-    """Label tuples, or None for INVALID: an invalid Parsed, None, an empty tuple, or several
-    labels on a single-label task. Unknown label ids are a caller bug and raise."""
+    """Label tuples, or None for INVALID: an invalid Parsed, None, an empty tuple (unless the task has a screen
+    and is multi-label), or several labels on a single-label task. Unknown label ids are a caller bug and raise."""
     rows: list[tuple[str, ...] | None] = []
     for i, value in enumerate(pred):
         if value is None or (isinstance(value, Parsed) and not value.valid):
@@ -136,7 +136,9 @@ def normalise_predictions(task: Task, pred: Sequence[Prediction]) -> list[tuple[
         labels = _as_labels(value)
         if task.type is not TaskType.HIERARCHICAL:
             _check_known(task, labels, f"prediction {i}")
-        cardinal = bool(labels) and (task.is_multi_label or len(set(labels)) == 1)
+        # a screened multi-label task may answer nothing (未见明显认知歪曲): empty is then a decision, not INVALID
+        empty_allowed = task.is_multi_label and task.screen is not None
+        cardinal = (bool(labels) or empty_allowed) and (task.is_multi_label or len(set(labels)) == 1)
         rows.append(labels if cardinal else None)
     return rows
 

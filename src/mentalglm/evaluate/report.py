@@ -95,7 +95,9 @@ def per_label_figure(task: Task, results: Sequence[dict[str, Any]]) -> bytes:
     figure, axes = plt.subplots(figsize=(max(6.0, 0.7 * len(labels) * max(1, len(results)) ** 0.5 + 2), 3.6))
     for i, r in enumerate(results):
         per = r["metrics"][r["metrics"]["headline"]["mode"]]["per_label"]
-        axes.bar([x + i * width for x in range(len(labels))], [per[label]["f1"] for label in labels], width,
+        # a label the results were scored without (written before the task gained it): no bar, not a zero
+        axes.bar([x + i * width for x in range(len(labels))],
+                 [per[label]["f1"] if label in per else float("nan") for label in labels], width,
                  label=r["run"]["system"])
     axes.set_xticks([x + width * (len(results) - 1) / 2 for x in range(len(labels))], labels, rotation=35, ha="right")
     axes.set_ylim(0, 1)
