@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 def atomic_write_text(path: Path, text: str) -> Path:
@@ -49,3 +52,12 @@ def read_jsonl(path: Path, error: type[Exception] = ValueError) -> Iterator[tupl
                 yield number, json.loads(line)
             except json.JSONDecodeError as exc:
                 raise error(f"{path}:{number}: not JSON ({exc.msg})") from None
+
+
+def load_own_pickle(path: Path, kind: type[T]) -> T:
+    """A model file this project wrote (pickle runs code from the file: never load one from elsewhere)."""
+    with Path(path).open("rb") as handle:
+        value = pickle.load(handle)
+    if not isinstance(value, kind):
+        raise TypeError(f"{path} does not hold a {kind.__name__}")
+    return value

@@ -223,17 +223,6 @@ def screen_path(directory: Path, task_id: str) -> Path:
     return directory / f"{task_id}.screen.pkl"
 
 
-def load_screen(path: Path) -> ScreenGate:
-    # Only load files this project wrote: pickle runs code from the file.
-    import pickle
-
-    with path.open("rb") as handle:
-        gate = pickle.load(handle)
-    if not isinstance(gate, ScreenGate):
-        raise TypeError(f"{path} does not hold a ScreenGate")
-    return gate
-
-
 def encoder_path(directory: Path, task_id: str) -> Path:
     """The ensemble's encoder (LoRA adapter, head, classifier.json) beside the task's TF-IDF model."""
     return directory / f"{task_id}.encoder"
@@ -269,7 +258,7 @@ def load_task_model(task_id: str, directory: Path | None = None) -> TaskModel:
         if not screen_file.is_file() or task.screen is None:
             raise MissingDataError(f"screen of the {task_id} model (its card names one)", screen_file,
                                    "rebuild with `mentalglm analyze-train`")
-        classifier = GatedClassifier(load_screen(screen_file), classifier, task.screen.none_label)
+        classifier = GatedClassifier(ScreenGate.load(screen_file), classifier, task.screen.none_label)
     elif task.screen is not None:
         raise MissingDataError(f"screen of the {task_id} model: the card was written before task {task_id} "
                                f"version {task.version} had one", card_path, "rebuild with `mentalglm analyze-train`")
@@ -514,9 +503,7 @@ def save_task_model(model: TaskModel, directory: Path) -> tuple[Path, Path]:
         domain_file.unlink(missing_ok=True)  # a stale check must not outlive a rebuild without one
     screen_file = screen_path(directory, model.task.id)
     if isinstance(model.classifier, GatedClassifier):
-        import pickle
-
-        screen_file.write_bytes(pickle.dumps(model.classifier.gate))
+        model.classifier.gate.save(screen_file)
     else:
         screen_file.unlink(missing_ok=True)
     target = encoder_path(directory, model.task.id)

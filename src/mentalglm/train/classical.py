@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from mentalglm.data.records import Post
+from mentalglm.files import load_own_pickle
 from mentalglm.tasks.schema import Task
 
 THRESHOLD_GRID = np.round(np.arange(0.05, 0.951, 0.025), 3)
@@ -127,12 +128,7 @@ class TfidfClassifier:
 
     @staticmethod
     def load(path: Path) -> TfidfClassifier:
-        # Only load files this project wrote: pickle runs code from the file.
-        with path.open("rb") as handle:
-            model = pickle.load(handle)
-        if not isinstance(model, TfidfClassifier):
-            raise TypeError(f"{path} does not hold a TfidfClassifier")
-        return model
+        return load_own_pickle(path, TfidfClassifier)
 
 
 def fit_on_posts(task: Task, train: Sequence[Post], validation: Sequence[Post] = (), **kwargs: Any) -> TfidfClassifier:

@@ -13,12 +13,15 @@ validation posts are flagged. A cascade keeps the stream fast: a post whose TF-I
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
+from mentalglm.files import load_own_pickle
 from mentalglm.train.classical import TfidfClassifier, decide
 from mentalglm.train.embedding import EmbeddingCache, EmbeddingClassifier, default_cache_path, embed
 
@@ -56,6 +59,13 @@ class ScreenGate:
     weight: float  # on TF-IDF
     threshold: float  # flag when P(flag) >= threshold
     read_embedding_from: float = 0.0
+
+    def save(self, path: Path) -> None:
+        path.write_bytes(pickle.dumps(self))
+
+    @staticmethod
+    def load(path: Path) -> ScreenGate:
+        return load_own_pickle(path, ScreenGate)
 
     def flag_proba(self, texts: Sequence[str]) -> np.ndarray:
         texts = list(texts)
