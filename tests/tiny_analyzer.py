@@ -9,7 +9,6 @@ from dataclasses import replace
 
 from mentalglm.analyze.artifacts import TaskModel
 from mentalglm.analyze.domain import DomainCheck
-from mentalglm.analyze.screened import inner_classes
 from mentalglm.tasks import get_task
 from mentalglm.train.classical import TfidfClassifier
 from mentalglm.train.screen import CLEAR, FLAG, GatedClassifier, ScreenGate
@@ -43,7 +42,7 @@ def fit_screened_model(task_id: str, texts: list[str], labels: list[tuple[str, .
                        threshold: float = 0.5) -> TaskModel:
     """The task's TF-IDF classifier behind a TF-IDF-only screen (``clear`` posts: nothing evident)."""
     task = get_task(task_id)
-    inner = TfidfClassifier(task.id, inner_classes(task), task.is_multi_label).fit(texts, labels)
+    inner = TfidfClassifier.for_task(task).fit(texts, labels)
     gate = TfidfClassifier(f"{task.id}.screen", [CLEAR, FLAG], multi_label=False).fit(
         [*texts, *clear], [(FLAG,)] * len(texts) + [(CLEAR,)] * len(clear))
     assert task.screen is not None

@@ -370,7 +370,7 @@ def train_task_model(task_id: str, data_dir: str | Path | None, *, c_grid: Seque
     With ``encoder`` settings the TF-IDF model is then averaged with a fine-tuned encoder, or with the mean of
     ``encoder_seeds`` such encoders (``analyze/ensemble.py``); their runs live in ``encoder_runs`` and resume there.
     """
-    from mentalglm.analyze.screened import fit_inner_tfidf, fit_screened, inner_posts, screening_card
+    from mentalglm.analyze.screened import fit_screened, inner_posts, screening_card
     from mentalglm.data.splits import canonical_splits, screen_data
     from mentalglm.evaluate.metrics import indicator, jsonable, score
     from mentalglm.train.classical import fit_on_posts
@@ -387,8 +387,7 @@ def train_task_model(task_id: str, data_dir: str | Path | None, *, c_grid: Seque
     tuning: dict[float, float] = {}
     best: TfidfClassifier | None = None
     for c in c_grid:
-        model = fit_inner_tfidf(task, train, validation, C=c) if screen is not None else \
-            fit_on_posts(task, train, validation, C=c)
+        model = fit_on_posts(task, train, validation, C=c)  # a screened task's none label is the screen's answer
         tuning[c] = score(task, [p.labels for p in validation], model.predict([p.text for p in validation]),
                           n_resamples=0)[task.official_metric]
         log(f"{task.id}: C={c} validation {task.official_metric}={tuning[c]:.4f}")

@@ -14,7 +14,6 @@ import numpy as np
 from mentalglm.data.records import Post
 from mentalglm.data.splits import ScreenData
 from mentalglm.tasks import Task
-from mentalglm.train.classical import TfidfClassifier
 from mentalglm.train.screen import Classifier, GatedClassifier, fit_gate
 
 
@@ -24,14 +23,9 @@ def flags(task: Task, posts: Sequence[Post]) -> list[bool]:
     return [bool(p.labels) and p.labels != (task.screen.none_label,) for p in posts]
 
 
-def inner_classes(task: Task) -> list[str]:
-    """The labels the task's own classifier chooses among (the none label is the screen's answer)."""
-    return list(task.classifier_labels)
-
-
 def inner_posts(task: Task, posts: Sequence[Post]) -> list[Post]:
     """Screen posts that name one of the inner labels (e.g. invented low / high posts) also teach the classifier."""
-    keep = set(inner_classes(task))
+    keep = set(task.classifier_labels)
     return [p for p in posts if p.labels and set(p.labels) <= keep]
 
 
@@ -62,12 +56,6 @@ def flagged_rate(classifier: Classifier, task: Task, texts: Sequence[str]) -> fl
         return 0.0
     decided = classifier.predict(list(texts))
     return round(float(np.mean([bool(d) and d != (task.screen.none_label,) for d in decided])), 4)
-
-
-def fit_inner_tfidf(task: Task, train: Sequence[Post], validation: Sequence[Post], C: float) -> TfidfClassifier:
-    classifier = TfidfClassifier(task.id, inner_classes(task), task.is_multi_label, C=C)
-    return classifier.fit([p.text for p in train], [p.labels for p in train],
-                          [p.text for p in validation], [p.labels for p in validation])
 
 
 def screening_card(task: Task, classifier: Classifier, test: Sequence[Post], data: ScreenData) -> dict[str, Any]:

@@ -40,3 +40,16 @@ def show(task_id: str) -> None:
     console.print(f"official metric: {task.official_metric}; report: {', '.join(task.report_metrics)}")
     for split in task.splits:
         console.print(f"split {split.name}: {split.dataset}/{split.part} {split.note}")
+    for kind, levels in task.notices.items():
+        console.print(f"notice {kind}: raised by {', '.join(levels)}")
+    if task.screen is not None:
+        screen = task.screen
+        console.print(f"screen: nothing evident = {screen.none_label or '(no label)'} {screen.none_zh} / "
+                      f"{screen.none_en}; flags at most {screen.max_negative_flagged:.1%} of negative validation posts")
+        for role, sources in (("train", screen.train), ("validation", screen.validation), ("test", screen.test)):
+            for split in sources:
+                given = {None: "", "": " as nothing", "*": " as some label"}.get(split.label, f" as {split.label}")
+                only = f" (posts labelled {split.only_label})" if split.only_label is not None else ""
+                console.print(f"screen {role}: {split.dataset}/{split.part}{only}{given}"
+                              + (f", {split.limit} drawn" if split.limit else "")
+                              + (f", weight {split.repeat}" if split.repeat > 1 else ""))

@@ -54,7 +54,9 @@ class Split:
     only_label: str | None = None
     label: str | None = None
     limit: int = 0
-    repeat: int = 1  # screen training only: each post counts this many times (few invented posts, many ordinary)
+    # screen training: each post counts this many times (few invented posts beside thousands of ordinary ones);
+    # invented low / high posts also teach the classifier behind the screen, with the same count
+    repeat: int = 1
 
 
 @dataclass(frozen=True)
