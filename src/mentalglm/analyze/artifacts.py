@@ -30,8 +30,8 @@ from mentalglm.analyze.ensemble import MIN_WIN_RATE, AveragedEncoders, Ensemble,
 from mentalglm.data.records import Post
 from mentalglm.errors import MissingDataError
 from mentalglm.tasks import CHINESE_MAIN_TASKS, Task, get_task
-from mentalglm.train.classical import TfidfClassifier
-from mentalglm.train.screen import Classifier, GatedClassifier, ScreenGate
+from mentalglm.train.classical import Classifier, TfidfClassifier
+from mentalglm.train.screen import GatedClassifier, ScreenGate
 
 if TYPE_CHECKING:  # imports torch
     from mentalglm.train.encoder import EncoderSettings
@@ -49,18 +49,18 @@ LIMITATIONS = (
 )
 
 
-# The suicide sets come only from a suicide "tree hole" forum, so a classifier trained on them alone has never
-# seen an ordinary post: it calls 46 % of SMP2020 test posts high risk, and the crisis notice would fire on
-# them. The model card always reports that rate on ordinary posts. `general_negatives=N` adds N ordinary Weibo
-# posts from the emotion task's pool as low risk: measured with 1,000, the rate fell to 0.0 % and SOS-HL-1K
-# test F1(high) from 0.759 to 0.748, but an invented post naming a method and a time went from low (0.66) to
-# low (0.91) — a more confident miss. A miss costs more than a false alarm here, so it is off by default.
+# Forum-only tasks without a screen (suicide_level: SOS-1K) have never seen an ordinary post, so the model card
+# reports how often ordinary posts get a crisis level, and `general_negatives=N` adds N ordinary Weibo posts from
+# the emotion task's pool as the first non-positive label. (Measured when suicide_risk still worked this way, with
+# 1,000 posts: ordinary high-risk decisions 45.8 % -> 0.0 %, SOS-HL-1K test F1(high) 0.759 -> 0.748, and an
+# invented plan became a more confident miss; suicide_risk now has a screen instead, see analyze/screened.py.)
 # (task -> source task of ordinary posts)
 GENERAL_NEGATIVES: dict[str, str] = {"suicide_level": "emotion"}
 # The ordinary posts the task's domain check (analyze/domain.py: a warning on posts unlike the task's own, which
 # changes no decision) is trained against: the training pools of these tasks. With the COVID-19 "virus" posts
 # beside the "usual" ones, two Weibo sets it never saw (weibo_senti_100k, simplifyweibo_4_moods) are marked
-# outside on 98.7 % and 87.5 % of posts instead of 64.0 % and 71.4 % (benchmarks/domain_check.py).
+# outside on 98.7 % and 87.5 % of posts instead of 64.0 % and 71.4 % (measured for suicide_risk before its screen,
+# with the since-removed benchmarks/domain_check.py; docs/analyze.md keeps the history).
 DOMAIN_ORDINARY: dict[str, tuple[str, ...]] = {"suicide_level": ("emotion", "emotion_virus")}
 GENERAL_CHECK_POSTS = 1000
 # The ensemble encoder's recipe beyond the shared one (LoRA r=16 on e5-small, lr 5e-4, batch 16), per task, from a

@@ -1,5 +1,8 @@
 """Does a post resemble the posts a task's classifier was trained on? A warning, never a changed decision.
 
+Used by forum-only tasks without a screen (suicide_level). The measurements below were made for suicide_risk
+before it got its screen (analyze/screened.py), with the since-removed benchmarks/domain_check.py.
+
 The suicide-risk sets all come from one suicide "tree hole" forum, so the risk classifier has never seen an
 ordinary post: it decides *high* for 44 % of ordinary Weibo posts (TF-IDF default) and 81 % (accurate tier),
 often with high confidence. A second TF-IDF classifier, trained to tell the task's own training posts from

@@ -14,7 +14,8 @@ import numpy as np
 from mentalglm.data.records import Post
 from mentalglm.data.splits import ScreenData
 from mentalglm.tasks import Task
-from mentalglm.train.screen import Classifier, GatedClassifier, fit_gate
+from mentalglm.train.classical import Classifier
+from mentalglm.train.screen import GatedClassifier, fit_gate
 
 
 def flags(task: Task, posts: Sequence[Post]) -> list[bool]:

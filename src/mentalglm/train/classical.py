@@ -13,7 +13,7 @@ import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -39,6 +39,22 @@ def decide(proba: np.ndarray, classes: Sequence[str], multi_label: bool,
         chosen = [c for c, p, t in zip(classes, row, limits, strict=True) if p >= t]
         out.append(tuple(chosen) if chosen else (classes[int(row.argmax())],))
     return out
+
+
+class Classifier(Protocol):
+    """What the analyzer needs of a task's classifier: its classes, probabilities and decision rule."""
+
+    @property
+    def classes(self) -> list[str]: ...
+
+    @property
+    def multi_label(self) -> bool: ...
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray: ...
+
+    def decide(self, proba: np.ndarray) -> list[tuple[str, ...]]: ...
+
+    def predict(self, texts: Sequence[str]) -> list[tuple[str, ...]]: ...
 
 
 @dataclass

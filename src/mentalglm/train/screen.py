@@ -17,12 +17,12 @@ import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from mentalglm.files import load_own_pickle
-from mentalglm.train.classical import TfidfClassifier, decide
+from mentalglm.train.classical import Classifier, TfidfClassifier, decide
 from mentalglm.train.embedding import EmbeddingCache, EmbeddingClassifier, default_cache_path, embed
 
 CLEAR, FLAG = "clear", "flag"
@@ -34,22 +34,6 @@ CASCADE_QUANTILE, CASCADE_MARGIN = 0.02, 0.5
 # e5 is kept only when it adds this much validation recall at the declared false-flag rate (it costs ~20 ms a post
 # it reads); 5-fold CV of the suicide gate on SOS-HL: 90.2 % recall with e5 at weight 0.3, 89.0 % without
 MIN_EMBEDDING_GAIN = 0.01
-
-
-class Classifier(Protocol):
-    """What the analyzer needs of a task's classifier: its classes, probabilities and decision rule."""
-
-    @property
-    def classes(self) -> list[str]: ...
-
-    @property
-    def multi_label(self) -> bool: ...
-
-    def predict_proba(self, texts: Sequence[str]) -> np.ndarray: ...
-
-    def decide(self, proba: np.ndarray) -> list[tuple[str, ...]]: ...
-
-    def predict(self, texts: Sequence[str]) -> list[tuple[str, ...]]: ...
 
 
 @dataclass
