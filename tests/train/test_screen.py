@@ -75,3 +75,29 @@ def test_bad_notice_declarations_are_refused(notices: dict, message: str) -> Non
            "instruction": "i", "question": "q", "official_metric": "macro_f1", "notices": notices}
     with pytest.raises(ValueError, match=message):
         task_from_mapping(raw)
+
+
+class _CountingEmbedding:
+    """Stands in for the e5 reader: answers P(flag)=1 for every post and counts how many it read."""
+
+    def __init__(self) -> None:
+        self.read = 0
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        self.read += len(texts)
+        return np.tile([0.0, 1.0], (len(texts), 1))
+
+
+def test_embedding_floor_skips_only_posts_that_no_e5_answer_could_flag() -> None:
+    gate = _gate()
+    posts = [*CLEAR_POSTS, *FLAGGED]
+    p_tfidf = gate.tfidf.predict_proba(posts)[:, 1]
+    weight = 0.5
+    threshold = float(np.median(0.5 * p_tfidf + 0.5))  # half the posts could reach it with e5 = 1
+    counting = _CountingEmbedding()
+    gate = ScreenGate(gate.tfidf, counting, weight, threshold, read_embedding_from=0.0)  # type: ignore[arg-type]
+    assert gate.embedding_floor == pytest.approx((threshold - 0.5) / 0.5)
+    flagged = gate.flag_proba(posts) >= threshold
+    full = weight * p_tfidf + (1 - weight) * 1.0 >= threshold  # every post read with the most flagging e5 answer
+    assert (flagged == full).all()
+    assert 0 < counting.read < len(posts)

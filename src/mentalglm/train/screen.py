@@ -8,7 +8,8 @@ posts, CogDis's undistorted sentences, invented hard negatives), declared per ta
 It averages char TF-IDF and frozen e5 (train/embedding.py), with the weight chosen on validation, and clears a
 post when P(flag) is under a threshold set on validation so that at most ``max_negative_flagged`` of the negative
 validation posts are flagged. A cascade keeps the stream fast: a post whose TF-IDF P(flag) is below
-``read_embedding_from`` (set under 98 % of the positive validation posts) is cleared without the e5 read.
+``read_embedding_from`` (set under 98 % of the positive validation posts), or so low that even an e5 P(flag) of 1
+could not lift the average to the threshold, is cleared without the e5 read (the second rule changes no decision).
 """
 
 from __future__ import annotations
@@ -51,12 +52,21 @@ class ScreenGate:
     def load(path: Path) -> ScreenGate:
         return load_own_pickle(path, ScreenGate)
 
+    @property
+    def embedding_floor(self) -> float:
+        """TF-IDF P(flag) under which e5 is not read: the cascade's floor, or higher where even an e5 P(flag)
+        of 1 could not lift the average to the threshold (skipping those posts changes no decision)."""
+        if self.weight <= 0.0:
+            return self.read_embedding_from
+        return max(self.read_embedding_from, (self.threshold - (1.0 - self.weight)) / self.weight)
+
     def flag_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """P(flag) for each post; a post cleared without the e5 read keeps its TF-IDF P(flag)."""
         texts = list(texts)
         p = self.tfidf.predict_proba(texts)[:, 1] if texts else np.zeros(0)
         if self.embedding is None or self.weight >= 1.0 or not texts:
             return p
-        read = np.flatnonzero(p >= self.read_embedding_from)
+        read = np.flatnonzero(p >= self.embedding_floor)
         out = p.copy()
         if len(read):
             e = self.embedding.predict_proba([texts[i] for i in read])[:, 1]
@@ -142,7 +152,7 @@ def fit_gate(flag_texts: Sequence[str], clear_texts: Sequence[str], validation_t
     gate = ScreenGate(tfidf, embedding if weight < 1.0 else None, weight, tried[weight]["threshold"],
                       read_embedding_from=low_positive * CASCADE_MARGIN if weight < 1.0 else 0.0)
     cascaded = gate.flag_proba(list(validation_texts)) >= gate.threshold
-    skipped = float((p_tfidf[~gold] < gate.read_embedding_from).mean()) if gate.embedding is not None else 1.0
+    skipped = float((p_tfidf[~gold] < gate.embedding_floor).mean()) if gate.embedding is not None else 1.0
     record = {
         "kind": "char TF-IDF (1-3) + LR" + (" averaged with frozen e5-small + LR" if gate.embedding else ""),
         "train_posts": {"flag": len(flag_texts), "clear": len(clear_texts)},
