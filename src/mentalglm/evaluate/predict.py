@@ -31,10 +31,10 @@ from typing import Any, Protocol
 from mentalglm.backends.base import Backend, GenerationRequest, GenerationSettings, Message
 from mentalglm.data.records import Post
 from mentalglm.errors import ConfigError, MentalGLMError
-from mentalglm.evaluate.metrics import jsonable, package_version
-from mentalglm.evaluate.parsing import Parsed, parse_all_modes
+from mentalglm.evaluate.results import jsonable, package_version
 from mentalglm.instruct.format import make_instruction
-from mentalglm.instruct.layout import LABEL_PREFIX, LABEL_SEPARATOR, REASON_PREFIX
+from mentalglm.tasks.layout import LABEL_PREFIX, LABEL_SEPARATOR, REASON_PREFIX
+from mentalglm.tasks.parsing import Parsed, parse_all_modes
 from mentalglm.tasks.schema import Task
 
 ROW_KEYS = ("id", "task", "split", "prompt", "raw_output", "gold", "pred_strict", "pred_flexible",

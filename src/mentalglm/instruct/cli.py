@@ -94,7 +94,7 @@ def export(
 
 def _count_invalid(samples: list[Instruction]) -> int:
     """Answers whose strict parse differs from the gold labels (the round-trip contract of the layout)."""
-    from mentalglm.evaluate.parsing import parse
+    from mentalglm.tasks.parsing import parse
 
     bad = 0
     for sample in samples:

@@ -48,6 +48,7 @@ from mentalglm.data.records import Post
 from mentalglm.errors import ConfigError
 from mentalglm.evaluate.defaults import DEFAULT_SEED
 from mentalglm.files import atomic_write_text
+from mentalglm.tasks.metrics import score
 from mentalglm.tasks.schema import Task
 from mentalglm.train.classical import THRESHOLD_GRID, decide
 
@@ -445,8 +446,6 @@ def _dataset(tokenizer: Any, prefix: str, posts: Sequence[Post], labels: np.ndar
 def score_probabilities(task: Task, proba: np.ndarray, y: np.ndarray) -> tuple[float, list[float]]:
     """The official metric of ``proba`` against ``targets`` rows ``y`` (multi-label: with thresholds tuned on
     them), and those thresholds: how a run's model is scored and selected on validation."""
-    from mentalglm.evaluate.metrics import score
-
     classes = list(task.classifier_labels)
     thresholds = tune_thresholds(proba, y) if task.is_multi_label else []
     gold = ([tuple(c for c, on in zip(classes, row, strict=True) if on) for row in y.astype(bool)]
