@@ -20,12 +20,12 @@ from typing import Any
 
 from mentalglm.backends.base import Backend, GenerationSettings
 from mentalglm.data.records import Post
+from mentalglm.data.sampling import select_posts
 from mentalglm.errors import ConfigError
 from mentalglm.evaluate.bertscore import EMBEDDED_ENCODER, BertScorer
 from mentalglm.evaluate.explanations import ExplainedAnswer, explanation_scores
 from mentalglm.evaluate.judge import Judge
 from mentalglm.evaluate.predict import (
-    DEFAULT_SEED,
     ClassifierSystem,
     LLMSystem,
     PredictionFileError,
@@ -35,11 +35,11 @@ from mentalglm.evaluate.predict import (
     read_meta,
     read_rows,
     run_predictions,
-    select_posts,
     slug,
 )
 from mentalglm.evaluate.results import write_results
 from mentalglm.instruct.qc import Verifier
+from mentalglm.seeds import DEFAULT_SEED
 from mentalglm.tasks.counts import per_label
 from mentalglm.tasks.metrics import DEFAULT_RESAMPLES, encode, score
 from mentalglm.tasks.parsing import MODES
