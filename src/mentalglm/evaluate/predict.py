@@ -28,12 +28,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from mentalglm.backends.base import Backend, GenerationRequest, GenerationSettings, Message
+from mentalglm.data.instructions import make_instruction
 from mentalglm.data.records import Post
 from mentalglm.data.sampling import posts_sha256
 from mentalglm.errors import ConfigError, MentalGLMError
 from mentalglm.evaluate.results import jsonable, package_version
 from mentalglm.files import sha256_json
-from mentalglm.instruct.format import make_instruction
 from mentalglm.seeds import DEFAULT_SEED
 from mentalglm.tasks.layout import LABEL_PREFIX, LABEL_SEPARATOR, REASON_PREFIX
 from mentalglm.tasks.parsing import Parsed, parse_all_modes

@@ -1,5 +1,4 @@
-"""C-IMHI: interpretable instruction samples, export, and (later) generation and QC."""
+"""Building C-IMHI: teacher explanations, QC with regeneration, human validation, export and the dataset card.
 
-from mentalglm.instruct.format import Instruction, make_instruction, user_turn
-
-__all__ = ["Instruction", "make_instruction", "user_turn"]
+The sample format itself (``Instruction``) is ``data.instructions``: the SFT recipe reads it too.
+"""

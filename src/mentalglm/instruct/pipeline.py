@@ -19,11 +19,11 @@ from typing import Any
 from tqdm import tqdm
 
 from mentalglm.backends.base import Backend, GenerationSettings
+from mentalglm.data.instructions import Instruction, make_instruction
 from mentalglm.data.records import Post
 from mentalglm.data.sampling import stratified_sample
 from mentalglm.files import atomic_write_text, write_jsonl
 from mentalglm.instruct.export import export_samples
-from mentalglm.instruct.format import Instruction, make_instruction
 from mentalglm.instruct.generate import (
     Draft,
     ResultCache,

@@ -1,8 +1,8 @@
 import json
 
+from mentalglm.data.instructions import make_instruction
 from mentalglm.data.records import Post
 from mentalglm.instruct.export import export_samples
-from mentalglm.instruct.format import make_instruction
 from mentalglm.tasks import get_task
 from mentalglm.tasks.layout import render_answer
 
