@@ -184,7 +184,7 @@ def check_data(data_dir: Path | None, tasks: Sequence[str], artifacts_dir: Path 
 
     from mentalglm.analyze.artifacts import load_task_model
     from mentalglm.data.splits import canonical_splits
-    from mentalglm.evaluate.metrics import score
+    from mentalglm.tasks.metrics import score
 
     out: dict[str, Any] = {}
     for task_id in tasks:

@@ -34,10 +34,10 @@ from mentalglm.analyze.artifacts import ENV_VAR, default_artifacts_dir, model_pa
 from mentalglm.analyze.engine import Analyzer
 from mentalglm.data.records import Post
 from mentalglm.data.splits import canonical_splits
-from mentalglm.evaluate.metrics import score
 from mentalglm.evaluate.predict import machine_info, now_iso
 from mentalglm.files import atomic_write_text
 from mentalglm.tasks import CHINESE_MAIN_TASKS, get_task
+from mentalglm.tasks.metrics import score
 
 TARGETS = {"emotion": 0.78, "cognitive_distortion": 0.78, "suicide_risk": 0.85}
 COLD_POST = "最近每天晚上都睡不着，觉得自己什么都做不好，活着好累。"

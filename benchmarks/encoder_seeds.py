@@ -33,9 +33,9 @@ from mentalglm.analyze.artifacts import default_artifacts_dir, encoder_run_dir, 
 from mentalglm.analyze.ensemble import WEIGHT_GRID, AveragedEncoders, Ensemble, fit_ensemble
 from mentalglm.data.records import Post
 from mentalglm.data.splits import canonical_splits
-from mentalglm.evaluate.metrics import paired_win_rate, score
 from mentalglm.files import atomic_write_text
 from mentalglm.tasks import Task, get_task
+from mentalglm.tasks.metrics import paired_win_rate, score
 from mentalglm.train.classical import TfidfClassifier, decide, fit_on_posts
 from mentalglm.train.encoder import fit_encoder
 

@@ -35,9 +35,9 @@ from typing import Any
 from mentalglm.analyze.engine import Analyzer
 from mentalglm.data.registry import get_loader
 from mentalglm.data.splits import load_split
-from mentalglm.evaluate.metrics import score
 from mentalglm.files import atomic_write_text, read_jsonl
 from mentalglm.tasks import get_task
+from mentalglm.tasks.metrics import score
 
 ROOT = Path(__file__).resolve().parents[1]
 HARD = ROOT / "benchmarks" / "screening"

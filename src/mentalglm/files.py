@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
@@ -61,3 +62,9 @@ def load_own_pickle(path: Path, kind: type[T]) -> T:
     if not isinstance(value, kind):
         raise TypeError(f"{path} does not hold a {kind.__name__}")
     return value
+
+
+def sha256_json(value: Any) -> str:
+    """SHA-256 of canonical JSON (sorted keys, no spaces): the same plain value always hashes the same."""
+    canonical = json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()

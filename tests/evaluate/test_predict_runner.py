@@ -9,6 +9,7 @@ import pytest
 
 from mentalglm.backends.fake import FakeBackend
 from mentalglm.data.records import Post
+from mentalglm.data.sampling import select_posts
 from mentalglm.errors import MentalGLMError
 from mentalglm.evaluate.predict import (
     ROW_KEYS,
@@ -19,7 +20,6 @@ from mentalglm.evaluate.predict import (
     pick_shots,
     read_rows,
     run_predictions,
-    select_posts,
 )
 from mentalglm.tasks import get_task
 

@@ -10,8 +10,9 @@ import pytest
 from mentalglm.backends.base import GenerationSettings
 from mentalglm.backends.fake import FakeBackend
 from mentalglm.data.records import Post
+from mentalglm.data.sampling import stratified_sample
 from mentalglm.instruct.generate import ResultCache, TeacherConfig, generate_explanations, teacher_messages
-from mentalglm.instruct.pipeline import BuildConfig, build_task, stratified_sample
+from mentalglm.instruct.pipeline import BuildConfig, build_task
 from mentalglm.instruct.qc import QCConfig, check_sample, near_duplicates
 from mentalglm.tasks import get_task
 

@@ -7,9 +7,9 @@ import pytest
 from openpyxl import load_workbook
 from typer.testing import CliRunner
 
+from mentalglm.data.instructions import make_instruction
 from mentalglm.data.records import Post
 from mentalglm.instruct.export import write_jsonl
-from mentalglm.instruct.format import make_instruction
 from mentalglm.instruct.validate import (
     ACCEPT,
     HEADERS,

@@ -372,7 +372,9 @@ def train_task_model(task_id: str, data_dir: str | Path | None, *, c_grid: Seque
     """
     from mentalglm.analyze.screened import fit_screened, inner_posts, screening_card
     from mentalglm.data.splits import canonical_splits, screen_data
-    from mentalglm.evaluate.metrics import indicator, jsonable, score
+    from mentalglm.evaluate.results import jsonable
+    from mentalglm.tasks.counts import indicator
+    from mentalglm.tasks.metrics import score
     from mentalglm.train.classical import fit_on_posts
 
     task = get_task(task_id)

@@ -27,10 +27,10 @@ from mentalglm.backends.base import Backend, GenerationRequest, GenerationResult
 from mentalglm.data.pii import scrub
 from mentalglm.data.records import Post
 from mentalglm.errors import ConfigError, MentalGLMError, MissingDataError
-from mentalglm.evaluate.parsing import parse
 from mentalglm.instruct.generate import builtin_few_shots, clean_explanation, retry_settings, teacher_messages
 from mentalglm.instruct.qc import Verdict, apply_verifier, check_sample, evidence_quotes
 from mentalglm.tasks import CHINESE_MAIN_TASKS, Task, get_task
+from mentalglm.tasks.parsing import parse
 from mentalglm.train.classical import TfidfVerifier
 
 ENGINES: tuple[EngineName, ...] = ("attribution", "hybrid", "labels", "llm")

@@ -83,7 +83,8 @@ def fit_ensemble(task: Task, tfidf: TfidfClassifier, encoder: EncoderClassifier 
 
     Returns the ensemble and the tuning record for the model card (the metric at every weight tried).
     """
-    from mentalglm.evaluate.metrics import indicator, paired_win_rate, score
+    from mentalglm.tasks.counts import indicator
+    from mentalglm.tasks.metrics import paired_win_rate, score
     from mentalglm.train.encoder import tune_thresholds
 
     texts = list(validation_texts)

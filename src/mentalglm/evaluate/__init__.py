@@ -1,4 +1,4 @@
-"""Evaluation: parse answers (strict and flexible filters), score them, and leave result files.
+"""Evaluation: run systems on a split, score their answers (``tasks.parsing``, ``tasks.metrics``), leave result files.
 
 Names are loaded on first use so that `mentalglm --help` does not pay for scikit-learn.
 """
@@ -8,14 +8,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_EXPORTS = {
-    "INVALID": "metrics", "KNOWN_METRICS": "metrics", "bootstrap_ci": "metrics", "read_predictions": "metrics",
-    "score": "metrics", "write_predictions": "metrics", "write_results": "metrics",
-    "MODES": "parsing", "Parsed": "parsing", "parse": "parsing", "parse_all_modes": "parsing",
-    "register_parser": "parsing",
-    "PathwayFileError": "pathway", "pathway_scores": "pathway", "read_label_file": "pathway",
-    "read_pathway_file": "pathway",
-}
+_EXPORTS = {"read_predictions": "results", "write_predictions": "results", "write_results": "results"}
 __all__ = sorted(_EXPORTS)
 
 

@@ -11,7 +11,8 @@ import typer
 from rich.table import Table
 
 from mentalglm.console import make_console
-from mentalglm.evaluate.defaults import DEFAULT_SEED, PREDICTIONS_DIR, RESULTS_DIR
+from mentalglm.evaluate.defaults import PREDICTIONS_DIR, RESULTS_DIR
+from mentalglm.seeds import DEFAULT_SEED
 
 console = make_console()
 DataDir = Annotated[Path | None, typer.Option(help="Data directory (default: $MENTALGLM_DATA_DIR).")]

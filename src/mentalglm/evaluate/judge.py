@@ -43,7 +43,7 @@ from mentalglm.data.pii import scrub
 from mentalglm.data.records import Post
 from mentalglm.files import atomic_write_text
 from mentalglm.instruct.generate import ResultCache
-from mentalglm.instruct.layout import LABEL_SEPARATOR
+from mentalglm.tasks.layout import LABEL_SEPARATOR
 from mentalglm.tasks.schema import Task
 
 PROMPT_FILE = "judge.yaml"

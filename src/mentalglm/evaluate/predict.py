@@ -11,7 +11,6 @@ same output file skips the ids already there (a line cut by the kill is dropped 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -29,17 +28,19 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from mentalglm.backends.base import Backend, GenerationRequest, GenerationSettings, Message
+from mentalglm.data.instructions import make_instruction
 from mentalglm.data.records import Post
+from mentalglm.data.sampling import posts_sha256
 from mentalglm.errors import ConfigError, MentalGLMError
-from mentalglm.evaluate.metrics import jsonable, package_version
-from mentalglm.evaluate.parsing import Parsed, parse_all_modes
-from mentalglm.instruct.format import make_instruction
-from mentalglm.instruct.layout import LABEL_PREFIX, LABEL_SEPARATOR, REASON_PREFIX
+from mentalglm.evaluate.results import jsonable, package_version
+from mentalglm.files import sha256_json
+from mentalglm.seeds import DEFAULT_SEED
+from mentalglm.tasks.layout import LABEL_PREFIX, LABEL_SEPARATOR, REASON_PREFIX
+from mentalglm.tasks.parsing import Parsed, parse_all_modes
 from mentalglm.tasks.schema import Task
 
 ROW_KEYS = ("id", "task", "split", "prompt", "raw_output", "gold", "pred_strict", "pred_flexible",
             "valid_strict", "valid_flexible", "explanation", "latency_s", "system")
-from mentalglm.evaluate.defaults import DEFAULT_SEED  # noqa: E402  (re-exported)
 
 # Few-shot examples longer than this are skipped: K long posts would crowd the post under test out of the context.
 MAX_SHOT_CHARS = 300
@@ -180,27 +181,7 @@ def pick_shots(pool: Sequence[Post], k: int, seed: int = DEFAULT_SEED,
     return picked
 
 
-def select_posts(posts: Sequence[Post], limit: int | None, seed: int = DEFAULT_SEED) -> list[Post]:
-    """All posts, or ``limit`` of them stratified by label (a multi-label post by its rarest label), in split order."""
-    if limit is None or limit >= len(posts):
-        return list(posts)
-    from mentalglm.instruct.pipeline import stratified_sample
-
-    chosen = {p.id for p in stratified_sample(posts, limit, seed, min_per_label=1)}
-    return [p for p in posts if p.id in chosen]
-
-
 # --- provenance ------------------------------------------------------------------------------------
-
-
-def sha256_json(value: Any) -> str:
-    canonical = json.dumps(jsonable(value), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
-
-
-def posts_sha256(posts: Sequence[Post]) -> str:
-    """Identifies the evaluated data: ids, texts and gold labels, independent of order."""
-    return sha256_json(sorted([p.id, p.text, list(p.labels)] for p in posts))
 
 
 def peak_rss_mb() -> float:
@@ -302,7 +283,7 @@ def run_predictions(task: Task, split: str, posts: Sequence[Post], system: Syste
     from tqdm import tqdm
 
     config = system.describe()
-    config_sha = sha256_json(config)
+    config_sha = sha256_json(jsonable(config))
     done = _completed_ids(out, task, split, system, config_sha)
     todo = [p for p in posts if p.id not in done]
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -20,14 +20,12 @@ from typing import Any
 
 from mentalglm.backends.base import Backend, GenerationSettings
 from mentalglm.data.records import Post
+from mentalglm.data.sampling import select_posts
 from mentalglm.errors import ConfigError
 from mentalglm.evaluate.bertscore import EMBEDDED_ENCODER, BertScorer
 from mentalglm.evaluate.explanations import ExplainedAnswer, explanation_scores
 from mentalglm.evaluate.judge import Judge
-from mentalglm.evaluate.metrics import DEFAULT_RESAMPLES, encode, per_label, score, write_results
-from mentalglm.evaluate.parsing import MODES
 from mentalglm.evaluate.predict import (
-    DEFAULT_SEED,
     ClassifierSystem,
     LLMSystem,
     PredictionFileError,
@@ -37,10 +35,14 @@ from mentalglm.evaluate.predict import (
     read_meta,
     read_rows,
     run_predictions,
-    select_posts,
     slug,
 )
+from mentalglm.evaluate.results import write_results
 from mentalglm.instruct.qc import Verifier
+from mentalglm.seeds import DEFAULT_SEED
+from mentalglm.tasks.counts import per_label
+from mentalglm.tasks.metrics import DEFAULT_RESAMPLES, encode, score
+from mentalglm.tasks.parsing import MODES
 from mentalglm.tasks.registry import get_task
 from mentalglm.tasks.schema import Task, TaskType
 
@@ -128,7 +130,7 @@ def score_group(task: Task, group: RowGroup, posts: Mapping[str, Post] | None, *
                 bertscore: BertScorer | None = None) -> dict[str, Any]:
     """Strict and flexible scores, the headline value with its CI, throughput and explanation scores."""
     if task.type is TaskType.HIERARCHICAL:
-        raise ConfigError(f"task {task.id!r} is hierarchical: score it with evaluate.pathway, not prediction rows")
+        raise ConfigError(f"task {task.id!r} is hierarchical: score it with tasks.pathway, not prediction rows")
     rows = [row for _, row in group.rows]
     modes: dict[str, dict[str, Any]] = {mode: _mode_scores(task, rows, mode, n_resamples, seed) for mode in MODES}
     headline = modes[HEADLINE_MODE]

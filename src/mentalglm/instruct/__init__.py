@@ -1,6 +1,4 @@
-"""C-IMHI: interpretable instruction samples, their answer layout, export, and (later) generation and QC."""
+"""Building C-IMHI: teacher explanations, QC with regeneration, human validation, export and the dataset card.
 
-from mentalglm.instruct.format import Instruction, make_instruction, user_turn
-from mentalglm.instruct.layout import render_answer
-
-__all__ = ["Instruction", "make_instruction", "render_answer", "user_turn"]
+The sample format itself (``Instruction``) is ``data.instructions``: the SFT recipe reads it too.
+"""

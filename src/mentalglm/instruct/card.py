@@ -6,8 +6,8 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from typing import Any
 
+from mentalglm.data.instructions import Instruction
 from mentalglm.data.registry import get_loader
-from mentalglm.instruct.format import Instruction
 from mentalglm.tasks.registry import get_task
 
 

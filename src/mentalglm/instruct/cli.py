@@ -10,10 +10,10 @@ import typer
 from rich.table import Table
 
 from mentalglm.console import comma_list, make_console
+from mentalglm.data.instructions import Instruction, make_instruction
 from mentalglm.files import atomic_write_text
 from mentalglm.instruct.card import dataset_card
 from mentalglm.instruct.export import FORMATS, export_samples
-from mentalglm.instruct.format import Instruction, make_instruction
 from mentalglm.tasks.registry import CHINESE_MAIN_TASKS, get_task
 
 app = typer.Typer(help="Build C-IMHI instruction samples (chat JSONL, Alpaca JSON, HF datasets).", no_args_is_help=True)
@@ -94,7 +94,7 @@ def export(
 
 def _count_invalid(samples: list[Instruction]) -> int:
     """Answers whose strict parse differs from the gold labels (the round-trip contract of the layout)."""
-    from mentalglm.evaluate.parsing import parse
+    from mentalglm.tasks.parsing import parse
 
     bad = 0
     for sample in samples:

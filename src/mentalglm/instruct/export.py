@@ -13,9 +13,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from mentalglm.data.instructions import Instruction
 from mentalglm.data.pii import scrub
 from mentalglm.files import atomic_write_text, write_jsonl
-from mentalglm.instruct.format import Instruction
 
 FORMATS = ("chat", "alpaca", "hf")
 

@@ -28,7 +28,7 @@ from mentalglm.backends.base import (
 )
 from mentalglm.data.pii import scrub
 from mentalglm.data.records import Post
-from mentalglm.instruct.layout import LABEL_SEPARATOR, REASON_PREFIX
+from mentalglm.tasks.layout import LABEL_SEPARATOR, REASON_PREFIX
 from mentalglm.tasks.schema import Task
 
 

@@ -19,10 +19,11 @@ from typing import Any
 from tqdm import tqdm
 
 from mentalglm.backends.base import Backend, GenerationSettings
+from mentalglm.data.instructions import Instruction, make_instruction
 from mentalglm.data.records import Post
+from mentalglm.data.sampling import stratified_sample
 from mentalglm.files import atomic_write_text, write_jsonl
 from mentalglm.instruct.export import export_samples
-from mentalglm.instruct.format import Instruction, make_instruction
 from mentalglm.instruct.generate import (
     Draft,
     ResultCache,
@@ -42,31 +43,6 @@ from mentalglm.instruct.qc import (
 )
 from mentalglm.tasks.registry import get_task
 from mentalglm.tasks.schema import Task
-
-
-def stratified_sample(posts: Sequence[Post], n: int, seed: int = 13, min_per_label: int = 2) -> list[Post]:
-    """About ``n`` posts, each label represented in proportion and at least ``min_per_label`` times.
-
-    Multi-label posts are grouped by their rarest label so that rare distortions are not lost.
-    """
-    if n >= len(posts):
-        return list(posts)
-    frequency: dict[str, int] = defaultdict(int)
-    for post in posts:
-        for label in post.labels:
-            frequency[label] += 1
-    groups: dict[str, list[Post]] = defaultdict(list)
-    for post in posts:
-        groups[min(post.labels, key=lambda label: (frequency[label], label))].append(post)
-    rng = random.Random(seed)
-    chosen: list[Post] = []
-    for key in sorted(groups):
-        group = groups[key]
-        rng.shuffle(group)
-        share = max(min_per_label, round(n * len(group) / len(posts)))
-        chosen.extend(group[:share])
-    rng.shuffle(chosen)
-    return chosen[:n] if len(chosen) > n else chosen
 
 
 @dataclass

@@ -15,8 +15,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from mentalglm.evaluate.parsing import find_mentions, parse
-from mentalglm.instruct.layout import render_answer
+from mentalglm.tasks.layout import render_answer
+from mentalglm.tasks.parsing import find_mentions, parse
 from mentalglm.tasks.schema import Task
 
 _CJK = re.compile(r"[\u4e00-\u9fff]")

@@ -30,8 +30,8 @@ import numpy as np
 from mentalglm.data.pii import scrub
 from mentalglm.errors import MentalGLMError
 from mentalglm.files import atomic_write_text, read_jsonl, write_jsonl
-from mentalglm.instruct.layout import render_labels
 from mentalglm.tasks import get_task
+from mentalglm.tasks.layout import render_labels
 
 MANIFEST_FORMAT = "mentalglm-validation/1"
 DATA_SHEET = "samples"

@@ -15,9 +15,9 @@ import logging
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
 from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import StreamingResponse
@@ -25,13 +25,23 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mentalglm.backends.base import Backend, GenerationRequest, GenerationResult, GenerationSettings
 from mentalglm.data.pii import scrub
-
-if TYPE_CHECKING:
-    from mentalglm.serve.app import Service
+from mentalglm.serve.settings import ServeSettings
 
 CHAT_KEY = "chat"  # the batcher key of chat requests (analyses are keyed by their options)
 log = logging.getLogger("mentalglm.serve")
 router = APIRouter(tags=["openai"])
+
+
+class ChatService(Protocol):
+    """What these routes use of ``serve.app.Service``, which imports this module for its router."""
+
+    settings: ServeSettings
+    llm_model: str | None
+    started: int
+
+    def require_ready(self) -> None: ...
+
+    async def submit(self, key: Hashable, payloads: list[Any], request_id: str) -> list[Any]: ...
 
 
 class TextPart(BaseModel):
@@ -150,7 +160,7 @@ def _generation_request(body: ChatCompletionRequest, max_allowed: int) -> Genera
              responses={200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE with stream: true"}})
 async def chat_completions(body: ChatCompletionRequest, request: Request, response: Response) -> Any:
     """OpenAI-compatible chat completion over the loaded LLM (PII scrubbed before it reaches the model)."""
-    service: Service = request.app.state.service
+    service: ChatService = request.app.state.service
     service.require_ready()
     generation = _generation_request(body, service.settings.chat_max_tokens)
     request_id = response.headers["X-Request-ID"] = f"chatcmpl-{uuid.uuid4().hex[:24]}"
@@ -192,5 +202,5 @@ def _sse(completion: ChatCompletion) -> Iterator[str]:
 @router.get("/v1/models", response_model=ModelList)
 async def list_models(request: Request) -> ModelList:
     """The one model this server answers with (its backend spec until the LLM has been loaded)."""
-    service: Service = request.app.state.service
+    service: ChatService = request.app.state.service
     return ModelList(data=[ModelCard(id=service.llm_model or service.settings.backend, created=service.started)])

@@ -45,9 +45,11 @@ import torch
 from torch import nn
 
 from mentalglm.data.records import Post
+from mentalglm.data.sampling import posts_sha256, select_posts
 from mentalglm.errors import ConfigError
-from mentalglm.evaluate.defaults import DEFAULT_SEED
 from mentalglm.files import atomic_write_text
+from mentalglm.seeds import DEFAULT_SEED
+from mentalglm.tasks.metrics import score
 from mentalglm.tasks.schema import Task
 from mentalglm.train.classical import THRESHOLD_GRID, decide
 
@@ -445,8 +447,6 @@ def _dataset(tokenizer: Any, prefix: str, posts: Sequence[Post], labels: np.ndar
 def score_probabilities(task: Task, proba: np.ndarray, y: np.ndarray) -> tuple[float, list[float]]:
     """The official metric of ``proba`` against ``targets`` rows ``y`` (multi-label: with thresholds tuned on
     them), and those thresholds: how a run's model is scored and selected on validation."""
-    from mentalglm.evaluate.metrics import score
-
     classes = list(task.classifier_labels)
     thresholds = tune_thresholds(proba, y) if task.is_multi_label else []
     gold = ([tuple(c for c, on in zip(classes, row, strict=True) if on) for row in y.astype(bool)]
@@ -510,8 +510,6 @@ def fit_encoder(task: Task, train: Sequence[Post], validation: Sequence[Post], s
     """Fine-tune (or resume, or load the finished run in ``out``) and return the classifier and a summary."""
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
     from transformers.trainer_utils import get_last_checkpoint
-
-    from mentalglm.evaluate.predict import posts_sha256, select_posts
 
     if not task.is_multi_label and any(len(p.labels) != 1 for p in train):
         raise ConfigError(f"task {task.id}: single-label training posts must carry exactly one label")

@@ -62,8 +62,8 @@ def _read_jsonl(path: Path) -> list[list[dict[str, str]]]:
 
 def _read_imhi(part: str, data_dir: str | None) -> list[list[dict[str, str]]]:
     from mentalglm.data.datadir import resolve_data_dir
+    from mentalglm.data.instructions import make_imhi_instruction
     from mentalglm.data.loaders.imhi import SETS, IMHILoader
-    from mentalglm.instruct.format import make_imhi_instruction
     from mentalglm.tasks import get_task
 
     root = resolve_data_dir(Path(data_dir) if data_dir else None)

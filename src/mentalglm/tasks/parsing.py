@@ -6,7 +6,7 @@ reasonably can (so it measures what the model meant). Neither ever maps an unrea
 default class: such answers come back ``valid=False`` and are scored as wrong.
 
 Parsers are registered per ``Task.answer_layout``; this module provides ``c-imhi``
-("标签：…\\n推理：…", see ``instruct.layout``) and ``imhi`` ("<label sentence>. Reasoning: …").
+("标签：…\\n推理：…", see ``tasks.layout``) and ``imhi`` ("<label sentence>. Reasoning: …").
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from functools import cache
 from typing import Any, Literal
 
-from mentalglm.instruct.layout import LABEL_PREFIX
+from mentalglm.tasks.layout import LABEL_PREFIX
 from mentalglm.tasks.schema import Label, Task
 
 Mode = Literal["strict", "flexible"]

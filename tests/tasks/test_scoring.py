@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 from mentalglm import files
-from mentalglm.evaluate import metrics
-from mentalglm.evaluate.metrics import read_predictions, score, write_predictions, write_results
-from mentalglm.evaluate.parsing import Parsed, parse
-from mentalglm.tasks import get_task
+from mentalglm.evaluate.results import read_predictions, write_predictions, write_results
+from mentalglm.tasks import counts, get_task, metrics
+from mentalglm.tasks.metrics import score
+from mentalglm.tasks.parsing import Parsed, parse
 from mentalglm.tasks.registry import task_from_mapping
 
 
@@ -193,7 +193,7 @@ def test_bootstrap_fast_path_equals_scikit_learn_on_the_sample(task_id):
     reference = score(task, gold, pred, n_resamples=0)
     enc = metrics.encode(task, gold, pred)
     positive = task.label_ids.index(task.positive_label.id) if task.positive_label else None
-    fast = metrics.RowCounts(enc, positive).scores(np.ones((1, len(gold))))
+    fast = counts.RowCounts(enc, positive).scores(np.ones((1, len(gold))))
     for name, value in reference.items():
         if name in fast:
             assert fast[name][0] == pytest.approx(value), name

@@ -1,4 +1,4 @@
-"""Scores with explicit averaging, INVALID answers counted as wrong, bootstrap CIs, result files.
+"""Scores with explicit averaging, INVALID answers counted as wrong, bootstrap CIs.
 
 Every average is named (macro / weighted / micro / samples): an ``f1`` that silently falls back
 to binary averaging is the pitfall lm-evaluation-harness documents. INVALID answers are never
@@ -8,26 +8,15 @@ recall and gives no class a false positive), a multi-label INVALID is an empty p
 
 from __future__ import annotations
 
-import json
-import math
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from importlib import metadata
-from pathlib import Path
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import (
-    accuracy_score,
-    confusion_matrix,
-    f1_score,
-    multilabel_confusion_matrix,
-    precision_recall_fscore_support,
-)
-from sklearn.preprocessing import MultiLabelBinarizer
+from sklearn.metrics import accuracy_score, confusion_matrix, multilabel_confusion_matrix
 
-from mentalglm.evaluate.parsing import Parsed
-from mentalglm.files import atomic_write_text, read_jsonl
+from mentalglm.tasks.counts import Encoded, RowCounts, bootstrap_ci, indicator, per_label, resample_weights
+from mentalglm.tasks.parsing import Parsed
+from mentalglm.tasks.pathway import pathway_scores
 from mentalglm.tasks.schema import Task, TaskType
 
 INVALID = "INVALID"
@@ -36,51 +25,6 @@ MAIN_AVERAGES = ("accuracy", "macro_f1", "weighted_f1", "micro_f1", "f1_positive
 DEFAULT_RESAMPLES = 1000
 
 Prediction = Parsed | Sequence[str] | str | None
-
-
-@dataclass(frozen=True)
-class Encoded:
-    """Gold and predictions as arrays: class indices (single-label) or indicator rows (multi-label).
-
-    A single-label INVALID is the extra index ``len(classes)``, outside the ``labels=`` given to
-    scikit-learn; a multi-label INVALID is an all-zero row.
-    """
-
-    classes: tuple[str, ...]
-    y_true: np.ndarray
-    y_pred: np.ndarray
-    invalid: np.ndarray
-    multi: bool
-
-    def one_hot(self) -> tuple[np.ndarray, np.ndarray]:
-        """Gold and predictions as indicator rows for both task kinds (an INVALID row is all zero)."""
-        if self.multi:
-            return self.y_true.astype(float), self.y_pred.astype(float)
-        eye = np.eye(len(self.classes) + 1)[:, : len(self.classes)]
-        return eye[self.y_true], eye[self.y_pred]
-
-    @property
-    def class_indices(self) -> list[int]:
-        return list(range(len(self.classes)))
-
-    def f1(self, average: str, classes: list[int] | None = None) -> float:
-        labels = self.class_indices if classes is None else classes
-        return float(f1_score(self.y_true, self.y_pred, labels=labels, average=average, zero_division=0))
-
-
-def indicator(rows: Sequence[Iterable[str]], classes: Sequence[str]) -> np.ndarray:
-    """Multi-label rows as a 0/1 matrix with one column per class, in ``classes`` order."""
-    return np.asarray(MultiLabelBinarizer(classes=list(classes)).fit_transform([set(r) for r in rows]))
-
-
-def per_label(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str]) -> dict[str, dict[str, float]]:
-    p, r, f, s = precision_recall_fscore_support(
-        y_true, y_pred, labels=list(range(len(classes))), average=None, zero_division=0
-    )
-    return {
-        name: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
-        for i, name in enumerate(classes)
-    }
 
 
 def _positive_index(task: Task, enc: Encoded) -> int:
@@ -172,76 +116,6 @@ def encode(task: Task, gold: Sequence[Sequence[str] | str], pred: Sequence[Predi
     return Encoded(classes, y_true, y_pred, invalid, task.is_multi_label)
 
 
-def _f1(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
-    """2TP / (2TP + FP + FN), 0 where undefined: scikit-learn's F1 with ``zero_division=0``."""
-    denominator = 2 * tp + fp + fn
-    return np.divide(2 * tp, denominator, out=np.zeros_like(denominator, dtype=float), where=denominator > 0)
-
-
-class RowCounts:
-    """Per-row TP/FP/FN (and row correctness) whose weighted sums give every scalar metric.
-
-    The bootstrap needs each metric on a thousand resamples; scikit-learn's input checks make that
-    seconds per metric, while a resample is just a row of weights (how often each row was drawn), so
-    all resamples are scored with a few matrix products. ``tests/evaluate`` checks that these equal
-    scikit-learn's values on the unweighted sample.
-    """
-
-    def __init__(self, enc: Encoded, positive: int | None = None) -> None:
-        gold, pred = enc.one_hot()
-        self.tp, self.fp, self.fn = gold * pred, pred * (1 - gold), gold * (1 - pred)
-        self.exact = (gold == pred).all(axis=1).astype(float)
-        self.row_f1 = _f1(self.tp.sum(axis=1), self.fp.sum(axis=1), self.fn.sum(axis=1))
-        self.invalid = enc.invalid.astype(float)
-        self.positive = positive
-
-    def scores(self, weights: np.ndarray) -> dict[str, np.ndarray]:
-        """Scalar metrics for each row of ``weights`` (shape resamples x rows)."""
-        tp, fp, fn = weights @ self.tp, weights @ self.fp, weights @ self.fn
-        per_class, support, total = _f1(tp, fp, fn), tp + fn, weights.sum(axis=1)
-        weighted = (per_class * support).sum(axis=1)
-        support_sum = support.sum(axis=1)
-        values = {
-            "accuracy": weights @ self.exact / total,
-            "exact_match": weights @ self.exact / total,
-            "macro_f1": per_class.mean(axis=1),
-            "weighted_f1": np.divide(weighted, support_sum, out=np.zeros_like(weighted), where=support_sum > 0),
-            "micro_f1": _f1(tp.sum(axis=1), fp.sum(axis=1), fn.sum(axis=1)),
-            "samples_f1": weights @ self.row_f1 / total,
-            "invalid_rate": weights @ self.invalid / total,
-        }
-        if self.positive is not None:
-            values["f1_positive"] = per_class[:, self.positive]
-        return values
-
-
-def resample_weights(n: int, n_resamples: int, seed: int, chunk: int = 200) -> Iterator[np.ndarray]:
-    """Bootstrap resamples as draw counts per row, a chunk at a time to bound memory."""
-    rng = np.random.default_rng(seed)
-    for first in range(0, n_resamples, chunk):
-        size = min(chunk, n_resamples - first)
-        draws = rng.integers(0, n, size=(size, n)) + n * np.arange(size)[:, None]
-        yield np.bincount(draws.ravel(), minlength=size * n).reshape(size, n).astype(float)
-
-
-def bootstrap_ci(
-    statistic: Callable[[np.ndarray], Mapping[str, np.ndarray | None]], n: int, n_resamples: int, seed: int
-) -> dict[str, list[float]]:
-    """95% percentile-bootstrap intervals: resample rows with replacement, recompute, take 2.5/97.5%.
-
-    ``statistic`` maps resample weights (resamples x rows) to one value per resample and metric,
-    so single-label, multi-label and pathway scores share this.
-    """
-    draws: dict[str, list[np.ndarray]] = {}
-    for weights in resample_weights(n, n_resamples, seed):
-        for name, values in statistic(weights).items():
-            if values is not None:
-                draws.setdefault(name, []).append(values)
-    return {
-        name: [float(v) for v in np.percentile(np.concatenate(chunks), [2.5, 97.5])] for name, chunks in draws.items()
-    }
-
-
 def paired_win_rate(task: Task, gold: Sequence[Sequence[str] | str], better: Sequence[Prediction],
                     than: Sequence[Prediction], *, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> float:
     """Share of bootstrap resamples (the same rows drawn for both) on which ``better`` scores above ``than``
@@ -275,14 +149,12 @@ def score(
     """Every metric in ``task.report_metrics`` plus the official one, ``n``, ``n_invalid`` and ``ci95``.
 
     ``label_list`` is the label.txt of a hierarchical task (ignored otherwise); hierarchical tasks
-    are scored by ``evaluate.pathway``.
+    are scored by ``tasks.pathway``.
     """
     names = list(dict.fromkeys([task.official_metric, *task.report_metrics]))
     header = {"task": task.id, "official_metric": task.official_metric}
     bootstrap = {"n_resamples": n_resamples, "seed": seed, "method": "percentile"}
     if task.type is TaskType.HIERARCHICAL:
-        from mentalglm.evaluate.pathway import pathway_scores  # pathway builds on this module
-
         gold_rows, pred_rows = [_as_labels(g) for g in gold], normalise_predictions(task, pred)
         scores = pathway_scores(gold_rows, pred_rows, label_list, n_resamples=n_resamples, seed=seed)
         missing = [name for name in names if name not in scores]
@@ -310,59 +182,3 @@ def score(
     result["ci95"] = bootstrap_ci(resampled, len(enc.y_true), n_resamples, seed)
     result["bootstrap"] = bootstrap
     return result
-
-
-# --- result files -----------------------------------------------------------------------------------
-
-
-def jsonable(value: Any) -> Any:
-    """Plain JSON types; NaN/inf become null so that a finished run never fails at the last write."""
-    if isinstance(value, Parsed):
-        return value.to_dict()
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (set, frozenset)):
-        return [jsonable(v) for v in sorted(value, key=str)]  # a stable order keeps result files diffable
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        return jsonable(value.item())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
-def package_version() -> str:
-    try:
-        return metadata.version("mentalglm")
-    except metadata.PackageNotFoundError:
-        return "unknown"
-
-
-def write_results(path: str | Path, task: Task, metrics: Mapping[str, Any], run_meta: Mapping[str, Any]) -> Path:
-    """The results JSON of one evaluation: task identity and version, metrics, and how it was run."""
-    payload = {
-        "task": task.id,
-        "task_version": task.version,
-        "language": task.language,
-        "official_metric": task.official_metric,
-        "metrics": metrics,
-        "run": run_meta,
-        "mentalglm_version": package_version(),
-    }
-    text = json.dumps(jsonable(payload), ensure_ascii=False, indent=2, allow_nan=False) + "\n"
-    return atomic_write_text(Path(path), text)
-
-
-def write_predictions(path: str | Path, rows: Iterable[Mapping[str, Any]]) -> Path:
-    """Per-sample JSONL beside the results, so a run can be re-scored without re-running the model."""
-    lines = (json.dumps(jsonable(row), ensure_ascii=False, allow_nan=False) for row in rows)
-    return atomic_write_text(Path(path), "".join(line + "\n" for line in lines))
-
-
-def read_predictions(path: str | Path) -> list[dict[str, Any]]:
-    return [row for _, row in read_jsonl(Path(path))]

@@ -1,10 +1,10 @@
 import json
 
+from mentalglm.data.instructions import make_instruction
 from mentalglm.data.records import Post
 from mentalglm.instruct.export import export_samples
-from mentalglm.instruct.format import make_instruction
-from mentalglm.instruct.layout import render_answer
 from mentalglm.tasks import get_task
+from mentalglm.tasks.layout import render_answer
 
 
 def test_answer_layout_puts_labels_first_in_declared_order():

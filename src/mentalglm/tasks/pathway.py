@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from mentalglm.errors import MentalGLMError
-from mentalglm.evaluate.metrics import Encoded, RowCounts, bootstrap_ci, indicator, per_label
+from mentalglm.tasks.counts import Encoded, RowCounts, bootstrap_ci, indicator, per_label
 from mentalglm.tasks.registry import get_task
 
 PATHWAY_TASK_ID = "cognitive_pathway"

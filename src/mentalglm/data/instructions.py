@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from mentalglm.data.records import Post
-from mentalglm.instruct.layout import render_answer
+from mentalglm.tasks.layout import render_answer
 from mentalglm.tasks.schema import Task
 
 SYSTEM_PROMPT_ZH = (

@@ -1,7 +1,7 @@
 """The C-IMHI answer layout: label(s) first, then "推理：" and the explanation.
 
 This is the one place that decides how an assistant answer is written; the strict parser
-(``evaluate.parsing``) reads exactly this layout back.
+(``tasks.parsing``) reads exactly this layout back.
 """
 
 from __future__ import annotations

@@ -3,10 +3,9 @@ import random
 
 import pytest
 
-from mentalglm.evaluate import parsing
-from mentalglm.evaluate.parsing import Parsed, parse, parse_all_modes, register_parser
-from mentalglm.instruct.layout import render_answer
-from mentalglm.tasks import get_task, list_tasks
+from mentalglm.tasks import get_task, list_tasks, parsing
+from mentalglm.tasks.layout import render_answer
+from mentalglm.tasks.parsing import Parsed, parse, parse_all_modes, register_parser
 from mentalglm.tasks.registry import task_from_mapping
 
 ZH_TASKS = [task for task in list_tasks("zh") if task.answer_layout == "c-imhi"]

@@ -2,10 +2,11 @@ from pathlib import Path
 
 import pytest
 
-from mentalglm.evaluate import PathwayFileError, pathway_scores, read_label_file, read_pathway_file, score
-from mentalglm.evaluate.parsing import parse
-from mentalglm.instruct.layout import render_answer
 from mentalglm.tasks import TaskType, get_task
+from mentalglm.tasks.layout import render_answer
+from mentalglm.tasks.metrics import score
+from mentalglm.tasks.parsing import parse
+from mentalglm.tasks.pathway import PathwayFileError, pathway_scores, read_label_file, read_pathway_file
 
 # Invented sentences and children: the real 19 children are not published to us.
 FIXTURE = Path(__file__).parent / "fixtures" / "pathway"

@@ -1,0 +1,1 @@
+"""Datasets: one loader per public dataset, canonical splits, decontamination, PII scrubbing."""
