@@ -57,6 +57,7 @@ from mentalglm.analyze import cli as _analyze_cli  # noqa: E402  (the analyzer a
 
 app.command("analyze")(_analyze_cli.analyze)
 app.command("analyze-train")(_analyze_cli.analyze_train)
+app.command("faithfulness")(importlib.import_module("mentalglm.analyze.faithfulness_cli").faithfulness)
 app.command("serve")(importlib.import_module("mentalglm.serve.cli").serve)  # the HTTP service (FastAPI)
 
 

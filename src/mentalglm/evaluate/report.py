@@ -31,17 +31,23 @@ NOTICE = ("Scores of research models on public datasets; the outputs of these sy
           "not a diagnosis.")
 
 
+FAITHFULNESS = "faithfulness"  # the ``kind`` of `mentalglm faithfulness` result files
+
+
 def load_results(paths: Sequence[Path]) -> list[dict[str, Any]]:
-    """Results payloads of `mentalglm evaluate`, each with its file name under ``"_path"``."""
+    """Results payloads of `mentalglm evaluate` (and `mentalglm faithfulness`), each with its file name under
+    ``"_path"``."""
     loaded = []
     for path in paths:
         try:
             payload = json.loads(Path(path).read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as error:
             raise ConfigError(f"{path}: cannot read a results JSON ({error})") from error
-        if not isinstance(payload, dict) or "headline" not in payload.get("metrics", {}):
-            raise ConfigError(f"{path}: not a results file of `mentalglm evaluate` (no metrics.headline); "
-                              "predictions (.jsonl) must be scored with `mentalglm evaluate` first")
+        faithfulness = isinstance(payload, dict) and payload.get("kind") == FAITHFULNESS
+        if not faithfulness and (not isinstance(payload, dict) or "headline" not in payload.get("metrics", {})):
+            raise ConfigError(f"{path}: not a results file of `mentalglm evaluate` (no metrics.headline) nor of "
+                              "`mentalglm faithfulness`; predictions (.jsonl) must be scored with `mentalglm evaluate` "
+                              "first")
         loaded.append({**payload, "_path": str(path)})
     return loaded
 
@@ -56,6 +62,8 @@ def summary_records(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """One flat record per (system, task, split): the headline score and its cost."""
     records = []
     for r in results:
+        if r.get("kind") == FAITHFULNESS:
+            continue
         head, run = r["metrics"]["headline"], r["run"]
         records.append({
             "system": run["system"], "task": r["task"], "split": run["split"], "metric": head["metric"],
@@ -202,21 +210,45 @@ def _judge_rows(results: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
     return rows
 
 
+def _ci_cell(block: dict[str, Any]) -> str:
+    return "–" if block["mean"] is None else f"{block['mean']:.3f}{_ci(block['ci95'])}"
+
+
+def _faithfulness_rows(faithful: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
+    rows = []
+    for r in faithful:
+        c, s = r["comprehensiveness"], r["sufficiency"]
+        rows.append((r["engine"], r.get("split", "?"), f"{r['n_scored']} / {r['n_posts']}", _ci_cell(c["evidence"]),
+                     _ci_cell(c["random_clauses"]), _ci_cell(c["evidence_minus_random"]), _ci_cell(s["evidence"]),
+                     _ci_cell(s["random_clauses"]), _num(r["quotes_found_in_post"]["mean"], 3),
+                     _num(r["verifier_agrees"]["rate"], 3)))
+    return rows
+
+
 def report_blocks(results: Sequence[dict[str, Any]]) -> list[Block]:
+    n_files = len(results)
+    faithful: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in results:
+        if r.get("kind") == FAITHFULNESS:
+            faithful[r["task"]].append(r)
+    results = [r for r in results if r.get("kind") != FAITHFULNESS]
     by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in results:
         by_task[r["task"]].append(r)
+    for task_id in faithful:
+        by_task.setdefault(task_id, [])
     blocks = [Block("heading", "MentalGLM evaluation report"),
-              Block("text", f"Generated {now_iso()} from {len(results)} results file(s). {NOTICE} Headline scores "
+              Block("text", f"Generated {now_iso()} from {n_files} results file(s). {NOTICE} Headline scores "
                     "read answers with the flexible parser; strict (format compliance included) is shown beside "
                     "them. INVALID answers count as wrong. 95% CIs: percentile bootstrap over posts.")]
     for task_id, task_results in by_task.items():
         task = get_task(task_id)
         metric = task.official_metric
         blocks.append(Block("heading", f"{task.name_en} ({task.id}, {task.source})"))
-        blocks.append(Block("table", header=("system", "split", "n", f"{metric} (flexible) [95% CI]", f"{metric} (strict)",
-                                             "invalid (flex / strict)", "posts/s", "peak RSS MB"),
-                            rows=tuple(_score_rows(task, task_results))))
+        if task_results:
+            blocks.append(Block("table", header=("system", "split", "n", f"{metric} (flexible) [95% CI]",
+                                                 f"{metric} (strict)", "invalid (flex / strict)", "posts/s",
+                                                 "peak RSS MB"), rows=tuple(_score_rows(task, task_results))))
         if task.published and task.citation:
             blocks.append(Block("text", f"Published numbers: {task.citation}"))
         explained = _explanation_rows(task_results)
@@ -225,6 +257,16 @@ def report_blocks(results: Sequence[dict[str, Any]]) -> list[Block]:
                                 rows=tuple(explained)))
             if _bertscore_note(task_results):
                 blocks.append(Block("text", _bertscore_note(task_results) + "."))
+        if faithful.get(task_id):
+            blocks.append(Block("text", "Faithfulness of the quoted evidence (ERASER, DeYoung et al. 2020): "
+                                "comprehensiveness = drop of the decided label's probability when the evidence is "
+                                "removed (higher: the decision rests on it), sufficiency = drop when only the evidence "
+                                "is kept (lower: it is enough), each against random clauses of about the same length; "
+                                "mean [95% bootstrap CI] over posts with a decided label and evidence."))
+            blocks.append(Block("table", header=("engine", "split", "scored / posts", "comprehensiveness",
+                                                 "random clauses", "difference", "sufficiency", "random clauses",
+                                                 "quotes found", "verifier agrees"),
+                                rows=tuple(_faithfulness_rows(faithful[task_id]))))
         judged = _judge_rows(task_results)
         if judged:
             blocks.append(Block("text", "LLM judge of the explanations: means (1-5) over its valid answers; an "
@@ -232,8 +274,9 @@ def report_blocks(results: Sequence[dict[str, Any]]) -> list[Block]:
                                 "model's opinion, not an expert rating."))
             blocks.append(Block("table", header=("system", "judge", "valid / judged", "invalid rate", *CRITERIA,
                                                  "overall"), rows=tuple(judged)))
-        blocks.append(Block("figure", f"{task.id}: per-label F1", png=per_label_figure(task, task_results),
-                            name=f"{task.id}-per-label-f1.png"))
+        if task_results:
+            blocks.append(Block("figure", f"{task.id}: per-label F1", png=per_label_figure(task, task_results),
+                                name=f"{task.id}-per-label-f1.png"))
         if not task.is_multi_label:
             for i, r in enumerate(task_results):
                 blocks.append(Block("figure", f"{task.id} · {r['run']['system']}: confusion matrix",
