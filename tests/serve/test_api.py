@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 
 from mentalglm.analyze.artifacts import TaskModel
 from mentalglm.analyze.engine import Analyzer
+from mentalglm.analyze.safety import NOT_A_DIAGNOSIS
 from mentalglm.analyze.schema import ErrorRecord, PostResult
 from mentalglm.backends import register_backend
 from mentalglm.backends.base import Backend, GenerationRequest
@@ -259,31 +260,66 @@ def test_task_list_and_openapi(api_client):
 # --- OpenAI compatibility -------------------------------------------------------------------------------
 
 
-def test_openai_client_round_trip_scrubs_personal_numbers(api_client, monkeypatch):
+def test_openai_client_gets_mentalglm_analysis_with_crisis_resources(api_client):
+    openai = pytest.importorskip("openai")
+    client = api_client(analyzer_options={"max_chars": 200})
+    api = openai.OpenAI(base_url="http://testserver/v1", api_key="unused", http_client=client, max_retries=0)
+    assert [m.id for m in api.models.list().data] == ["mentalglm"]  # the raw base model is off by default
+    reply = api.chat.completions.create(model="mentalglm", messages=[
+        {"role": "system", "content": "你是一个助手。"}, {"role": "user", "content": HIGH_POST}])
+    text = reply.choices[0].message.content
+    assert reply.model == "mentalglm" and reply.choices[0].finish_reason == "stop"
+    risk = get_task("suicide_risk")
+    assert f"【{risk.name_zh}】\n标签：{risk.label('high').zh}" in text  # the C-IMHI layout, one block a task
+    assert "【" + get_task("emotion").name_zh + "】" in text
+    assert "12356" in text and NOT_A_DIAGNOSIS in text
+    assert text.index("12356") < text.index(NOT_A_DIAGNOSIS)  # crisis resources come first
+    chunks = api.chat.completions.create(model="mentalglm", messages=[{"role": "user", "content": HIGH_POST}],
+                                         stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == text
+    with pytest.raises(openai.NotFoundError, match="does not exist"):
+        api.chat.completions.create(model="llamacpp:default", messages=[{"role": "user", "content": "心情不好"}])
+    with pytest.raises(openai.BadRequestError, match="no user message"):
+        api.chat.completions.create(model="mentalglm", messages=[{"role": "system", "content": "你好"}])
+    with pytest.raises(openai.BadRequestError, match="empty"):
+        api.chat.completions.create(model="mentalglm", messages=[{"role": "user", "content": "  "}])
+    with pytest.raises(openai.APIStatusError, match="maximum") as too_long:
+        api.chat.completions.create(model="mentalglm", messages=[{"role": "user", "content": "好" * 201}])
+    assert too_long.value.status_code == 413
+
+
+def test_raw_model_is_served_only_when_turned_on_and_still_gets_crisis_resources(api_client, monkeypatch):
     openai = pytest.importorskip("openai")
     monkeypatch.setenv("MENTALGLM_API_KEY", "k")
     backend = FakeBackend("echo")
-    client = api_client(backend=backend)
+    client = api_client(backend=backend, chat_raw_model=True)
     api = openai.OpenAI(base_url="http://testserver/v1", api_key="k", http_client=client, max_retries=0)
-    reply = api.chat.completions.create(model="anything", messages=[
+    assert [m.id for m in api.models.list().data] == ["mentalglm", "llamacpp:default"]
+    reply = api.chat.completions.create(model="llamacpp:default", messages=[
         {"role": "system", "content": "你是一个倾听者。"}, {"role": "user", "content": PRIVATE_POST}], max_tokens=200)
     text = reply.choices[0].message.content
     assert "[电话]" in text and PHONE not in text and ID_CARD not in text
-    assert reply.model == "fake:echo" and reply.choices[0].finish_reason == "stop" and reply.usage.completion_tokens
+    assert reply.model == "llamacpp:default" and reply.choices[0].finish_reason == "stop" and reply.usage.completion_tokens
     sent = json.dumps([r.messages for r in backend.requests], ensure_ascii=False)
     assert PHONE not in sent and ID_CARD not in sent and "你是一个倾听者。" in sent
-    chunks = api.chat.completions.create(model="x", messages=[{"role": "user", "content": "心情不好"}], stream=True)
+    assert "12356" not in text  # no crisis wording where the analyzer reads no high risk
+    risky = api.chat.completions.create(model="llamacpp:default", messages=[{"role": "user", "content": HIGH_POST}])
+    assert risky.choices[0].message.content.startswith(HIGH_POST) and "12356" in risky.choices[0].message.content
+    chunks = api.chat.completions.create(model="llamacpp:default", messages=[{"role": "user", "content": "心情不好"}],
+                                         stream=True)
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == "心情不好"
-    assert [m.id for m in api.models.list().data] == ["fake:echo"]
-    short = api.chat.completions.create(model="x", messages=[{"role": "user", "content": "一二三四五"}], max_tokens=2)
+    short = api.chat.completions.create(model="llamacpp:default", messages=[{"role": "user", "content": "一二三四五"}],
+                                        max_tokens=2)
     assert short.choices[0].message.content == "一二" and short.choices[0].finish_reason == "length"
     with pytest.raises(openai.BadRequestError, match="allows"):
-        api.chat.completions.create(model="x", messages=[{"role": "user", "content": "hi"}], max_tokens=100_000)
+        api.chat.completions.create(model="llamacpp:default", messages=[{"role": "user", "content": "hi"}],
+                                    max_tokens=100_000)
 
 
 def test_failures_are_json_errors_and_keep_the_text_out_of_the_log(api_client, api_models, caplog, monkeypatch):
-    client = api_client(backend=FakeBackend(default=None))  # no scripted reply: every request fails
-    response = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]})
+    client = api_client(backend=FakeBackend(default=None), chat_raw_model=True)  # no scripted reply: every request fails
+    response = client.post("/v1/chat/completions", json={"model": "llamacpp:default",
+                                                          "messages": [{"role": "user", "content": "hi"}]})
     assert response.status_code == 502 and response.json()["error"]["type"] == "backend_error"
 
     def broken(texts):

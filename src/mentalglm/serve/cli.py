@@ -47,6 +47,7 @@ def serve(
     chat_max_tokens: Annotated[int, typer.Option(help=help_for("chat_max_tokens"))] = _default("chat_max_tokens"),
     api_key_env: Annotated[str, typer.Option(help=help_for("api_key_env"))] = DEFAULT_API_KEY_ENV,
     log_posts: Annotated[bool, typer.Option("--log-posts", help=help_for("log_posts"))] = False,
+    chat_raw_model: Annotated[bool, typer.Option("--chat-raw-model", help=help_for("chat_raw_model"))] = False,
     jobs_dir: Annotated[Path | None, typer.Option(help=help_for("jobs_dir"))] = None,
     jobs_max_bytes: Annotated[int | None, typer.Option(help=help_for("jobs_max_bytes"))] = None,
     log_level: Annotated[str, typer.Option(help="debug | info | warning | error")] = "info",
@@ -56,7 +57,7 @@ def serve(
         host=host, port=port, engine=engine, backend=backend, artifacts_dir=artifacts_dir, tasks=tuple(comma_list(tasks)),
         explain=explain, locale=locale, max_chars=max_chars, max_posts=max_posts, max_body_bytes=max_body_bytes,
         max_batch=max_batch, batch_wait_ms=batch_wait_ms, max_queue=max_queue, chat_max_tokens=chat_max_tokens,
-        api_key_env=api_key_env, log_posts=log_posts, jobs_dir=jobs_dir, jobs_max_bytes=jobs_max_bytes)
+        chat_raw_model=chat_raw_model, api_key_env=api_key_env, log_posts=log_posts, jobs_dir=jobs_dir, jobs_max_bytes=jobs_max_bytes)
     if api_key_env != DEFAULT_API_KEY_ENV and not os.environ.get(api_key_env):
         raise ConfigError(f"--api-key-env {api_key_env}: that environment variable is not set (or empty); "
                           "export it or leave the option out to serve without a key")

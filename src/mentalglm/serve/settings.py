@@ -45,6 +45,9 @@ class ServeSettings(BaseModel):
     retry_after_s: int = Field(default=2, ge=1, description="Retry-After seconds sent with a queue-full 503.")
     shutdown_timeout_s: float = Field(default=30.0, ge=0, description="On shutdown, how long queued work may still finish.")
     chat_max_tokens: int = Field(default=512, ge=1, description="Largest max_tokens a /v1/chat/completions request may ask for.")
+    chat_raw_model: bool = Field(default=False, description="Also serve the raw base LLM on /v1/chat/completions under "
+                                 "its backend spec as model id (the analyzer still adds crisis resources on high risk). "
+                                 "Off: only the model `mentalglm`, which answers with the analyzer.")
     api_key_env: str = Field(default=DEFAULT_API_KEY_ENV, min_length=1,
                              description="Environment variable holding the API key; when it is set, /v1 needs "
                                          "`Authorization: Bearer KEY` or `X-API-Key: KEY`.")
