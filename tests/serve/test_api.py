@@ -180,7 +180,16 @@ def test_body_over_the_limit_is_413_json_declared_or_streamed(api_client):
 def test_invalid_requests_are_422(api_client, body):
     response = api_client().post("/v1/analyze", json=body)
     assert response.status_code == 422, body
-    assert response.json()["detail"]
+    detail = response.json()["detail"]
+    assert isinstance(detail, str) and '{"posts": ["帖子一", "帖子二"]}' in detail  # one sentence: what to send
+    assert response.json()["error"]["type"] == "invalid_request_error" and response.json()["errors"]
+
+
+def test_a_list_of_strings_is_a_list_of_posts(api_client):
+    response = api_client().post("/v1/analyze", json={"posts": [HIGH_POST, HAPPY_POST]})
+    assert response.status_code == 200
+    results = response.json()["results"]
+    assert [r["id"] for r in results] == ["post-1", "post-2"] and results[0]["high_risk"] and not results[1]["high_risk"]
 
 
 # --- auth, probes, task list, docs --------------------------------------------------------------------

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response, Security
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
@@ -69,11 +70,20 @@ class PostIn(BaseModel):
 class AnalyzeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    posts: list[PostIn] | str = Field(description="posts, or one post as a plain string")
+    posts: list[PostIn] | str = Field(description="posts ({\"id\", \"text\"} objects or plain strings), or one post "
+                                                  "as a plain string")
     tasks: list[str] | None = Field(default=None, min_length=1, description="task ids (default: all the server analyses)")
     explain: bool | None = Field(default=None,
                                  description="write explanations (attribution / hybrid / llm engines); default: server's")
     locale: str | None = Field(default=None, description="crisis resources locale, zh-CN or en; default: server's")
+
+    @field_validator("posts", mode="before")
+    @classmethod
+    def _strings_are_posts(cls, posts: Any) -> Any:
+        """``["帖子一", "帖子二"]`` is the shape users try first: each string is a post's text."""
+        if isinstance(posts, list):
+            return [{"text": post} if isinstance(post, str) else post for post in posts]
+        return posts
 
     @field_validator("posts")
     @classmethod
@@ -456,7 +466,30 @@ async def readyz(request: Request) -> Any:
 # --- assembly ----------------------------------------------------------------------------------------------------
 
 
+# What to send instead, in one sentence, for a body that does not validate (by path).
+BODY_HINTS = {
+    "/v1/analyze": 'send {"posts": "帖子"}, {"posts": ["帖子一", "帖子二"]} or {"posts": [{"id": "a", "text": "帖子"}]}, '
+                   'optionally with "tasks", "explain" and "locale"',
+    "/v1/chat/completions": 'send {"model": "mentalglm", "messages": [{"role": "user", "content": "帖子"}]}',
+}
+
+
+def validation_message(path: str, errors: Sequence[Any]) -> str:
+    """The first problem named by its place in the body, then what to send instead."""
+    first = errors[0] if errors else {}
+    place = ".".join(str(part) for part in first.get("loc", ()) if part != "body") or "body"
+    problem = f"{place}: {first.get('msg', 'invalid')}".removesuffix(".")
+    hint = BODY_HINTS.get(path, "see the OpenAPI schema at /docs")
+    return f"invalid request ({problem}); {hint}"
+
+
 def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
+        message = validation_message(request.url.path, exc.errors())
+        where = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()]
+        return JSONResponse({**_error_body(422, message), "errors": where}, status_code=422)
+
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
