@@ -14,14 +14,14 @@ from rich.table import Table
 
 from mentalglm.console import make_console
 from mentalglm.data.datadir import resolve_data_dir
-from mentalglm.data.loaders.cognitive_pathway import CognitivePathwayFiles
+from mentalglm.data.loaders.cognitive_pathway import CognitivePathwayFiles, pathway_summary
 from mentalglm.data.manifest import dataset_entry, manifest
 from mentalglm.data.records import Post
 from mentalglm.data.registry import LoadReport, all_loaders
-from mentalglm.data.splits import TRAIN, canonical_splits, normalise_text
+from mentalglm.data.splits import TRAIN, canonical_splits
 from mentalglm.errors import MentalGLMError, MissingDataError
 from mentalglm.tasks import get_task, list_tasks
-from mentalglm.tasks.pathway import SEPARATOR, with_parents
+from mentalglm.tasks.pathway import SEPARATOR
 
 app = typer.Typer(help="Inspect the public datasets: rows per task, split and label; sources and checksums.",
                   no_args_is_help=True)
@@ -38,25 +38,6 @@ def _counts(posts: list[Post], report: LoadReport) -> dict[str, Any]:
             "skipped_bad_rows": report.skipped_bad_rows}
 
 
-def pathway_stats(pathway_dir: Path | str, *, skip_bad_rows: bool = False) -> dict[str, Any]:
-    """Sentences and labels per part of the user's pathway files (a child counts for its parent too), the
-    label.txt children no part uses, test sentences also in train, and each file's SHA-256."""
-    loader = CognitivePathwayFiles(pathway_dir)
-    labels = loader.labels()
-    parts, texts = [], {}
-    for part in loader.parts():
-        posts, report = loader.load(None, part, skip_bad_rows=skip_bad_rows)
-        counts = Counter(label for post in posts for label in with_parents(post.labels))
-        texts[part] = {normalise_text(post.text) for post in posts}
-        parts.append({"part": part, "rows": len(posts), "labels": {label: counts[label] for label in labels},
-                      "skipped_bad_rows": report.skipped_bad_rows})
-    return {"dir": str(loader.root()), "labels": len(labels),
-            "children": sum(SEPARATOR in label for label in labels),
-            "unused_labels": [label for label in labels if not any(p["labels"][label] for p in parts)],
-            "test_also_in_train": len(texts["test"] & texts["train"]), "parts": parts,
-            "files_sha256": loader.files_sha256()}
-
-
 def collect_stats(data_dir: Path | str | None = None, tasks: list[str] | None = None, *,
                   skip_bad_rows: bool = False, verify: bool = True,
                   pathway_dir: Path | str | None = None) -> dict[str, Any]:
@@ -69,7 +50,7 @@ def collect_stats(data_dir: Path | str | None = None, tasks: list[str] | None = 
     result: dict[str, Any] = {"data_dir": None, "splits": [], "pools": [], "datasets": [], "problems": []}
     if pathway_dir is not None:
         try:
-            result["pathway"] = pathway_stats(pathway_dir, skip_bad_rows=skip_bad_rows)
+            result["pathway"] = pathway_summary(pathway_dir, skip_bad_rows=skip_bad_rows)
         except MentalGLMError as exc:
             result["problems"].append(f"cognitive pathway files: {exc}")
         try:

@@ -16,20 +16,25 @@ data is judged by it.
 from __future__ import annotations
 
 import difflib
+from collections import Counter
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 from mentalglm.data.datadir import resolve_data_dir
 from mentalglm.data.readers import BadRows, Row, RowProblem, clean_text, convert, read_lines, sha256_file
 from mentalglm.data.records import Post
 from mentalglm.data.registry import DatasetLoader, LoadReport, register_dataset
+from mentalglm.data.splits import normalise_text
 from mentalglm.errors import ConfigError, MissingDataError
 from mentalglm.tasks.pathway import (
     PATHWAY_TASK_ID,
+    SEPARATOR,
     PathwayFileError,
     label_line_problem,
     label_list_problem,
     parse_label_field,
+    with_parents,
 )
 
 LABEL_FILE = "label.txt"
@@ -159,3 +164,23 @@ class CognitivePathwayFiles(DatasetLoader):
                         meta={"line": row.line})
 
         return convert(read_lines(path, bad), make, bad), report
+
+
+def pathway_summary(pathway_dir: Path | str | None = None, data_dir: Path | str | None = None, *,
+                    skip_bad_rows: bool = False) -> dict[str, Any]:
+    """Sentences and labels per part (a child counts for its parent too), the label.txt labels no part uses,
+    test sentences also in train, and each file's SHA-256: what `data stats` and the report show."""
+    loader = CognitivePathwayFiles(pathway_dir)
+    labels = loader.labels(data_dir)
+    parts, texts = [], {}
+    for part in loader.parts():
+        posts, report = loader.load(data_dir, part, skip_bad_rows=skip_bad_rows)
+        counts = Counter(label for post in posts for label in with_parents(post.labels))
+        texts[part] = {normalise_text(post.text) for post in posts}
+        parts.append({"part": part, "rows": len(posts), "labels": {label: counts[label] for label in labels},
+                      "skipped_bad_rows": report.skipped_bad_rows})
+    return {"dir": str(loader.root(data_dir)), "labels": len(labels),
+            "children": sum(SEPARATOR in label for label in labels),
+            "unused_labels": [label for label in labels if not any(p["labels"][label] for p in parts)],
+            "test_also_in_train": len(texts["test"] & texts["train"]), "parts": parts,
+            "files_sha256": loader.files_sha256(data_dir)}
