@@ -184,9 +184,16 @@ def report(
     results: Annotated[list[Path], typer.Argument(help="Results JSON files from `mentalglm evaluate`/`baseline`.")],
     out: Annotated[Path, typer.Option(help="Output directory for report.md, report.html and figures/.")] = Path(
         "results/report"),
+    pathway_dir: Annotated[Path | None, typer.Option(
+        help="Your cognitive pathway files: adds the clinical generalisation section (docs/pathway.md).")] = None,
 ) -> None:
     """One Markdown and one self-contained HTML comparison report."""
     from mentalglm.evaluate.report import load_results, write_report
 
-    markdown, page = write_report(load_results(results), out)
+    context = None
+    if pathway_dir is not None:
+        from mentalglm.evaluate.pathway import report_context
+
+        context = report_context(pathway_dir)
+    markdown, page = write_report(load_results(results), out, context)
     console.print(f"report → {markdown} and {page}")
