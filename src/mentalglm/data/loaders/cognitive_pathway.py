@@ -172,15 +172,18 @@ def pathway_summary(pathway_dir: Path | str | None = None, data_dir: Path | str 
     test sentences also in train, and each file's SHA-256: what `data stats` and the report show."""
     loader = CognitivePathwayFiles(pathway_dir)
     labels = loader.labels(data_dir)
-    parts, texts = [], {}
+    parts: list[dict[str, Any]] = []
+    texts: dict[str, set[str]] = {}
+    used: Counter[str] = Counter()
     for part in loader.parts():
         posts, report = loader.load(data_dir, part, skip_bad_rows=skip_bad_rows)
         counts = Counter(label for post in posts for label in with_parents(post.labels))
+        used.update(counts)
         texts[part] = {normalise_text(post.text) for post in posts}
         parts.append({"part": part, "rows": len(posts), "labels": {label: counts[label] for label in labels},
                       "skipped_bad_rows": report.skipped_bad_rows})
     return {"dir": str(loader.root(data_dir)), "labels": len(labels),
             "children": sum(SEPARATOR in label for label in labels),
-            "unused_labels": [label for label in labels if not any(p["labels"][label] for p in parts)],
+            "unused_labels": [label for label in labels if not used[label]],
             "test_also_in_train": len(texts["test"] & texts["train"]), "parts": parts,
             "files_sha256": loader.files_sha256(data_dir)}
