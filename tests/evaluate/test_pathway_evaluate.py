@@ -117,3 +117,11 @@ def test_cli_predict_needs_one_system_and_evaluate_prints_levels(tmp_path: Path)
     scored = runner.invoke(app, ["pathway", "evaluate", str(out), "--pathway-dir", str(FIXTURE), "--resamples", "20"])
     assert scored.exit_code == 0, scored.output
     assert "parent micro / macro" in scored.output and "fake:echo zero-shot (strict)" in scored.output
+
+
+@pytest.mark.parametrize("args", [["predict", "--task", "cognitive_pathway", "--backend", "fake:echo"],
+                                  ["baseline", "tfidf", "--task", "cognitive_pathway"],
+                                  ["analyze-train", "--tasks", "emotion,cognitive_pathway"]])
+def test_flat_commands_name_the_pathway_command(args: list[str]) -> None:
+    result = runner.invoke(app, args)
+    assert isinstance(result.exception, ConfigError) and "mentalglm pathway" in str(result.exception)

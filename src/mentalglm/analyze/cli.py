@@ -184,7 +184,10 @@ def analyze_train(
 ) -> None:
     """Train the analyzer's classifiers (decontaminated train, tuned and calibrated on validation)."""
     from mentalglm.analyze.artifacts import default_artifacts_dir, load_task_model, train_all
+    from mentalglm.tasks.pathway import refuse_hierarchical
 
+    for task_id in comma_list(tasks):
+        refuse_hierarchical(task_id, "mentalglm pathway train --pathway-dir DIR --out ARTIFACTS_DIR")
     directory = (out or default_artifacts_dir()).expanduser()
     cards = train_all(data_dir, directory, comma_list(tasks),
                       c_grid=[float(c) for c in c_grid.split(",")], log=err_console.print,

@@ -61,7 +61,9 @@ def predict(
     from mentalglm.backends.registry import create_backend
     from mentalglm.evaluate.predict import llm_system_name, slug
     from mentalglm.evaluate.runner import run_llm
+    from mentalglm.tasks.pathway import refuse_hierarchical
 
+    refuse_hierarchical(task, "mentalglm pathway predict --pathway-dir DIR --backend SPEC")
     options = {"n_ctx": n_ctx} if backend.startswith("llamacpp") else {}
     system_name = name or llm_system_name(backend, few_shot)
     out = out or PREDICTIONS_DIR / f"{task}.{split}.{slug(system_name)}.jsonl"
@@ -162,7 +164,9 @@ def baseline(
 ) -> None:
     """Train a baseline on the decontaminated training pool and write predictions and results."""
     from mentalglm.evaluate.runner import BASELINES
+    from mentalglm.tasks.pathway import refuse_hierarchical
 
+    refuse_hierarchical(task, "mentalglm pathway train --pathway-dir DIR --out MODEL_DIR")
     if kind not in BASELINES:
         raise typer.BadParameter(f"unknown baseline {kind!r}; known: {', '.join(BASELINES)}")
     if kind == "encoder":

@@ -24,10 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from mentalglm.errors import MentalGLMError
+from mentalglm.errors import ConfigError, MentalGLMError
 from mentalglm.tasks.counts import Encoded, RowCounts, bootstrap_ci, indicator, per_label
 from mentalglm.tasks.registry import get_task
-from mentalglm.tasks.schema import Label, Task
+from mentalglm.tasks.schema import Label, Task, TaskType
 
 PATHWAY_TASK_ID = "cognitive_pathway"
 SEPARATOR = "##"
@@ -104,6 +104,14 @@ def parse_label_field(field: str, known: Collection[str], label_file: Path | str
         raise ValueError(f"label {label!r} is not in {label_file}{_did_you_mean(label, known)}; add it there if "
                          "it is a label of these files")
     return labels
+
+
+def refuse_hierarchical(task_id: str, command: str) -> None:
+    """Commands made for flat tasks name the pathway command that does the job instead of failing deep inside."""
+    task = get_task(task_id)
+    if task.type is TaskType.HIERARCHICAL:
+        raise ConfigError(f"task {task.id!r} is hierarchical (its children come from your label.txt): use "
+                          f"`{command}` (docs/pathway.md)")
 
 
 def _did_you_mean(label: str, known: Collection[str]) -> str:
