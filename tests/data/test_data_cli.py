@@ -81,9 +81,10 @@ def test_stats_takes_the_task_split_from_the_pathway_dir(tmp_path: Path) -> None
     assert "cognitive_pathway" in problem and "--pathway-dir DIR" in problem
 
 
-def test_stats_names_the_bad_line_of_the_pathway_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_stats_names_the_bad_line_of_the_pathway_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import shutil
 
+    monkeypatch.delenv("MENTALGLM_DATA_DIR", raising=False)  # the pathway files alone
     shutil.copytree(PATHWAY, tmp_path / "p")
     (tmp_path / "p" / "label.txt").write_text("触发性事件\n认知歪曲\n", encoding="utf-8")
     result = runner.invoke(app, ["stats", "--pathway-dir", str(tmp_path / "p"), "--json"])
