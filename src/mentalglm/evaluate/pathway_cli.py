@@ -76,8 +76,9 @@ def train(
     from mentalglm.train.embedding import EmbeddingCache, default_cache_path
     from mentalglm.train.pathway import train_pathway
 
-    cache = EmbeddingCache(default_cache_path()) if kinds != "tfidf" else None
-    model, card = train_pathway(pathway_dir, out, kinds=comma_list(kinds), c_grid=[float(c) for c in comma_list(c_grid)],
+    chosen_kinds = comma_list(kinds)
+    cache = EmbeddingCache(default_cache_path()) if set(chosen_kinds) != {"tfidf"} else None
+    model, card = train_pathway(pathway_dir, out, kinds=chosen_kinds, c_grid=[float(c) for c in comma_list(c_grid)],
                                 n_resamples=resamples, skip_bad_rows=skip_bad_rows, log=err_console.print,
                                 embedding_cache=cache)
     chosen = card["selection"]["chosen"]
