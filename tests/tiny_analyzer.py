@@ -66,3 +66,16 @@ def with_domain_check(models: dict[str, TaskModel], threshold: float = 0.5) -> d
     return {**models, "suicide_risk": replace(models["suicide_risk"], domain=domain,
                                               card={**models["suicide_risk"].card,
                                                                     "domain_check": {"threshold": threshold}})}
+
+
+PATHWAY_FIXTURE = __import__("pathlib").Path(__file__).parent / "fixtures" / "pathway"
+# invented post: trigger, distortion, emotion, disputation, one sentence each (as the fixture's sentences are)
+PATHWAY_POST = "昨天又和室友吵了一架。我觉得他们肯定都在背后笑话我！想到这里就忍不住哭了一整晚…… 其实也许是我想多了。"
+
+
+def fit_pathway_model(directory):
+    """The TF-IDF pathway classifier on the invented fixture (about a second), saved where --artifacts-dir looks."""
+    from mentalglm.train.pathway import train_pathway
+
+    train_pathway(PATHWAY_FIXTURE, directory, kinds=["tfidf"], n_resamples=0, log=lambda _: None)
+    return directory

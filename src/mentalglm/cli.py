@@ -29,6 +29,7 @@ err_console = make_console(stderr=True)
 _SUB_APPS = {
     "data": "mentalglm.data.cli",
     "instruct": "mentalglm.instruct.cli",
+    "pathway": "mentalglm.evaluate.pathway_cli",
     "tasks": "mentalglm.tasks.cli",
     "validate": "mentalglm.instruct.validate_cli",
 }

@@ -2,11 +2,12 @@ from pathlib import Path
 
 import pytest
 
+from mentalglm.data.loaders.cognitive_pathway import CognitivePathwayFiles, read_label_file
 from mentalglm.tasks import TaskType, get_task
 from mentalglm.tasks.layout import render_answer
 from mentalglm.tasks.metrics import score
 from mentalglm.tasks.parsing import parse
-from mentalglm.tasks.pathway import PathwayFileError, pathway_scores, read_label_file, read_pathway_file
+from mentalglm.tasks.pathway import pathway_scores, pathway_task, with_parents
 
 # Invented sentences and children: the real 19 children are not published to us.
 FIXTURE = Path(__file__).parent / "fixtures" / "pathway"
@@ -20,8 +21,12 @@ PRED = [
 ]
 
 
+def _rows():
+    return [(post.text, post.labels) for post in CognitivePathwayFiles(FIXTURE).load(None, "test")[0]]
+
+
 def _gold():
-    return [labels for _, labels in read_pathway_file(FIXTURE / "test.txt", LABELS)]
+    return [labels for _, labels in _rows()]
 
 
 def test_task_is_declared_as_evaluation_only_hierarchical():
@@ -32,7 +37,7 @@ def test_task_is_declared_as_evaluation_only_hierarchical():
 
 
 def test_reads_the_fixture():
-    rows = read_pathway_file(FIXTURE / "test.txt", LABELS)
+    rows = _rows()
     assert rows[0] == ("昨天又和室友吵了一架", (TRIGGER, "触发性事件##人际冲突"))
     assert rows[2][1] == ("认知歪曲##读心术", "情绪反应##情感效应")
     assert len(read_label_file(LABELS)) == 9
@@ -89,33 +94,26 @@ def test_score_dispatches_hierarchical_tasks_to_pathway_scoring():
     assert result["n_invalid"] == 1 and result["invalid_rate"] == 0.25
 
 
-@pytest.mark.parametrize(
-    "content, message",
-    [
-        ("好好的一句话\t认知歪曲\n没有制表符的一行\n", r"test.txt:2: no TAB"),
-        ("一句话\t认知歪曲##读心\n", r"test.txt:1: label '认知歪曲##读心' is not in .*did you mean '认知歪曲##读心术'"),
-        ("一句话\t\n", r"test.txt:1: no labels"),
-    ],
-)
-def test_bad_rows_name_file_and_line(tmp_path, content, message):
-    path = tmp_path / "test.txt"
-    path.write_text(content, encoding="utf-8")
-    with pytest.raises(PathwayFileError, match=message):
-        read_pathway_file(path, LABELS)
-
-
-def test_bad_label_files_name_file_and_line(tmp_path):
-    path = tmp_path / "label.txt"
-    path.write_text("认知歪曲\n自动思维##灾难化\n", encoding="utf-8")
-    with pytest.raises(PathwayFileError, match=r"label.txt:2: label '自动思维##灾难化' is neither"):
-        read_label_file(path)
-    path.write_text("认知歪曲\n认知歪曲\n", encoding="utf-8")
-    with pytest.raises(PathwayFileError, match="listed twice"):
-        read_label_file(path)
-
-
 def test_unknown_labels_in_scored_rows_raise():
     with pytest.raises(ValueError, match="gold row 0"):
         pathway_scores([("自动思维",)], [(DISTORTION,)])
     with pytest.raises(ValueError, match="prediction row 0"):
         pathway_scores([(DISTORTION,)], [("认知歪曲##未知",)], read_label_file(LABELS))
+
+
+def test_with_parents_adds_each_childs_parent_first():
+    assert with_parents(["认知歪曲##读心术", EMOTION, "认知歪曲##读心术"]) == (DISTORTION, EMOTION, "认知歪曲##读心术")
+
+
+def test_pathway_task_names_children_so_llm_answers_parse_back():
+    labels = [*read_label_file(LABELS), "驳斥##自动/习惯性否定"]
+    task = pathway_task(labels)
+    assert task.label_ids[:4] == (TRIGGER, DISTORTION, EMOTION, DISPUTE) and len(task.labels) == len(labels)
+    assert task.label("认知歪曲##读心术").zh == "读心术" and "读心术" in task.instruction
+    for mode in ("strict", "flexible"):
+        parsed = parse(task, "标签：认知歪曲、读心术、自动/习惯性否定\n推理：……", mode)
+        assert parsed.valid and parsed.labels == (DISTORTION, "认知歪曲##读心术", "驳斥##自动/习惯性否定"), mode
+    # the full id is a name too, and a child named like another parent's child is shown by its id
+    assert parse(task, "标签：情绪反应##情感效应", "strict").labels == ("情绪反应##情感效应",)
+    shared = pathway_task([*labels, "驳斥##读心术"])
+    assert shared.label("驳斥##读心术").zh == "驳斥##读心术" and shared.label("认知歪曲##读心术").zh == "认知歪曲##读心术"

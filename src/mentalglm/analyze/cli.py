@@ -45,6 +45,21 @@ def _highlighted_explanation(explanation: str) -> Text:
     return shown
 
 
+def _pathway(result: TaskResult, text: str) -> Group:
+    """The pathway in its clinical order, then each sentence with its parts and their probabilities."""
+    steps = []
+    for stage in result.pathway or []:
+        where = "、".join(f"句{i}" for i in stage.sentences) or "—"
+        children = f"·{'、'.join(stage.children)}" if stage.children else ""
+        steps.append(f"[{'bold' if stage.sentences else 'dim'}]{stage.part_zh}{children} ({where})[/]")
+    table = Table("#", "sentence / 句子", "parts / 认知路径", title_justify="left", show_lines=False)
+    for sentence in result.sentences or []:
+        parts = "；".join(f"{p.part}{'·' + p.child if p.child else ''} {p.confidence:.2f}" for p in sentence.parts
+                         if p.child or not any(q.child and q.part == p.part for q in sentence.parts))
+        table.add_row(str(sentence.index), Text(text[sentence.start:sentence.end]), parts)
+    return Group(Text.from_markup("认知路径 / pathway: " + " → ".join(steps)), table)
+
+
 def render(result: PostResult, text: str) -> Group:
     """The post result for a terminal: labels with confidence bars, explanations with evidence, notices."""
     parts: list[object] = []
@@ -62,6 +77,8 @@ def render(result: PostResult, text: str) -> Group:
         if task_result.nothing_evident and not task_result.labels:  # a screened multi-label task found nothing
             table.add_row(f"{task_result.nothing_evident_zh}", _bar(task_result.confidences.get(NO_LABEL)))
         parts.append(table)
+        if task_result.sentences is not None:
+            parts.append(_pathway(task_result, text))
         if task_result.explanation:
             parts.append(_highlighted_explanation(task_result.explanation))
             if task_result.evidence:
@@ -91,7 +108,9 @@ def analyze(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="JSONL results (default: stdout)")] = None,
     text_column: Annotated[str | None, typer.Option(help="CSV column / JSONL key of the text")] = None,
     id_column: Annotated[str | None, typer.Option(help="CSV column / JSONL key of the post id")] = None,
-    tasks: Annotated[str, typer.Option(help="Comma-separated task ids.")] = ",".join(CHINESE_MAIN_TASKS),
+    tasks: Annotated[str, typer.Option(help="Comma-separated task ids (cognitive_pathway: the model of "
+                                            "`mentalglm pathway train --out DIR`, given as --artifacts-dir DIR).")
+                     ] = ",".join(CHINESE_MAIN_TASKS),
     engine: Annotated[str, typer.Option(help="attribution | hybrid | labels | llm")] = DEFAULT_ENGINE,
     backend: Annotated[str, typer.Option(help="LLM backend spec for hybrid / llm.")] = "llamacpp:default",
     explain: Annotated[bool, typer.Option("--explain/--no-explain", help="Write explanations (LLM).")] = True,
@@ -165,7 +184,10 @@ def analyze_train(
 ) -> None:
     """Train the analyzer's classifiers (decontaminated train, tuned and calibrated on validation)."""
     from mentalglm.analyze.artifacts import default_artifacts_dir, load_task_model, train_all
+    from mentalglm.tasks.pathway import refuse_hierarchical
 
+    for task_id in comma_list(tasks):
+        refuse_hierarchical(task_id, "mentalglm pathway train --pathway-dir DIR --out ARTIFACTS_DIR")
     directory = (out or default_artifacts_dir()).expanduser()
     cards = train_all(data_dir, directory, comma_list(tasks),
                       c_grid=[float(c) for c in c_grid.split(",")], log=err_console.print,

@@ -18,9 +18,10 @@ from itertools import islice
 from pathlib import Path
 
 from mentalglm.analyze import attribution
-from mentalglm.analyze.artifacts import TaskModel, load_task_model
+from mentalglm.analyze.artifacts import TaskModel, default_artifacts_dir, load_task_model
 from mentalglm.analyze.injection import strip_injection
 from mentalglm.analyze.normalise import normalise
+from mentalglm.analyze.pathway import PathwayReader, is_pathway_task
 from mentalglm.analyze.safety import DEFAULT_LOCALE, check_locale, is_high_risk, notices
 from mentalglm.analyze.schema import EngineName, ErrorRecord, EvidenceSpan, LabelScore, PostResult, TaskResult
 from mentalglm.backends.base import Backend, GenerationRequest, GenerationResult, GenerationSettings
@@ -156,7 +157,11 @@ class Analyzer:
         self.evidence_hints = evidence_hints
         directory = Path(artifacts_dir).expanduser() if artifacts_dir else None
         self.models: dict[str, TaskModel] = dict(models or {})
+        self.pathway: dict[str, PathwayReader] = {}  # cognitive_pathway: sentences, read by its own classifier
         for task in self.tasks:
+            if is_pathway_task(task):
+                self.pathway[task.id] = PathwayReader.load(directory or default_artifacts_dir())
+                continue
             if task.id in self.models:
                 continue
             try:
@@ -166,6 +171,11 @@ class Analyzer:
                     raise  # the llm engine only uses a classifier as its verifier, when one is built
         self._backend_spec = backend
         self._backend: Backend | None = backend if isinstance(backend, Backend) else None
+
+    @property
+    def classified_tasks(self) -> list[Task]:
+        """The tasks the engines decide (all but cognitive_pathway, which analyze/pathway.py reads by sentence)."""
+        return [task for task in self.tasks if task.id not in self.pathway]
 
     @property
     def uses_llm(self) -> bool:
@@ -237,7 +247,7 @@ class Analyzer:
         classifier_inputs = [normalise(t) for t in kept]
         scrubbed = [scrub(t) for t in kept] if self.uses_llm else None
         per_post: list[dict[str, TaskResult]] = [{} for _ in rows]
-        for task in self.tasks:
+        for task in self.classified_tasks:
             if self.engine == "llm":
                 assert scrubbed is not None
                 results = self._llm(task, [s.text for s in scrubbed], texts)
@@ -245,6 +255,10 @@ class Analyzer:
                 results = self._labels(task, classifier_inputs)
             for i, result in enumerate(results):
                 per_post[i][task.id] = result
+        for task in self.tasks:
+            if task.id in self.pathway:
+                for i, result in enumerate(self.pathway[task.id].analyse(texts, classifier_view)):
+                    per_post[i][task.id] = result
         if self.engine == "hybrid" and self.explain:
             assert scrubbed is not None
             self._explain(per_post, [s.text for s in scrubbed], texts)
@@ -288,7 +302,7 @@ class Analyzer:
     def _clause_effects(self, texts: Sequence[str]) -> Iterator[tuple[Task, list[str], attribution.Effects]]:
         """Per task: its classifier's classes and, per post, the clauses with their probability drops."""
         occlusions = attribution.Occlusions.of(texts, classifier_view)
-        for task in self.tasks:
+        for task in self.classified_tasks:
             classifier = self.models[task.id].classifier
             yield task, list(classifier.classes), occlusions.effects(classifier.predict_proba)
 
@@ -328,7 +342,7 @@ class Analyzer:
         jobs = [_Job(i, task, labels, teacher_messages(task, scrubbed[i], labels, few_shots=builtin_few_shots(task),
                                                        hints=hints.get(task.id, {}).get(i, ())),
                      per_post[i][task.id])
-                for task in self.tasks for i in range(len(per_post))
+                for task in self.classified_tasks for i in range(len(per_post))
                 for labels in [tuple(label.id for label in per_post[i][task.id].labels)]]
         pending = jobs
         for attempt in range(self.regenerate + 1):

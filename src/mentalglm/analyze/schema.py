@@ -32,6 +32,37 @@ class LabelScore(BaseModel):
     confidence: float | None = Field(default=None, description="calibrated probability; null for the llm engine")
 
 
+class PathwayPart(BaseModel):
+    """One decided label of a sentence: a part of the cognitive pathway, or a child of one."""
+
+    id: str = Field(description="label.txt's id: a parent (触发性事件) or parent##child (认知歪曲##以偏概全)")
+    part: str = Field(description="the parent: 触发性事件 | 认知歪曲 | 情绪反应 | 驳斥")
+    part_en: str = Field(description="triggering event | cognitive distortion | emotional response | disputation")
+    child: str | None = Field(default=None, description="the child's name, null for a parent")
+    confidence: float = Field(description="the classifier's probability (a parent at least its child's); not "
+                              "calibrated: the model card has its dev and test scores")
+
+
+class PathwaySentence(BaseModel):
+    """A sentence of the post, by offsets only (the post text is never part of a result), with its parts."""
+
+    index: int = Field(ge=1, description="1-based position among the post's sentences")
+    start: int = Field(ge=0, description="character offset of the sentence in the original post")
+    end: int = Field(ge=0)
+    parts: list[PathwayPart] = Field(description="decided labels in pathway order, each parent before its child")
+
+
+class PathwayStage(BaseModel):
+    """One step of trigger → distortion → emotional response → disputation, and the sentences that show it."""
+
+    part: str
+    part_zh: str
+    part_en: str
+    sentences: list[int] = Field(description="indexes of the sentences with this part; empty when none shows it")
+    children: list[str] = Field(default_factory=list, description="the children decided for this part")
+    confidence: float | None = Field(default=None, description="the highest probability of the part in any sentence")
+
+
 class TaskResult(BaseModel):
     task: str
     task_name_zh: str
@@ -55,6 +86,10 @@ class TaskResult(BaseModel):
         default=None, description="P(the post resembles this task's training posts); null when the task has no check")
     outside_training_domain: bool | None = Field(
         default=None, description="the post is unlike the training posts: the result is less reliable (never changed)")
+    sentences: list[PathwaySentence] | None = Field(
+        default=None, description="cognitive_pathway only: the post's sentences with their pathway parts")
+    pathway: list[PathwayStage] | None = Field(
+        default=None, description="cognitive_pathway only: the four steps in order, with the sentences showing each")
 
 
 class CrisisResource(BaseModel):

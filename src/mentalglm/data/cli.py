@@ -14,18 +14,22 @@ from rich.table import Table
 
 from mentalglm.console import make_console
 from mentalglm.data.datadir import resolve_data_dir
+from mentalglm.data.loaders.cognitive_pathway import CognitivePathwayFiles, pathway_summary
 from mentalglm.data.manifest import dataset_entry, manifest
 from mentalglm.data.records import Post
 from mentalglm.data.registry import LoadReport, all_loaders
 from mentalglm.data.splits import TRAIN, canonical_splits
-from mentalglm.errors import MentalGLMError
+from mentalglm.errors import MentalGLMError, MissingDataError
 from mentalglm.tasks import get_task, list_tasks
+from mentalglm.tasks.pathway import SEPARATOR
 
 app = typer.Typer(help="Inspect the public datasets: rows per task, split and label; sources and checksums.",
                   no_args_is_help=True)
 console = make_console()
 
 DataDirOption = Annotated[Path | None, typer.Option("--data-dir", help="Data directory (default: $MENTALGLM_DATA_DIR).")]
+PathwayDirOption = Annotated[Path | None, typer.Option(
+    "--pathway-dir", help="Your cognitive pathway files (train.txt, dev.txt, test.txt, label.txt; docs/pathway.md).")]
 
 
 def _counts(posts: list[Post], report: LoadReport) -> dict[str, Any]:
@@ -35,17 +39,33 @@ def _counts(posts: list[Post], report: LoadReport) -> dict[str, Any]:
 
 
 def collect_stats(data_dir: Path | str | None = None, tasks: list[str] | None = None, *,
-                  skip_bad_rows: bool = False, verify: bool = True) -> dict[str, Any]:
+                  skip_bad_rows: bool = False, verify: bool = True,
+                  pathway_dir: Path | str | None = None) -> dict[str, Any]:
     """Everything `data stats` shows, as plain data.
 
     A part that cannot be read (a file missing from the snapshot, a bad row) becomes a problem
-    in the result rather than aborting the whole overview; a missing data directory still raises.
+    in the result rather than aborting the whole overview; a missing data directory still raises,
+    unless ``pathway_dir`` is given: then the overview is of the pathway files alone.
     """
-    root = resolve_data_dir(data_dir)
+    result: dict[str, Any] = {"data_dir": None, "splits": [], "pools": [], "datasets": [], "problems": []}
+    if pathway_dir is not None:
+        try:
+            result["pathway"] = pathway_summary(pathway_dir, skip_bad_rows=skip_bad_rows)
+        except MentalGLMError as exc:
+            result["problems"].append(f"cognitive pathway files: {exc}")
+        try:
+            root = resolve_data_dir(data_dir)
+        except MissingDataError:
+            return result  # the pathway files are the user's own: they need no data directory
+    else:
+        root = resolve_data_dir(data_dir)
+    result["data_dir"] = str(root)
     options = {"skip_bad_rows": skip_bad_rows, "verify": verify}
-    loaders = all_loaders()
+    loaders: dict[str, Any] = all_loaders()
+    if pathway_dir is not None:
+        loaders[CognitivePathwayFiles.name] = CognitivePathwayFiles(pathway_dir)
     chosen = [get_task(t) for t in tasks] if tasks else list_tasks()
-    result: dict[str, Any] = {"data_dir": str(root), "splits": [], "pools": [], "datasets": [], "problems": []}
+    missing: set[str] = set()
     used: set[tuple[str, str]] = set()
     cache: dict[tuple[str, str], dict[str, Any]] = {}
 
@@ -56,6 +76,8 @@ def collect_stats(data_dir: Path | str | None = None, tasks: list[str] | None = 
                     raise MentalGLMError(f"no loader is registered for dataset {dataset!r}")
                 cache[dataset, part] = _counts(*loaders[dataset].load(root, part, **options))
             except MentalGLMError as exc:
+                if isinstance(exc, MissingDataError) and dataset == CognitivePathwayFiles.name:
+                    missing.add(dataset)
                 result["problems"].append(f"{dataset}/{part}: {exc}")
                 cache[dataset, part] = {"rows": None, "labels": {}, "skipped_bad_rows": 0, "error": str(exc)}
         return cache[dataset, part]
@@ -83,6 +105,8 @@ def collect_stats(data_dir: Path | str | None = None, tasks: list[str] | None = 
                                     "loaded": None, "in_evaluation_splits": dropped, "duplicates": 0, "kept": None})
     if not tasks:
         for name, loader in loaders.items():
+            if name in missing or (name == CognitivePathwayFiles.name and "pathway" in result):
+                continue  # one problem line for files the user has not given; given ones have their own table
             for part in loader.parts():
                 if (name, part) not in used:
                     result["datasets"].append({"dataset": name, "part": part, "task": loader.task,
@@ -99,7 +123,33 @@ def _rows(item: dict[str, Any]) -> str:
     return "[red]error[/red]" if item.get("error") else str(item["rows"])
 
 
+def _print_pathway(stats: dict[str, Any]) -> None:
+    parts = stats["parts"]
+    table = Table(title=f"cognitive pathway files ({stats['dir']}): {stats['labels']} labels in label.txt, "
+                        f"{stats['children']} of them children; a child counts for its parent too")
+    table.add_column("label")
+    for part in parts:
+        table.add_column(f"{part['part']} ({part['rows']})", justify="right")
+    for label in parts[0]["labels"]:
+        table.add_row(("  " if SEPARATOR in label else "") + label, *(str(part["labels"][label]) for part in parts))
+    console.print(table)
+    skipped = {part["part"]: part["skipped_bad_rows"] for part in parts if part["skipped_bad_rows"]}
+    notes = [f"test sentences also in train (after normalisation): {stats['test_also_in_train']}"]
+    if stats["unused_labels"]:
+        notes.append(f"labels of label.txt no file uses: {', '.join(stats['unused_labels'])}")
+    if skipped:
+        notes.append(f"bad rows skipped: {skipped}")
+    for note in notes:
+        console.print(note, highlight=False, soft_wrap=True)
+
+
 def _print_stats(stats: dict[str, Any]) -> None:
+    if stats.get("pathway"):
+        _print_pathway(stats["pathway"])
+    if stats["data_dir"] is None:
+        for problem in stats["problems"]:
+            console.print(f"[yellow]problem:[/yellow] {problem}", highlight=False, soft_wrap=True)
+        return
     table = Table(title=f"task splits ({stats['data_dir']})")
     for column in ("task", "split", "dataset/part"):
         table.add_column(column, no_wrap=True)
@@ -140,9 +190,11 @@ def stats(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
     skip_bad_rows: Annotated[bool, typer.Option("--skip-bad-rows", help="Skip and count malformed rows.")] = False,
     no_verify: Annotated[bool, typer.Option("--no-verify", help="Do not check files against their SHA-256.")] = False,
+    pathway_dir: PathwayDirOption = None,
 ) -> None:
     """Rows per task, split and label; what decontamination removed from each training pool; other datasets."""
-    result = collect_stats(data_dir, task or None, skip_bad_rows=skip_bad_rows, verify=not no_verify)
+    result = collect_stats(data_dir, task or None, skip_bad_rows=skip_bad_rows, verify=not no_verify,
+                           pathway_dir=pathway_dir)
     if as_json:
         typer.echo(json.dumps(result, ensure_ascii=False, indent=2))
     else:

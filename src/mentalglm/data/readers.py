@@ -170,6 +170,12 @@ def read_words(path: Path, bad: BadRows) -> Iterator[Row]:
             yield Row(path, number, index, {"word": word})
 
 
+def read_lines(path: Path, bad: BadRows) -> Iterator[Row]:
+    """Every line as ``{"line": text}``, blank ones included: for layouts where a blank line is itself an error."""
+    for index, (number, text) in enumerate(_lines(path, bad), 1):
+        yield Row(path, number, index, {"line": text})
+
+
 def convert(rows: Iterable[Row], make: Callable[[Row], Any], bad: BadRows) -> list[Any]:
     """Apply a row converter; a RowProblem it raises goes through the bad-row policy."""
     out = []

@@ -61,7 +61,9 @@ def predict(
     from mentalglm.backends.registry import create_backend
     from mentalglm.evaluate.predict import llm_system_name, slug
     from mentalglm.evaluate.runner import run_llm
+    from mentalglm.tasks.pathway import refuse_hierarchical
 
+    refuse_hierarchical(task, "mentalglm pathway predict --pathway-dir DIR --backend SPEC")
     options = {"n_ctx": n_ctx} if backend.startswith("llamacpp") else {}
     system_name = name or llm_system_name(backend, few_shot)
     out = out or PREDICTIONS_DIR / f"{task}.{split}.{slug(system_name)}.jsonl"
@@ -162,7 +164,9 @@ def baseline(
 ) -> None:
     """Train a baseline on the decontaminated training pool and write predictions and results."""
     from mentalglm.evaluate.runner import BASELINES
+    from mentalglm.tasks.pathway import refuse_hierarchical
 
+    refuse_hierarchical(task, "mentalglm pathway train --pathway-dir DIR --out MODEL_DIR")
     if kind not in BASELINES:
         raise typer.BadParameter(f"unknown baseline {kind!r}; known: {', '.join(BASELINES)}")
     if kind == "encoder":
@@ -184,9 +188,16 @@ def report(
     results: Annotated[list[Path], typer.Argument(help="Results JSON files from `mentalglm evaluate`/`baseline`.")],
     out: Annotated[Path, typer.Option(help="Output directory for report.md, report.html and figures/.")] = Path(
         "results/report"),
+    pathway_dir: Annotated[Path | None, typer.Option(
+        help="Your cognitive pathway files: adds the clinical generalisation section (docs/pathway.md).")] = None,
 ) -> None:
     """One Markdown and one self-contained HTML comparison report."""
     from mentalglm.evaluate.report import load_results, write_report
 
-    markdown, page = write_report(load_results(results), out)
+    context = None
+    if pathway_dir is not None:
+        from mentalglm.evaluate.pathway import report_context
+
+        context = report_context(pathway_dir)
+    markdown, page = write_report(load_results(results), out, context)
     console.print(f"report → {markdown} and {page}")

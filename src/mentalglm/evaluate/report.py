@@ -22,8 +22,9 @@ from mentalglm.errors import ConfigError
 from mentalglm.evaluate.judge import CRITERIA
 from mentalglm.evaluate.predict import now_iso
 from mentalglm.files import atomic_write_text
+from mentalglm.tasks.pathway import PATHWAY_TASK_ID, SEPARATOR, pathway_parents
 from mentalglm.tasks.registry import get_task
-from mentalglm.tasks.schema import Task
+from mentalglm.tasks.schema import Task, TaskType
 
 SUMMARY_KEYS = ("system", "task", "split", "metric", "value", "ci95", "invalid_rate", "posts_per_s", "peak_rss_mb",
                 "machine", "date")
@@ -103,11 +104,14 @@ def per_label_figure(task: Task, results: Sequence[dict[str, Any]]) -> bytes:
     figure, axes = plt.subplots(figsize=(max(6.0, 0.7 * len(labels) * max(1, len(results)) ** 0.5 + 2), 3.6))
     for i, r in enumerate(results):
         per = r["metrics"][r["metrics"]["headline"]["mode"]]["per_label"]
+        if task.type is TaskType.HIERARCHICAL:  # parents here; the children get a table of their own
+            per = per.get("parent", {})
         # a label the results were scored without (written before the task gained it): no bar, not a zero
         axes.bar([x + i * width for x in range(len(labels))],
                  [per[label]["f1"] if label in per else float("nan") for label in labels], width,
                  label=r["run"]["system"])
-    axes.set_xticks([x + width * (len(results) - 1) / 2 for x in range(len(labels))], labels, rotation=35, ha="right")
+    ticks = [task.label(label).en if task.type is TaskType.HIERARCHICAL else label for label in labels]  # ids are CJK
+    axes.set_xticks([x + width * (len(results) - 1) / 2 for x in range(len(labels))], ticks, rotation=35, ha="right")
     axes.set_ylim(0, 1)
     axes.set_ylabel("F1")
     axes.set_title(f"{task.id}: per-label F1")
@@ -210,6 +214,65 @@ def _judge_rows(results: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
     return rows
 
 
+_LEVEL_COLUMNS = ("macro_f1", "parent_micro_f1", "parent_macro_f1", "child_micro_f1", "child_macro_f1")
+
+
+def _files_check(result: dict[str, Any], pathway: dict[str, Any]) -> str:
+    """Whether a results file was scored on the given test.txt and label.txt (by their SHA-256)."""
+    recorded = result["run"].get("pathway_files_sha256") or {}
+    if not recorded:
+        return "not recorded"
+    same = all(recorded.get(name) == pathway["files_sha256"].get(name) for name in ("test.txt", "label.txt"))
+    return "these files" if same else "OTHER files"
+
+
+def clinical_blocks(results: Sequence[dict[str, Any]], pathway: dict[str, Any]) -> list[Block]:
+    """The clinical generalisation section: the user's pathway files, every pathway system at each level of the
+    hierarchy beside the published number, and F1 per label."""
+    task = get_task(PATHWAY_TASK_ID)
+    parents = pathway_parents()
+    digest = {name: value[:12] for name, value in pathway["files_sha256"].items()}
+    blocks = [Block("heading", f"Clinical generalisation: {task.name_en} ({task.id}, {task.source})"),
+              Block("text", "Beyond the Weibo tasks: sentences of posts labelled with the parts of a CBT cognitive "
+                    f"pathway ({', '.join(parents)}) and {pathway['children']} children from the user's label.txt. "
+                    f"Files: {pathway['dir']} (the user's copy; SHA-256 test.txt {digest.get('test.txt')}, label.txt "
+                    f"{digest.get('label.txt')}). micro-F1 is flat over all labels with parents implied, the dataset "
+                    "paper's headline; parent and child levels are scored apart. INVALID answers count as wrong; 95% "
+                    "CIs: percentile bootstrap over sentences. " + NOTICE)]
+    blocks.append(Block("table", header=("part", "sentences", *parents, "children used"), rows=tuple(
+        (part["part"], str(part["rows"]), *(str(part["labels"][p]) for p in parents),
+         str(sum(1 for label, n in part["labels"].items() if SEPARATOR in label and n)))
+        for part in pathway["parts"])))
+    rows: list[tuple[str, ...]] = []
+    for r in results:
+        m, run = r["metrics"], r["run"]
+        head, strict = m["headline"], m["strict"]
+        n = f"{m['n']}" + (f" of {m['split_size']}" if m.get("split_size") and m["split_size"] != m["n"] else "")
+        rows.append((run["system"], n, _num(head["value"]) + _ci(head["ci95"]), _num(strict["micro_f1"]),
+                     *(_num(m[head["mode"]].get(key)) for key in _LEVEL_COLUMNS),
+                     f"{head['invalid_rate']:.3f} / {strict['n_invalid'] / m['n']:.3f}", _files_check(r, pathway)))
+    for published in task.published:
+        rows.append((f"{published['system']} (published)", "", _num(published["value"]), "", *[""] * 6, ""))
+    blocks.append(Block("table", header=("system", "n", "micro-F1 (flexible) [95% CI]", "micro-F1 (strict)",
+                                         *_LEVEL_COLUMNS, "invalid (flex / strict)", "scored on"),
+                        rows=tuple(rows)))
+    if task.citation:
+        blocks.append(Block("text", f"Published numbers: {task.citation}"))
+    if not results:
+        blocks.append(Block("text", "No pathway system has been scored yet: `mentalglm pathway train --pathway-dir "
+                            "DIR --out MODEL_DIR --results-dir results`, or `mentalglm pathway predict` then "
+                            "`mentalglm pathway evaluate` (docs/pathway.md)."))
+        return blocks
+    labels = list(pathway["parts"][0]["labels"])
+    per_system = []
+    for r in results:
+        per = r["metrics"][r["metrics"]["headline"]["mode"]]["per_label"]
+        per_system.append({**per.get("parent", {}), **per.get("child", {})})
+    blocks.append(Block("table", header=("label (F1, flexible)", *(r["run"]["system"] for r in results)), rows=tuple(
+        (label, *(_num(per[label]["f1"]) if label in per else "–" for per in per_system)) for label in labels)))
+    return blocks
+
+
 def _ci_cell(block: dict[str, Any]) -> str:
     return "–" if block["mean"] is None else f"{block['mean']:.3f}{_ci(block['ci95'])}"
 
@@ -225,7 +288,9 @@ def _faithfulness_rows(faithful: Sequence[dict[str, Any]]) -> list[tuple[str, ..
     return rows
 
 
-def report_blocks(results: Sequence[dict[str, Any]]) -> list[Block]:
+def report_blocks(results: Sequence[dict[str, Any]], pathway: dict[str, Any] | None = None) -> list[Block]:
+    """``pathway`` (evaluate/pathway.py ``report_context``) adds the clinical generalisation section, which then
+    holds the cognitive pathway results."""
     n_files = len(results)
     faithful: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in results:
@@ -235,6 +300,7 @@ def report_blocks(results: Sequence[dict[str, Any]]) -> list[Block]:
     by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in results:
         by_task[r["task"]].append(r)
+    clinical = by_task.pop(PATHWAY_TASK_ID, []) if pathway is not None else []
     for task_id in faithful:
         by_task.setdefault(task_id, [])
     blocks = [Block("heading", "MentalGLM evaluation report"),
@@ -281,6 +347,8 @@ def report_blocks(results: Sequence[dict[str, Any]]) -> list[Block]:
             for i, r in enumerate(task_results):
                 blocks.append(Block("figure", f"{task.id} · {r['run']['system']}: confusion matrix",
                                     png=confusion_figure(task, r), name=f"{task.id}-confusion-{i}.png"))
+    if pathway is not None:
+        blocks.extend(clinical_blocks(clinical, pathway))
     blocks.append(Block("heading", "Run metadata"))
     blocks.append(Block("table", header=("system", "task", "date", "machine", "config sha256", "data sha256",
                                          "predictions sha256", "mentalglm"),
@@ -346,11 +414,12 @@ def to_html(blocks: Sequence[Block]) -> str:
     return "\n".join(parts)
 
 
-def write_report(results: Sequence[dict[str, Any]], out_dir: Path) -> tuple[Path, Path]:
+def write_report(results: Sequence[dict[str, Any]], out_dir: Path,
+                 pathway: dict[str, Any] | None = None) -> tuple[Path, Path]:
     """``out_dir/report.md`` with ``figures/*.png`` beside it, and the self-contained ``report.html``."""
     if not results:
         raise ConfigError("no results to report: pass results JSON files written by `mentalglm evaluate`")
-    blocks = report_blocks(results)
+    blocks = report_blocks(results, pathway)
     for block in blocks:
         if block.kind == "figure":
             target = out_dir / "figures" / block.name

@@ -115,10 +115,11 @@ def check_group(path: Path, group: RowGroup, posts: Mapping[str, Post] | None) -
                                       f"split's {list(posts[post_id].labels)}")
 
 
-def _mode_scores(task: Task, rows: Sequence[dict[str, Any]], mode: str, n_resamples: int, seed: int) -> dict[str, Any]:
+def _mode_scores(task: Task, rows: Sequence[dict[str, Any]], mode: str, n_resamples: int, seed: int,
+                 label_list: Sequence[str] | None = None) -> dict[str, Any]:
     gold = [tuple(r["gold"]) for r in rows]
     pred = [tuple(r[f"pred_{mode}"]) if r[f"valid_{mode}"] else None for r in rows]
-    result = score(task, gold, pred, n_resamples=n_resamples, seed=seed)
+    result = score(task, gold, pred, n_resamples=n_resamples, seed=seed, label_list=label_list)
     if "per_label" not in result:  # the report draws per-label bars for every task
         enc = encode(task, gold, pred)
         result["per_label"] = per_label(enc.y_true, enc.y_pred, enc.classes)
@@ -127,12 +128,17 @@ def _mode_scores(task: Task, rows: Sequence[dict[str, Any]], mode: str, n_resamp
 
 def score_group(task: Task, group: RowGroup, posts: Mapping[str, Post] | None, *,
                 n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0, verifier: Verifier | None = None,
-                bertscore: BertScorer | None = None) -> dict[str, Any]:
-    """Strict and flexible scores, the headline value with its CI, throughput and explanation scores."""
-    if task.type is TaskType.HIERARCHICAL:
-        raise ConfigError(f"task {task.id!r} is hierarchical: score it with tasks.pathway, not prediction rows")
+                bertscore: BertScorer | None = None, label_list: Sequence[str] | None = None) -> dict[str, Any]:
+    """Strict and flexible scores, the headline value with its CI, throughput and explanation scores.
+
+    A hierarchical task needs ``label_list`` (its label.txt): the children its macro averages run over.
+    """
+    if task.type is TaskType.HIERARCHICAL and label_list is None:
+        raise ConfigError(f"task {task.id!r} is hierarchical: score it with `mentalglm pathway evaluate PREDICTIONS "
+                          "--pathway-dir DIR`, whose label.txt names the children (docs/pathway.md)")
     rows = [row for _, row in group.rows]
-    modes: dict[str, dict[str, Any]] = {mode: _mode_scores(task, rows, mode, n_resamples, seed) for mode in MODES}
+    modes: dict[str, dict[str, Any]] = {mode: _mode_scores(task, rows, mode, n_resamples, seed, label_list)
+                                        for mode in MODES}
     headline = modes[HEADLINE_MODE]
     latency = sum(float(r.get("latency_s") or 0.0) for r in rows)
     metrics: dict[str, Any] = {
@@ -172,12 +178,14 @@ def _file_sha256(path: Path) -> str:
 def evaluate_file(predictions: Path, out: Path | None = None, *, index: SplitIndex | None,
                   n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
                   verifier_for: Callable[[Task], Verifier] | None = None,
-                  bertscore: BertScorer | str | None = EMBEDDED_ENCODER, judge: Judge | None = None) -> list[Path]:
+                  bertscore: BertScorer | str | None = EMBEDDED_ENCODER, judge: Judge | None = None,
+                  label_list: Sequence[str] | None = None, run_extra: Mapping[str, Any] | None = None) -> list[Path]:
     """Check and score a predictions JSONL; one results JSON per (system, task, split) in it.
 
     ``index=None`` skips the check against the split (and the explanation scores, which need the posts).
     ``bertscore`` (an encoder spec or a scorer; None: off) only loads its model when references exist;
-    ``judge`` writes its per-answer scores and rubric beside each results JSON.
+    ``judge`` writes its per-answer scores and rubric beside each results JSON. ``label_list`` is the
+    label.txt of a hierarchical task; ``run_extra`` is added to each results file's ``run`` (which files).
     """
     if judge is not None and index is None:
         raise ConfigError("the judge needs the posts: keep the check against the split on (drop --no-check-ids)")
@@ -194,7 +202,7 @@ def evaluate_file(predictions: Path, out: Path | None = None, *, index: SplitInd
         check_group(predictions, group, posts)
         verifier = verifier_for(task) if verifier_for is not None else None
         metrics = score_group(task, group, posts, n_resamples=n_resamples, seed=seed, verifier=verifier,
-                              bertscore=scorer)
+                              bertscore=scorer, label_list=label_list)
         target = results_path(predictions, out, group, groups)
         if judge is not None and posts is not None:
             metrics["judge"] = judge.score_rows(task, [row for _, row in group.rows], posts, target)
@@ -204,7 +212,7 @@ def evaluate_file(predictions: Path, out: Path | None = None, *, index: SplitInd
             "predictions_sha256": _file_sha256(predictions), "evaluated": now_iso(),
             "date": produced.get("date") or now_iso(), "machine": produced.get("machine") or machine_info(),
             "peak_rss_mb": produced.get("peak_rss_mb"), "config_sha256": produced.get("config_sha256"),
-            "data_sha256": produced.get("data_sha256"), "prediction_run": produced or None,
+            "data_sha256": produced.get("data_sha256"), "prediction_run": produced or None, **(run_extra or {}),
         }
         written.append(write_results(target, task, metrics, run))
     return written

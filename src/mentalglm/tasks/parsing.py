@@ -218,20 +218,22 @@ def _flexible(task: Task, regions: list[str], explanation: str | None) -> Parsed
 
 # --- C-IMHI: "标签：<names>\n推理：<explanation>" ------------------------------------------------------
 
-_NAME_SEPARATORS = re.compile(r"[、，,;；/]+")
+_NAME_SEPARATORS = re.compile(r"[、，,;；]+")
+_WORD_SEPARATORS = re.compile(r"[\s/]+")
 _LABEL_LINE = re.compile(r"^[\s*#>【\[\-]*(?:标签|labels?)[\s*】\]]*[：:](.*)$", re.IGNORECASE | re.MULTILINE)
 
 
 def _read_names(task: Task, body: str) -> list[str] | None:
     """Label ids of a separated name list, or None as soon as one name is unknown.
 
-    Spaces separate names too, but a piece is first tried whole so that English names with
-    spaces ("mind reading") are still read.
+    Spaces and slashes separate names too, but a piece is first tried whole so that English names
+    with spaces ("mind reading") and names with a slash (pathway children such as "学业/工作压力")
+    are still read.
     """
     ids: list[str] = []
     for piece in filter(None, (p.strip() for p in _NAME_SEPARATORS.split(body))):
         whole = task.label_by_any_name(piece)
-        labels = [whole] if whole else [task.label_by_any_name(word) for word in piece.split()]
+        labels = [whole] if whole else [task.label_by_any_name(w) for w in _WORD_SEPARATORS.split(piece) if w]
         if not labels or None in labels:
             return None
         ids.extend(label.id for label in labels if label is not None)

@@ -3,7 +3,9 @@
 Files follow the public hierarchical text classification layout (one ``sentence<TAB>labels`` line,
 labels comma-separated, a child written ``parent##child``) plus a ``label.txt`` with one label a
 line. The four parents come from the ``cognitive_pathway`` task declaration; the children are not
-published to us, so they come only from the user's ``label.txt``.
+published to us, so they come only from the user's ``label.txt``. The files are read by the data
+loader (``data/loaders/cognitive_pathway.py``); this module holds what a label means and how
+predictions are scored, so that data, training, evaluation and the analyzer share one rule.
 
 Scores are given at three levels: ``parent_*`` (a child implies its parent), ``child_*`` (the
 ``parent##child`` labels only) and plain ``micro_f1``/``macro_f1`` over all labels with parents
@@ -14,15 +16,18 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterator, Sequence
+from collections import Counter
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mentalglm.errors import MentalGLMError
+from mentalglm.errors import ConfigError, MentalGLMError
 from mentalglm.tasks.counts import Encoded, RowCounts, bootstrap_ci, indicator, per_label
 from mentalglm.tasks.registry import get_task
+from mentalglm.tasks.schema import Label, Task, TaskType
 
 PATHWAY_TASK_ID = "cognitive_pathway"
 SEPARATOR = "##"
@@ -45,50 +50,107 @@ def parent_of(label: str) -> str:
     return label.split(SEPARATOR, 1)[0]
 
 
-def _lines(path: Path | str) -> Iterator[tuple[int, str]]:
-    with Path(path).open(encoding="utf-8-sig") as handle:
-        for number, line in enumerate(handle, start=1):
-            if line.strip():
-                yield number, line.rstrip("\r\n")
+def child_name(label: str) -> str:
+    """``认知歪曲##以偏概全`` -> ``以偏概全``; a parent is its own name."""
+    return label.split(SEPARATOR, 1)[-1]
 
 
-def read_label_file(path: Path | str) -> tuple[str, ...]:
-    """All labels of label.txt in file order; each must be a known parent or ``parent##child``."""
+def with_parents(labels: Iterable[str]) -> tuple[str, ...]:
+    """The labels with every child's parent added (a child implies its parent), parents first, in file order."""
+    labels = tuple(labels)
+    return tuple(dict.fromkeys([*(parent_of(label) for label in labels), *labels]))
+
+
+def _parentless_hint(label: str, known: Collection[str]) -> str:
+    owners = [k for k in known if SEPARATOR in k and child_name(k) == label]
+    if owners:
+        return f"; a child is written with its parent: {' or '.join(map(repr, owners))}"
+    return f"; write a child as PARENT{SEPARATOR}CHILD with PARENT one of {', '.join(pathway_parents())}"
+
+
+def label_line_problem(label: str, listed: Collection[str]) -> str | None:
+    """Why one line of label.txt is wrong (``listed``: the labels on the lines above it), or None."""
     parents = pathway_parents()
-    labels: list[str] = []
-    for number, line in _lines(path):
-        label = line.strip()
-        child = label.split(SEPARATOR, 1)[1] if SEPARATOR in label else None
-        if parent_of(label) not in parents or child == "":
-            raise PathwayFileError(
-                path, number, f"label {label!r} is neither a parent nor parent##child; parents: {', '.join(parents)}"
-            )
-        if label in labels:
-            raise PathwayFileError(path, number, f"label {label!r} is listed twice")
-        labels.append(label)
+    if not label:
+        return "empty line; delete it (label.txt lists one label a line)"
+    if parent_of(label) not in parents or child_name(label) == "":
+        return f"label {label!r} is neither a parent nor parent{SEPARATOR}child" + _parentless_hint(label, ())
+    if label in listed:
+        return f"label {label!r} is listed twice; delete one of the two lines"
+    return None
+
+
+def label_list_problem(labels: Sequence[str]) -> str | None:
+    """Why a whole label.txt does not describe these files (a parent missing), or None."""
+    missing = [parent for parent in pathway_parents() if parent not in labels]
+    if missing:
+        return (f"label.txt does not list the parent(s) {', '.join(missing)}; the cognitive pathway files have the "
+                f"four parents {', '.join(pathway_parents())}: add a line for each (is this the right label.txt?)")
+    return None
+
+
+def parse_label_field(field: str, known: Collection[str], label_file: Path | str = "label.txt") -> tuple[str, ...]:
+    """The labels of one ``sentence<TAB>labels`` line, duplicates dropped; ValueError names what is wrong."""
+    labels = tuple(dict.fromkeys(filter(None, (part.strip() for part in _LABEL_SPLIT.split(field)))))
     if not labels:
-        raise PathwayFileError(path, 1, "the label file lists no labels")
-    return tuple(labels)
+        raise ValueError("no labels after the TAB; every sentence carries at least one comma-separated label")
+    for label in labels:
+        if label in known:
+            continue
+        if SEPARATOR not in label and label not in pathway_parents():
+            owners = [k for k in known if SEPARATOR in k and child_name(k) == label]
+            if owners:
+                raise ValueError(f"label {label!r} has no parent" + _parentless_hint(label, known))
+        raise ValueError(f"label {label!r} is not in {label_file}{_did_you_mean(label, known)}; add it there if "
+                         "it is a label of these files")
+    return labels
 
 
-def read_pathway_file(path: Path | str, label_file: Path | str) -> list[tuple[str, tuple[str, ...]]]:
-    """(sentence, labels) rows; any row that cannot be read stops with its file and line."""
-    known = set(read_label_file(label_file)) | set(pathway_parents())
-    rows = []
-    for number, line in _lines(path):
-        if "\t" not in line:
-            raise PathwayFileError(path, number, "no TAB between the sentence and its comma-separated labels")
-        sentence, field = line.rsplit("\t", 1)
-        labels = tuple(dict.fromkeys(filter(None, (part.strip() for part in _LABEL_SPLIT.split(field)))))
-        if not labels:
-            raise PathwayFileError(path, number, "no labels after the TAB")
-        for label in labels:
-            if label not in known:
-                close = difflib.get_close_matches(label, sorted(known), n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
-                raise PathwayFileError(path, number, f"label {label!r} is not in {label_file}{hint}")
-        rows.append((sentence.strip(), labels))
-    return rows
+def refuse_hierarchical(task_id: str, command: str) -> None:
+    """Commands made for flat tasks name the pathway command that does the job instead of failing deep inside."""
+    task = get_task(task_id)
+    if task.type is TaskType.HIERARCHICAL:
+        raise ConfigError(f"task {task.id!r} is hierarchical (its children come from your label.txt): use "
+                          f"`{command}` (docs/pathway.md)")
+
+
+def _did_you_mean(label: str, known: Collection[str]) -> str:
+    """A close known label: among the children of the same parent by child name (the shared ``parent##`` prefix
+    would make every child look close), else among all labels."""
+    siblings = {child_name(k): k for k in known if SEPARATOR in k and parent_of(k) == parent_of(label)}
+    if SEPARATOR in label and siblings:
+        close = [siblings[c] for c in difflib.get_close_matches(child_name(label), list(siblings), n=1)]
+    else:
+        close = difflib.get_close_matches(label, sorted(known), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def pathway_task(labels: Sequence[str]) -> Task:
+    """The declared task with label.txt's children as labels of their own, so that an LLM can name them.
+
+    A child's id is ``parent##child`` and its name the child's own (its full id when two parents share the
+    name); the instruction lists the children under their parents. Answers then render and parse with the
+    C-IMHI layout and parsers like any other task, and a child read back implies its parent when scored.
+    """
+    task = get_task(PATHWAY_TASK_ID)
+    children = [label for label in labels if SEPARATOR in label]
+    unknown = [label for label in children if parent_of(label) not in task.label_ids]
+    if unknown:
+        raise ValueError(f"unknown pathway parents in {unknown}")
+    counts = Counter(child_name(label) for label in children)
+    taken = {form.lower() for label in task.labels for form in label.surface_forms}
+    extra = []
+    for label in children:
+        parent, name = task.label(parent_of(label)), child_name(label)
+        shown = name if counts[name] == 1 and name.lower() not in taken else label
+        extra.append(Label(id=label, zh=shown, en=f"{parent.en}: {name}", synonyms=(label,),
+                           definition_zh=f"{parent.zh}的子类：{name}"))
+    if not extra:
+        return task
+    listing = "；".join(f"{parent}：{'、'.join(e.zh for e in extra if parent_of(e.id) == parent)}"
+                       for parent in task.label_ids if any(parent_of(e.id) == parent for e in extra))
+    return replace(task, labels=task.labels + tuple(extra),
+                   instruction=f"{task.instruction}能判断子类时，把子类也写进标签（{listing}）。")
 
 
 def _level(row: Sequence[str], level: str) -> set[str]:

@@ -3,6 +3,7 @@
 from mentalglm.data.loaders import (  # noqa: F401
     cnsenti,
     cogdis,
+    cognitive_pathway,
     depression_lexicon,
     imhi,
     screen_seed,

@@ -107,6 +107,12 @@
       attempts: "生成次数：{n}",
       model: "模型：{model}",
       evidenceMarkTitle: "证据：{tasks}",
+      pathwayHeading: "认知路径",
+      pathwaySentencesHeading: "逐句",
+      pathwayAbsent: "未见",
+      pathwaySentenceRef: "第 {list} 句",
+      pathwaySentenceLabel: "第 {n} 句",
+      pathwayNoPart: "未识别出认知路径的部分",
       yes: "是",
       no: "否",
     },
@@ -208,6 +214,12 @@
       attempts: "attempts: {n}",
       model: "model: {model}",
       evidenceMarkTitle: "Evidence: {tasks}",
+      pathwayHeading: "Cognitive pathway",
+      pathwaySentencesHeading: "Sentence by sentence",
+      pathwayAbsent: "not seen",
+      pathwaySentenceRef: "sentence {list}",
+      pathwaySentenceLabel: "Sentence {n}",
+      pathwayNoPart: "no part of the pathway recognised",
       yes: "yes",
       no: "no",
     },
@@ -801,7 +813,7 @@
     if (entry.text !== null) article.append(renderPostText(entry.text, result, taskIds));
 
     const tasks = el("div", { className: "tasks-grid" });
-    taskIds.forEach((taskId, k) => tasks.append(renderTask(taskId, result.tasks[taskId], k)));
+    taskIds.forEach((taskId, k) => tasks.append(renderTask(taskId, result.tasks[taskId], k, entry.text)));
     article.append(tasks);
 
     const nad = (result.notices || []).filter((n) => n.kind === "not_a_diagnosis");
@@ -897,7 +909,38 @@
       el("span", { className: "bar-value", text: pct.toFixed(1) + "%" }));
   }
 
-  function renderTask(taskId, task, k) {
+  /* cognitive_pathway: the four steps in order with the sentences that show each, then every sentence (sliced
+   * from the post kept in this page by its code-point offsets) with its parts and their probabilities. */
+  function renderPathway(task, text) {
+    const chars = text === null || text === undefined ? null : Array.from(text);
+    const partName = (stage) => (state.locale === "en" ? stage.part_en : stage.part_zh);
+    const chain = el("ol", { className: "pathway-chain" });
+    for (const stage of task.pathway || []) {
+      const seen = (stage.sentences || []).length > 0;
+      const name = partName(stage) + ((stage.children || []).length ? " · " + stage.children.join("、") : "");
+      const where = seen ? t("pathwaySentenceRef", { list: stage.sentences.join("、") }) : t("pathwayAbsent");
+      chain.append(el("li", { className: "pathway-stage" + (seen ? "" : " stage-absent"), "data-part": stage.part },
+        el("span", { className: "stage-name", text: name }), " ", el("span", { className: "stage-where", text: where })));
+    }
+    const list = el("ol", { className: "pathway-sentences" });
+    for (const sentence of task.sentences || []) {
+      const quote = chars ? chars.slice(sentence.start, sentence.end).join("") : "[" + sentence.start + "–" + sentence.end + ")";
+      const parts = el("span", { className: "pathway-parts" });
+      const shown = (sentence.parts || []).filter((p) => p.child || !(sentence.parts || []).some((q) => q.child && q.part === p.part));
+      for (const part of shown) {
+        const name = (state.locale === "en" ? part.part_en : part.part) + (part.child ? " · " + part.child : "");
+        parts.append(el("span", { className: "pathway-part", "data-label": part.id, text: name + " " + percent(part.confidence).toFixed(1) + "%" }));
+      }
+      if (!shown.length) parts.append(el("span", { className: "pathway-part none", text: t("pathwayNoPart") }));
+      list.append(el("li", { className: "pathway-sentence", "data-start": sentence.start, "data-end": sentence.end,
+        "aria-label": t("pathwaySentenceLabel", { n: sentence.index }) },
+        el("q", { className: "sentence-text", lang: "zh-CN", text: quote }), " ", parts));
+    }
+    return el("div", { className: "pathway" }, el("h5", { text: t("pathwayHeading") }), chain,
+      el("h5", { text: t("pathwaySentencesHeading") }), list);
+  }
+
+  function renderTask(taskId, task, k, text) {
     const section = el("section", { className: "task task-" + (k % 4), "data-task": taskId });
     section.append(el("h4", null, el("span", { className: "swatch swatch-" + (k % 4), "aria-hidden": "true" }),
       taskName(taskId, task)));
@@ -921,6 +964,7 @@
         el("span", { className: "label-name", text: name }), confidenceBar(name, (task.confidences || {}).none)));
     } else if (!(task.labels || []).length) labels.append(el("li", { className: "label none", text: t("noLabels") }));
     section.append(labels);
+    if (Array.isArray(task.sentences)) section.append(renderPathway(task, text));
 
     // Nothing evident: no risk or distortion wording at all, not even the other labels' small probabilities
     // (they stay in the JSON and the downloads for researchers).
@@ -986,7 +1030,7 @@
     "id", "status", "line", "error", "text_length", "out_of_domain", "cjk_share", "high_risk", "task",
     "task_name_zh", "engine", "valid", "labels", "label_names_zh", "label_names_en", "label_confidences",
     "explanation", "evidence", "verifier_agrees", "qc_passed", "qc_reasons", "attempts", "model", "task_error",
-    "outside_training_domain", "training_domain_similarity",
+    "outside_training_domain", "training_domain_similarity", "pathway_sentences",
   ];
 
   function csvCell(value) {
@@ -1025,6 +1069,9 @@
       task_error: task.error,
       outside_training_domain: task.outside_training_domain,
       training_domain_similarity: task.training_domain_similarity,
+      pathway_sentences: Array.isArray(task.sentences)
+        ? task.sentences.map((s) => s.index + "[" + s.start + "-" + s.end + "]:" + (s.parts || []).map((p) => p.id).join(";")).join(" | ")
+        : null,
     }));
   }
 
