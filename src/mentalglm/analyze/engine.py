@@ -30,7 +30,7 @@ from mentalglm.errors import ConfigError, MentalGLMError, MissingDataError
 from mentalglm.instruct.generate import builtin_few_shots, clean_explanation, retry_settings, teacher_messages
 from mentalglm.instruct.qc import Verdict, apply_verifier, check_sample, evidence_quotes
 from mentalglm.tasks import CHINESE_MAIN_TASKS, Task, get_task
-from mentalglm.tasks.parsing import parse
+from mentalglm.tasks.parsing import read_answer
 from mentalglm.train.classical import TfidfVerifier
 
 ENGINES: tuple[EngineName, ...] = ("attribution", "hybrid", "labels", "llm")
@@ -367,9 +367,7 @@ class Analyzer:
                     for i, text in enumerate(scrubbed)]
         out = []
         for reply, text, original in zip(self.backend.generate(requests), scrubbed, originals, strict=True):
-            parsed = parse(task, reply.text, "strict")
-            if not parsed.valid:
-                parsed = parse(task, reply.text, "flexible")
+            parsed = read_answer(task, reply.text)
             explanation = _scrub_output(parsed.explanation) if self.explain else None
             verifier = self._verdict(task, parsed.labels, explanation, text).checks.get("verifier") \
                 if explanation and parsed.valid else None
