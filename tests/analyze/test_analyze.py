@@ -18,7 +18,8 @@ from mentalglm.analyze.artifacts import (
     ece,
     save_task_model,
 )
-from mentalglm.analyze.engine import Analyzer, InputRow, InputTextError, evidence_spans
+from mentalglm.analyze.engine import Analyzer, InputRow, InputTextError
+from mentalglm.analyze.engines import evidence_spans
 from mentalglm.analyze.io import InputFileError, read_posts
 from mentalglm.analyze.safety import NOT_A_DIAGNOSIS
 from mentalglm.analyze.schema import ErrorRecord, PostResult
