@@ -10,14 +10,8 @@ import pytest
 from tiny_analyzer import TASKS, tiny_models
 from typer.testing import CliRunner
 
-from mentalglm.analyze.artifacts import (
-    Calibration,
-    TaskModel,
-    brier,
-    choose_calibration,
-    ece,
-    save_task_model,
-)
+from mentalglm.analyze.artifacts import TaskModel, save_task_model
+from mentalglm.analyze.calibration import Calibration, brier, choose_calibration, ece
 from mentalglm.analyze.engine import Analyzer, InputRow, InputTextError
 from mentalglm.analyze.engines import evidence_spans
 from mentalglm.analyze.io import InputFileError, read_posts

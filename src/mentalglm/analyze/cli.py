@@ -164,7 +164,8 @@ def analyze_train(
         help="Also write each task's test predictions and a results JSON here, for `mentalglm report`.")] = None,
 ) -> None:
     """Train the analyzer's classifiers (decontaminated train, tuned and calibrated on validation)."""
-    from mentalglm.analyze.artifacts import default_artifacts_dir, load_task_model, train_all
+    from mentalglm.analyze.artifacts import default_artifacts_dir, load_task_model
+    from mentalglm.analyze.recipe import train_all
 
     directory = (out or default_artifacts_dir()).expanduser()
     cards = train_all(data_dir, directory, comma_list(tasks),
