@@ -20,6 +20,7 @@ import numpy as np
 
 from mentalglm.analyze.artifacts import TaskModel, save_task_model
 from mentalglm.analyze.calibration import Calibration, choose_calibration
+from mentalglm.analyze.card import add_ensemble, add_rejected_ensemble, add_screen, new_card
 from mentalglm.analyze.domain import DomainCheck
 from mentalglm.analyze.ensemble import MIN_WIN_RATE, AveragedEncoders, Ensemble, worth_keeping
 from mentalglm.data.records import Post
@@ -28,17 +29,6 @@ from mentalglm.train.classical import Classifier, TfidfClassifier
 
 if TYPE_CHECKING:  # imports torch
     from mentalglm.train.encoder import EncoderSettings
-
-CARD_VERSION = 1
-LIMITATIONS = (
-    "Character n-gram TF-IDF with logistic regression: it reads surface wording, not meaning; negation, irony "
-    "and context beyond the post are missed.",
-    "Trained on Weibo posts of the public datasets named under data; other platforms, languages or time periods "
-    "can behave very differently (the analyzer flags mostly non-Chinese text as out_of_domain).",
-    "Confidences are calibrated on a small validation split; treat them as rough.",
-    "Decision support for professionals, not a diagnosis.",
-)
-
 
 # Forum-only tasks without a screen (suicide_level: SOS-1K) have never seen an ordinary post, so the model card
 # reports how often ordinary posts get a crisis level, and `general_negatives=N` adds N ordinary Weibo posts from
@@ -167,7 +157,6 @@ def train_task_model(task_id: str, data_dir: str | Path | None, *, c_grid: Seque
     """
     from mentalglm.analyze.screened import fit_screened, inner_posts, screening_card
     from mentalglm.data.splits import canonical_splits, screen_data
-    from mentalglm.evaluate.results import jsonable
     from mentalglm.tasks.counts import indicator
     from mentalglm.tasks.metrics import score
     from mentalglm.train.classical import fit_on_posts
@@ -215,41 +204,15 @@ def train_task_model(task_id: str, data_dir: str | Path | None, *, c_grid: Seque
         calibration, measured = choose_calibration(
             val_proba, indicator([p.labels for p in validation], best.classes), best.multi_label)
 
-    def metrics(posts: Sequence[Any]) -> dict[str, Any]:
-        scores = score(task, [p.labels for p in posts], classifier.predict([p.text for p in posts]), n_resamples=0)
-        return jsonable({k: v for k, v in scores.items() if k not in ("bootstrap", "ci95")})
-
-    card = {
-        "card_version": CARD_VERSION, "task": task.id, "task_version": task.version,
-        "model": {"kind": "char TF-IDF (1-3) + logistic regression", "C": best.C, "ngram_range": best.ngram_range,
-                  "max_features": best.max_features, "class_weight": "balanced",
-                  "thresholds": best.thresholds if best.multi_label else None,
-                  "decision": "tuned threshold, at least one label" if best.multi_label else "argmax"},
-        "data": {"source": task.source, "splits": {s.name: f"{s.dataset}/{s.part}" for s in task.splits},
-                 "train_posts": len(train), "validation_posts": len(validation), "test_posts": len(test),
-                 "extra_train_used": False, "train_posts_from_task": len(own_train),
-                 "pool_dropped_as_contaminated_or_duplicate": report.pool.dropped,
-                 "validation_dropped_against_test": report.dropped_against_test},
-        "tuning": {"grid": {"C": list(c_grid)}, f"validation_{task.official_metric}": tuning},
-        "validation": metrics(validation), "test": metrics(test) if test else None,
-        "calibration": calibration.to_dict(), "calibration_measured": measured,
-        "limitations": list(LIMITATIONS), "train_seconds": round(time.perf_counter() - started, 1),
-    }
+    card = new_card(task, best, classifier, report=report, train=train, own_train=own_train, validation=validation,
+                    test=test, c_grid=c_grid, tuning=tuning, calibration=calibration, calibration_measured=measured,
+                    train_seconds=round(time.perf_counter() - started, 1))
     if ensemble is not None and encoder is not None:
-        weight = ensemble["weight_on_tfidf"]
-        used = sum(member["used"] for member in ensemble["encoder"]["members"])
-        card["model"]["kind"] = (f"ensemble: {weight:.1f} x char TF-IDF (1-3) + logistic regression, "
-                                 f"{1 - weight:.1f} x {'mean of ' + str(used) + ' x ' if used > 1 else ''}"
-                                 f"{encoder.model} + LoRA r={encoder.lora_rank} + linear head")
-        card["ensemble"] = ensemble
+        add_ensemble(card, ensemble, encoder)
     if rejected is not None:
-        card["ensemble_rejected"] = rejected
-        card["limitations"].append("The encoder reads the first 128 tokens of a post only; it was fine-tuned on "
-                                   "the same training pool as the TF-IDF model.")
+        add_rejected_ensemble(card, rejected)
     if screen is not None and screen_record is not None:
-        card["model"]["kind"] = f"screen ({screen_record['kind']}), then {card['model']['kind']}"
-        card["screen"] = screen_record
-        card["screening"] = screening_card(task, classifier, test, screen)
+        add_screen(card, screen_record, screening_card(task, classifier, test, screen))
         log(f"{task.id}: held out, share given {'a label' if task.is_multi_label else 'a risk level'}: "
             + ", ".join(f"{name} {rate:.1%}" for name, rate in card["screening"]["flagged"].items()))
     domain: DomainCheck | None = None
