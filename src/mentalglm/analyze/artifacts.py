@@ -18,9 +18,9 @@ from typing import Any
 from mentalglm.analyze.calibration import Calibration
 from mentalglm.analyze.domain import DomainCheck
 from mentalglm.analyze.ensemble import AveragedEncoders, Ensemble
-from mentalglm.errors import MissingDataError
+from mentalglm.errors import ConfigError, MissingDataError
 from mentalglm.tasks import Task, get_task
-from mentalglm.train.classical import Classifier, TfidfClassifier
+from mentalglm.train.classical import Classifier, TfidfClassifier, tfidf_part
 from mentalglm.train.screen import GatedClassifier, ScreenGate
 
 ENV_VAR = "MENTALGLM_ANALYZER_DIR"
@@ -33,7 +33,7 @@ def default_artifacts_dir() -> Path:
 
 @dataclass
 class TaskModel:
-    """A task's classifier with its calibration and card: what the analyzer's `labels` engine runs."""
+    """A task's classifier (any ``Classifier``) with its calibration and card: what the analyzer's engines run."""
 
     task: Task
     classifier: Classifier
@@ -42,10 +42,10 @@ class TaskModel:
     domain: DomainCheck | None = None  # tasks whose training posts come from one narrow place (DOMAIN_ORDINARY)
 
     @property
-    def tfidf(self) -> TfidfClassifier:
-        """The TF-IDF model alone (the explanation verifier: fast, and it reads short texts well enough)."""
-        classifier = self.classifier.inner if isinstance(self.classifier, GatedClassifier) else self.classifier
-        return classifier.tfidf if isinstance(classifier, Ensemble) else classifier  # type: ignore[return-value]
+    def tfidf(self) -> TfidfClassifier | None:
+        """The TF-IDF model the classifier is built on, if any: the explanation verifier reads with it (fast, and
+        it reads short texts well enough); a model without one gets no verifier check."""
+        return tfidf_part(self.classifier)
 
     def predict(self, texts: Sequence[str]) -> list[tuple[tuple[str, ...], dict[str, float]]]:
         """Per post: decided label ids and the calibrated probability of every label."""
@@ -121,8 +121,12 @@ def save_task_model(model: TaskModel, directory: Path) -> tuple[Path, Path]:
     """The TF-IDF pickle, the card, and for an ensemble a copy of the encoder run's ``final/`` (a few MB)."""
     import shutil
 
+    tfidf = model.tfidf
+    if tfidf is None:
+        raise ConfigError(f"the {model.task.id} model has no TF-IDF base ({type(model.classifier).__name__}): "
+                          "saved analyzer models are built on one (train them with `mentalglm analyze-train`)")
     model_path, card_path = model_paths(directory, model.task.id)
-    model.tfidf.save(model_path)
+    tfidf.save(model_path)
     domain_file = domain_path(directory, model.task.id)
     if model.domain is not None:
         model.domain.classifier.save(domain_file)

@@ -261,8 +261,9 @@ def verdict_on(models: Mapping[str, TaskModel], task: Task, labels: Sequence[str
     """QC of an explanation for ``labels``, with the task's TF-IDF verifier when its model has one."""
     verdict = check_sample(task, labels, explanation, post)
     model = models.get(task.id)
-    if explanation and model is not None:
-        apply_verifier(task, TfidfVerifier(model.tfidf), [(labels, explanation)], [verdict])
+    reader = model.tfidf if model is not None else None
+    if explanation and reader is not None:
+        apply_verifier(task, TfidfVerifier(reader), [(labels, explanation)], [verdict])
     return verdict
 
 

@@ -13,7 +13,7 @@ import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -42,7 +42,11 @@ def decide(proba: np.ndarray, classes: Sequence[str], multi_label: bool,
 
 
 class Classifier(Protocol):
-    """What the analyzer needs of a task's classifier: its classes, probabilities and decision rule."""
+    """What the analyzer needs of a task's classifier: its classes, probabilities and decision rule.
+
+    Implemented by TfidfClassifier, the fine-tuned EncoderClassifier (train/encoder.py), the Ensemble of the two
+    (analyze/ensemble.py) and the screened GatedClassifier (train/screen.py); TaskModel takes any of them.
+    """
 
     @property
     def classes(self) -> list[str]: ...
@@ -145,6 +149,21 @@ class TfidfClassifier:
     @staticmethod
     def load(path: Path) -> TfidfClassifier:
         return load_own_pickle(path, TfidfClassifier)
+
+
+@runtime_checkable
+class BuiltOnTfidf(Protocol):
+    """A classifier with a TF-IDF model inside it (a screen in front of one, an ensemble with one)."""
+
+    @property
+    def tfidf(self) -> TfidfClassifier | None: ...
+
+
+def tfidf_part(classifier: Classifier) -> TfidfClassifier | None:
+    """The TF-IDF model a classifier is built on: itself, the one inside it, or None (an encoder alone)."""
+    if isinstance(classifier, TfidfClassifier):
+        return classifier
+    return classifier.tfidf if isinstance(classifier, BuiltOnTfidf) else None
 
 
 def fit_on_posts(task: Task, train: Sequence[Post], validation: Sequence[Post] = (), **kwargs: Any) -> TfidfClassifier:

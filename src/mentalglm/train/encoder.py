@@ -284,8 +284,11 @@ class EncoderClassifier:
         self._last = (texts, out.copy())
         return out
 
+    def decide(self, proba: np.ndarray) -> list[tuple[str, ...]]:
+        return decide(proba, self.classes, self.multi_label, self.thresholds)
+
     def predict(self, texts: Sequence[str]) -> list[tuple[str, ...]]:
-        return decide(self.predict_proba(list(texts)), self.classes, self.multi_label, self.thresholds)
+        return self.decide(self.predict_proba(list(texts)))
 
     def save(self, directory: Path) -> Path:
         from safetensors.torch import save_file
