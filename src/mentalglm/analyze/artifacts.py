@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from mentalglm.analyze.calibration import Calibration
 from mentalglm.analyze.domain import DomainCheck
@@ -74,21 +75,35 @@ def encoder_path(directory: Path, task_id: str) -> Path:
     return directory / f"{task_id}.encoder"
 
 
-def load_task_model(task_id: str, directory: Path | None = None) -> TaskModel:
-    directory = directory or default_artifacts_dir()
-    model_path, card_path = model_paths(directory, task_id)
-    if not model_path.is_file() or not card_path.is_file():
-        raise MissingDataError(
-            f"analyzer model for task {task_id}", directory,
-            "build it with `mentalglm analyze-train --data-dir DATA` (or pass --artifacts-dir / $" + ENV_VAR + ")")
-    card = json.loads(card_path.read_text(encoding="utf-8"))
-    classifier: Classifier = TfidfClassifier.load(model_path)
-    ensemble = card.get("ensemble")
-    if ensemble:
-        from mentalglm.train.encoder import CLASSIFIER_FILE, EncoderClassifier
+class Part(Protocol):
+    """A piece of a task's saved model beyond its TF-IDF base, named by one key of the card.
 
+    Loading applies the parts in ``PARTS`` order to the model read so far; saving lets every part write its
+    files, or remove a stale copy when the model has no such part, so a rebuild never leaves one behind.
+    """
+
+    def load(self, model: TaskModel, directory: Path) -> TaskModel: ...
+
+    def save(self, model: TaskModel, directory: Path) -> None: ...
+
+
+class EncoderEnsemble:
+    """Card key ``ensemble``: the TF-IDF model averaged with fine-tuned encoders kept in ``<task>.encoder/``."""
+
+    def load(self, model: TaskModel, directory: Path) -> TaskModel:
+        record = model.card.get("ensemble")
+        if not record:
+            return model
+        from mentalglm.train.encoder import (  # torch: only when a card names one
+            CLASSIFIER_FILE,
+            EncoderClassifier,
+        )
+
+        task_id = model.task.id
+        if not isinstance(model.classifier, TfidfClassifier):
+            raise TypeError(f"the {task_id} ensemble averages the TF-IDF model, not a {type(model.classifier).__name__}")
         root = encoder_path(directory, task_id)
-        members = ensemble["encoder"].get("members")  # cards written before seed averaging: one encoder in root
+        members = record["encoder"].get("members")  # cards written before seed averaging: one encoder in root
         directories = [root / m["dir"] for m in members if m["used"]] if members else [root]
         encoders = []
         for encoder_dir in directories:
@@ -96,52 +111,95 @@ def load_task_model(task_id: str, directory: Path | None = None) -> TaskModel:
                 raise MissingDataError(f"encoder of the {task_id} ensemble (its card names one)", encoder_dir,
                                        "rebuild with `mentalglm analyze-train --encoder` or without it")
             encoders.append(EncoderClassifier.load(encoder_dir))
-        classifier = Ensemble(classifier, encoders[0] if len(encoders) == 1 else AveragedEncoders(encoders),
-                              float(ensemble["weight_on_tfidf"]), list(ensemble.get("thresholds") or []))
-    task = get_task(task_id)
-    if card.get("screen"):
-        screen_file = screen_path(directory, task_id)
-        if not screen_file.is_file() or task.screen is None:
-            raise MissingDataError(f"screen of the {task_id} model (its card names one)", screen_file,
+        return replace(model, classifier=Ensemble(
+            model.classifier, encoders[0] if len(encoders) == 1 else AveragedEncoders(encoders),
+            float(record["weight_on_tfidf"]), list(record.get("thresholds") or [])))
+
+    def save(self, model: TaskModel, directory: Path) -> None:
+        """A copy of each used encoder run's ``final/`` (a few MB)."""
+        target = encoder_path(directory, model.task.id)
+        shutil.rmtree(target, ignore_errors=True)
+        if "ensemble" in model.card:
+            for member in model.card["ensemble"]["encoder"]["members"]:
+                if member["used"]:
+                    shutil.copytree(member["final_dir"], target / member["dir"])
+
+
+class Screen:
+    """Card key ``screen``: the task's screen (train/screen.py) in front of the classifier, ``<task>.screen.pkl``."""
+
+    def load(self, model: TaskModel, directory: Path) -> TaskModel:
+        task = model.task
+        if model.card.get("screen"):
+            screen_file = screen_path(directory, task.id)
+            if not screen_file.is_file() or task.screen is None:
+                raise MissingDataError(f"screen of the {task.id} model (its card names one)", screen_file,
+                                       "rebuild with `mentalglm analyze-train`")
+            return replace(model, classifier=GatedClassifier(ScreenGate.load(screen_file), model.classifier,
+                                                             task.screen.none_label))
+        if task.screen is not None:
+            raise MissingDataError(f"screen of the {task.id} model: the card was written before task {task.id} "
+                                   f"version {task.version} had one", model_paths(directory, task.id)[1],
                                    "rebuild with `mentalglm analyze-train`")
-        classifier = GatedClassifier(ScreenGate.load(screen_file), classifier, task.screen.none_label)
-    elif task.screen is not None:
-        raise MissingDataError(f"screen of the {task_id} model: the card was written before task {task_id} "
-                               f"version {task.version} had one", card_path, "rebuild with `mentalglm analyze-train`")
-    domain, domain_file = None, domain_path(directory, task_id)
-    if card.get("domain_check"):  # cards written before the domain check have none: results then carry no warning
+        return model
+
+    def save(self, model: TaskModel, directory: Path) -> None:
+        screen_file = screen_path(directory, model.task.id)
+        if isinstance(model.classifier, GatedClassifier):
+            model.classifier.gate.save(screen_file)
+        else:
+            screen_file.unlink(missing_ok=True)
+
+
+class DomainWarning:
+    """Card key ``domain_check``: how much a post resembles the task's training posts (analyze/domain.py)."""
+
+    def load(self, model: TaskModel, directory: Path) -> TaskModel:
+        record = model.card.get("domain_check")
+        if not record:  # cards written before the domain check have none: results then carry no warning
+            return model
+        domain_file = domain_path(directory, model.task.id)
         if not domain_file.is_file():
-            raise MissingDataError(f"domain check of the {task_id} model (its card names one)", domain_file,
+            raise MissingDataError(f"domain check of the {model.task.id} model (its card names one)", domain_file,
                                    "rebuild with `mentalglm analyze-train`")
-        domain = DomainCheck(TfidfClassifier.load(domain_file), float(card["domain_check"]["threshold"]))
-    return TaskModel(task, classifier, Calibration.from_dict(card.get("calibration", {})), card, domain)
+        return replace(model, domain=DomainCheck(TfidfClassifier.load(domain_file), float(record["threshold"])))
+
+    def save(self, model: TaskModel, directory: Path) -> None:
+        domain_file = domain_path(directory, model.task.id)
+        if model.domain is not None:
+            model.domain.classifier.save(domain_file)
+        else:
+            domain_file.unlink(missing_ok=True)
+
+
+PARTS: tuple[Part, ...] = (EncoderEnsemble(), Screen(), DomainWarning())
+
+
+def load_task_model(task_id: str, directory: Path | None = None) -> TaskModel:
+    """The TF-IDF model and card, then every part the card names."""
+    directory = directory or default_artifacts_dir()
+    model_path, card_path = model_paths(directory, task_id)
+    if not model_path.is_file() or not card_path.is_file():
+        raise MissingDataError(
+            f"analyzer model for task {task_id}", directory,
+            "build it with `mentalglm analyze-train --data-dir DATA` (or pass --artifacts-dir / $" + ENV_VAR + ")")
+    card = json.loads(card_path.read_text(encoding="utf-8"))
+    model = TaskModel(get_task(task_id), TfidfClassifier.load(model_path),
+                      Calibration.from_dict(card.get("calibration", {})), card)
+    for part in PARTS:
+        model = part.load(model, directory)
+    return model
 
 
 def save_task_model(model: TaskModel, directory: Path) -> tuple[Path, Path]:
-    """The TF-IDF pickle, the card, and for an ensemble a copy of the encoder run's ``final/`` (a few MB)."""
-    import shutil
-
+    """The TF-IDF pickle, every part's files, and the card."""
     tfidf = model.tfidf
     if tfidf is None:
         raise ConfigError(f"the {model.task.id} model has no TF-IDF base ({type(model.classifier).__name__}): "
                           "saved analyzer models are built on one (train them with `mentalglm analyze-train`)")
     model_path, card_path = model_paths(directory, model.task.id)
     tfidf.save(model_path)
-    domain_file = domain_path(directory, model.task.id)
-    if model.domain is not None:
-        model.domain.classifier.save(domain_file)
-    else:
-        domain_file.unlink(missing_ok=True)  # a stale check must not outlive a rebuild without one
-    screen_file = screen_path(directory, model.task.id)
-    if isinstance(model.classifier, GatedClassifier):
-        model.classifier.gate.save(screen_file)
-    else:
-        screen_file.unlink(missing_ok=True)
-    target = encoder_path(directory, model.task.id)
-    shutil.rmtree(target, ignore_errors=True)  # a stale encoder must not outlive a TF-IDF-only rebuild
-    if "ensemble" in model.card:
-        for member in model.card["ensemble"]["encoder"]["members"]:
-            if member["used"]:
-                shutil.copytree(member["final_dir"], target / member["dir"])
+    for part in PARTS:
+        part.save(model, directory)
     card_path.write_text(json.dumps(model.card, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     return model_path, card_path
