@@ -15,7 +15,7 @@ from pathlib import Path
 
 from mentalglm.analyze.artifacts import TaskModel, load_task_model
 from mentalglm.analyze.engines import ENGINES as STRATEGIES
-from mentalglm.analyze.engines import Batch, Engine
+from mentalglm.analyze.engines import Batch, Engine, classifier_view
 from mentalglm.analyze.injection import strip_injection
 from mentalglm.analyze.normalise import normalise
 from mentalglm.analyze.safety import DEFAULT_LOCALE, check_locale, is_high_risk, notices
@@ -24,6 +24,9 @@ from mentalglm.backends.base import Backend, GenerationSettings
 from mentalglm.data.pii import scrub
 from mentalglm.errors import ConfigError, MentalGLMError, MissingDataError
 from mentalglm.tasks import CHINESE_MAIN_TASKS, get_task
+
+__all__ = ["DEFAULT_ENGINE", "DEFAULT_MAX_CHARS", "ENGINES", "Analyzer", "InputRow", "InputTextError", "check_text",
+           "cjk_share", "classifier_view"]
 
 ENGINES: tuple[EngineName, ...] = tuple(STRATEGIES)
 # The default by benchmarks/bench_analyze.py: the same labels as hybrid, evidence the classifier really used,
