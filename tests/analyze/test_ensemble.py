@@ -81,7 +81,7 @@ def _member(seed: int, run: Path, used: bool = True) -> dict[str, object]:
 
 
 def test_an_ensemble_is_saved_with_its_adapter_and_reloads_to_the_same_answers(lora_run: Path, tmp_path: Path) -> None:
-    from mentalglm.train.encoder import EncoderClassifier
+    from mentalglm.train.encoder_classifier import EncoderClassifier
 
     tfidf = fit_model("imhi_dr", HIGH + LOW, LABELS).classifier
     ensemble = Ensemble(tfidf, EncoderClassifier.load(lora_run / FINAL_DIR), 0.4)

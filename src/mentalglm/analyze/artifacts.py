@@ -94,7 +94,7 @@ class EncoderEnsemble:
         record = model.card.get("ensemble")
         if not record:
             return model
-        from mentalglm.train.encoder import (  # torch: only when a card names one
+        from mentalglm.train.encoder_classifier import (  # torch: only if named
             CLASSIFIER_FILE,
             EncoderClassifier,
         )

@@ -116,7 +116,8 @@ def _fit_ensemble(task: Task, tfidf: TfidfClassifier, train: Sequence[Post], val
     """Fine-tune (or resume, or reuse the finished runs of) the encoder from ``seeds`` seeds, then weigh their
     average against TF-IDF. A collapsed run (every post scored alike) is left out of the average."""
     from mentalglm.analyze.ensemble import fit_ensemble
-    from mentalglm.train.encoder import FINAL_DIR, EncoderClassifier, fit_encoder
+    from mentalglm.train.encoder import FINAL_DIR, fit_encoder
+    from mentalglm.train.encoder_classifier import EncoderClassifier
 
     kept = ("global_step", "train_posts", f"validation_{task.official_metric}", "validation_history",
             "train_seconds", "trainable_parameters", "validation_probability_spread", "collapsed")

@@ -44,7 +44,7 @@ def decide(proba: np.ndarray, classes: Sequence[str], multi_label: bool,
 class Classifier(Protocol):
     """What the analyzer needs of a task's classifier: its classes, probabilities and decision rule.
 
-    Implemented by TfidfClassifier, the fine-tuned EncoderClassifier (train/encoder.py), the Ensemble of the two
+    Implemented by TfidfClassifier, the fine-tuned EncoderClassifier (train/encoder_classifier.py), the Ensemble of the two
     (analyze/ensemble.py) and the screened GatedClassifier (train/screen.py); TaskModel takes any of them.
     """
 
