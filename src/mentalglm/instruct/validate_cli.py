@@ -11,15 +11,9 @@ from rich.table import Table
 
 from mentalglm.console import make_console
 from mentalglm.files import atomic_write_text
-from mentalglm.instruct.validate import (
-    SCALES,
-    apply_decisions,
-    export_round,
-    import_round,
-    load_manifest,
-    manifest_path,
-    report_markdown,
-)
+from mentalglm.instruct.rubric import SCALES
+from mentalglm.instruct.sheets import export_round, load_manifest, manifest_path
+from mentalglm.instruct.validate import apply_decisions, import_round, report_markdown
 
 app = typer.Typer(help="Human validation of C-IMHI answers: stratified rating sheets, agreement reports.",
                   no_args_is_help=True)
