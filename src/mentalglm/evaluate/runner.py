@@ -9,7 +9,6 @@ went through the same checks.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -38,6 +37,7 @@ from mentalglm.evaluate.predict import (
     slug,
 )
 from mentalglm.evaluate.results import write_results
+from mentalglm.files import sha256_file
 from mentalglm.instruct.qc import Verifier
 from mentalglm.seeds import DEFAULT_SEED
 from mentalglm.tasks.counts import per_label
@@ -165,10 +165,6 @@ def results_path(predictions: Path, out: Path | None, group: RowGroup, groups: S
     return base.with_name(f"{stem}.{'.'.join(slug(p) for p in parts)}.json")
 
 
-def _file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def evaluate_file(predictions: Path, out: Path | None = None, *, index: SplitIndex | None,
                   n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
                   verifier_for: Callable[[Task], Verifier] | None = None,
@@ -201,7 +197,7 @@ def evaluate_file(predictions: Path, out: Path | None = None, *, index: SplitInd
         produced = meta if (meta.get("system"), meta.get("task")) == (group.system, group.task) else {}
         run = {
             "system": group.system, "split": group.split, "predictions": str(predictions),
-            "predictions_sha256": _file_sha256(predictions), "evaluated": now_iso(),
+            "predictions_sha256": sha256_file(predictions), "evaluated": now_iso(),
             "date": produced.get("date") or now_iso(), "machine": produced.get("machine") or machine_info(),
             "peak_rss_mb": produced.get("peak_rss_mb"), "config_sha256": produced.get("config_sha256"),
             "data_sha256": produced.get("data_sha256"), "prediction_run": produced or None,

@@ -4,7 +4,6 @@ manifest tying the sheets to the exact source file), the completed sheets read b
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import os
@@ -18,7 +17,7 @@ from typing import Any
 
 from mentalglm.data.pii import scrub
 from mentalglm.errors import MentalGLMError
-from mentalglm.files import atomic_write_text, read_jsonl
+from mentalglm.files import atomic_write_text, read_jsonl, sha256_file
 from mentalglm.instruct.rubric import SCALE_BY_KEY, SCALES, instructions_text
 from mentalglm.tasks import get_task
 from mentalglm.tasks.layout import render_labels
@@ -41,14 +40,6 @@ HEADERS = [f"{key} {zh}" for key, zh in COLUMNS]  # the import reads the key, th
 
 
 # ---------------------------------------------------------------- export
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def load_chat_jsonl(path: Path) -> list[dict[str, Any]]:

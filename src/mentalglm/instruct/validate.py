@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from mentalglm.files import write_jsonl
+from mentalglm.files import sha256_file, write_jsonl
 from mentalglm.instruct.agreement import agreement
 from mentalglm.instruct.rubric import ACCEPT, SCALES
 from mentalglm.instruct.sheets import (
@@ -27,7 +27,6 @@ from mentalglm.instruct.sheets import (
     load_chat_jsonl,
     load_manifest,
     read_sheet,
-    sha256_file,
 )
 
 
