@@ -7,7 +7,6 @@ import csv
 import io
 import json
 import os
-import random
 import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -16,9 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from mentalglm.data.pii import scrub
+from mentalglm.data.sampling import QuotaError, quota_sample
 from mentalglm.errors import MentalGLMError
 from mentalglm.files import atomic_write_text, read_jsonl, sha256_file
 from mentalglm.instruct.rubric import SCALE_BY_KEY, SCALES, instructions_text
+from mentalglm.seeds import DEFAULT_SEED
 from mentalglm.tasks import get_task
 from mentalglm.tasks.layout import render_labels
 
@@ -67,45 +68,16 @@ def _stratum(sample: dict[str, Any]) -> tuple[str, str]:
 
 
 def stratified_sample(samples: Sequence[dict[str, Any]], n: int, *, min_per_label: int = 2,
-                      seed: int = 13) -> list[dict[str, Any]]:
-    """A seeded sample, proportional to (task, gold label set) strata, with ``min_per_label`` of every
-    (task, label) that has that many, so rare classes are rated at all.
-
-    Minimums are filled rarest label first, so a multi-label post drawn for a rare label also counts
-    for its other labels; the rest goes to the stratum furthest below its proportional share.
-    The result is grouped by task, in seeded order inside a task (labels are not clustered).
-    """
-    order = list(range(len(samples)))
-    random.Random(seed).shuffle(order)
-    rank = {i: r for r, i in enumerate(order)}
-    taken: set[int] = set(order[:n]) if n >= len(samples) else set()
-    if len(taken) < min(n, len(samples)):
-        by_label: dict[tuple[str, str], list[int]] = defaultdict(list)
-        by_stratum: dict[tuple[str, str], list[int]] = defaultdict(list)
-        for i in order:
-            by_stratum[_stratum(samples[i])].append(i)
-            for label in _label_keys(samples[i]):
-                by_label[samples[i]["task"], label].append(i)
-        for key in sorted(by_label, key=lambda k: (len(by_label[k]), k)):
-            have = sum(1 for i in by_label[key] if i in taken)
-            for i in by_label[key]:
-                if have >= min_per_label:
-                    break
-                if i not in taken:
-                    taken.add(i)
-                    have += 1
-        if len(taken) > n:
-            raise ValidationSheetError(
-                f"--n {n} is too small: a minimum of {min_per_label} per task and label over {len(by_label)} "
-                f"(task, label) pairs needs {len(taken)} samples; raise --n or lower --per-task-label-min")
-        share = {k: n * len(v) / len(samples) for k, v in by_stratum.items()}
-        count = Counter(_stratum(samples[i]) for i in taken)
-        queue = {k: [i for i in v if i not in taken] for k, v in sorted(by_stratum.items())}
-        while len(taken) < n:
-            key = max((k for k in queue if queue[k]), key=lambda k: share[k] - count[k])
-            taken.add(queue[key].pop(0))
-            count[key] += 1
-    return [samples[i] for i in sorted(taken, key=lambda i: (samples[i]["task"], rank[i]))]
+                      seed: int = DEFAULT_SEED) -> list[dict[str, Any]]:
+    """The samples of a round: ``n`` exactly, by task and gold labels (data/sampling.py ``quota_sample``), grouped
+    by task, so that rare classes are rated at all."""
+    try:
+        return quota_sample(samples, n, group=lambda s: s["task"], labels=_label_keys, seed=seed,
+                            min_per_label=min_per_label)
+    except QuotaError as exc:
+        raise ValidationSheetError(
+            f"--n {n} is too small: a minimum of {min_per_label} per task and label over {exc.pairs} "
+            f"(task, label) pairs needs {exc.needed} samples; raise --n or lower --per-task-label-min") from None
 
 
 @dataclass(frozen=True)
