@@ -25,7 +25,7 @@ from mentalglm.analyze.domain import DomainCheck
 from mentalglm.analyze.ensemble import MIN_WIN_RATE, AveragedEncoders, Ensemble, worth_keeping
 from mentalglm.data.records import Post
 from mentalglm.tasks import CHINESE_MAIN_TASKS, Task, get_task
-from mentalglm.train.classical import Classifier, TfidfClassifier
+from mentalglm.train.classical import C_GRID, Classifier, TfidfClassifier, fit_best_c
 
 if TYPE_CHECKING:  # imports torch
     from mentalglm.train.encoder import EncoderSettings
@@ -147,7 +147,7 @@ def _fit_ensemble(task: Task, tfidf: TfidfClassifier, train: Sequence[Post], val
     return ensemble, record
 
 
-def train_task_model(task_id: str, data_dir: str | Path | None, *, c_grid: Sequence[float] = (1.0, 4.0, 16.0),
+def train_task_model(task_id: str, data_dir: str | Path | None, *, c_grid: Sequence[float] = C_GRID,
                      log: Callable[[str], None] = print, general_negatives: int | None = None,
                      encoder: EncoderSettings | None = None, encoder_runs: Path | None = None,
                      encoder_seeds: int = 1, screen_embedding: bool = True) -> TaskModel:
@@ -159,8 +159,6 @@ def train_task_model(task_id: str, data_dir: str | Path | None, *, c_grid: Seque
     from mentalglm.analyze.screened import fit_screened, inner_posts, screening_card
     from mentalglm.data.splits import canonical_splits, screen_data
     from mentalglm.tasks.counts import indicator
-    from mentalglm.tasks.metrics import score
-    from mentalglm.train.classical import fit_on_posts
 
     task = get_task(task_id)
     started = time.perf_counter()
@@ -171,16 +169,7 @@ def train_task_model(task_id: str, data_dir: str | Path | None, *, c_grid: Seque
     screen = screen_data(task.id, data_dir) if task.screen is not None else None
     if screen is not None:  # invented low / high posts also teach the classifier behind the screen
         train = train + inner_posts(task, screen.train)
-    tuning: dict[float, float] = {}
-    best: TfidfClassifier | None = None
-    for c in c_grid:
-        model = fit_on_posts(task, train, validation, C=c)  # a screened task's none label is the screen's answer
-        tuning[c] = score(task, [p.labels for p in validation], model.predict([p.text for p in validation]),
-                          n_resamples=0)[task.official_metric]
-        log(f"{task.id}: C={c} validation {task.official_metric}={tuning[c]:.4f}")
-        if best is None or tuning[c] > tuning[best.C]:
-            best = model
-    assert best is not None
+    best, tuning = fit_best_c(task, train, validation, c_grid, log)  # a screened task's none label: the screen's
     classifier: Classifier = best
     ensemble: dict[str, Any] | None = None
     rejected: dict[str, Any] | None = None
@@ -251,7 +240,7 @@ def _fit_domain_check(task: Task, own_train: Sequence[Post], general: GeneralPos
 
 
 def train_all(data_dir: str | Path | None, out: Path, tasks: Sequence[str] = CHINESE_MAIN_TASKS, *,
-              c_grid: Sequence[float] = (1.0, 4.0, 16.0), log: Callable[[str], None] = print,
+              c_grid: Sequence[float] = C_GRID, log: Callable[[str], None] = print,
               general_negatives: int | None = None, encoder: bool = False, encoder_epochs: float | None = None,
               encoder_runs: Path | None = None, encoder_seeds: int | None = None) -> list[Path]:
     """Train and save every task's model; returns the card paths."""
