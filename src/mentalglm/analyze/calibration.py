@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from mentalglm.seeds import DEFAULT_SEED
+
 _EPS = 1e-6
 
 
@@ -104,7 +106,7 @@ def ece(proba: np.ndarray, y: np.ndarray, multi_label: bool, bins: int = 10) -> 
 
 
 def choose_calibration(proba: np.ndarray, y: np.ndarray, multi_label: bool,
-                       seed: int = 13) -> tuple[Calibration, dict[str, Any]]:
+                       seed: int = DEFAULT_SEED) -> tuple[Calibration, dict[str, Any]]:
     """Raw probabilities or the task's calibration map (per-label Platt for multi-label tasks, a temperature for
     single-label ones), whichever has the lower 2-fold cross-fitted validation Brier."""
     fit = fit_platt if multi_label else fit_temperature

@@ -24,6 +24,7 @@ from mentalglm.analyze.card import add_ensemble, add_rejected_ensemble, add_scre
 from mentalglm.analyze.domain import DomainCheck
 from mentalglm.analyze.ensemble import MIN_WIN_RATE, AveragedEncoders, Ensemble, worth_keeping
 from mentalglm.data.records import Post
+from mentalglm.seeds import DEFAULT_SEED
 from mentalglm.tasks import CHINESE_MAIN_TASKS, Task, get_task
 from mentalglm.train.classical import C_GRID, Classifier, TfidfClassifier, fit_best_c
 
@@ -81,7 +82,7 @@ def _general_posts(task: Task, data_dir: str | Path | None, evaluation: list[lis
     if source is None or negative is None:
         return GeneralPosts()
     source_splits, _ = canonical_splits(source, data_dir, include_extra=False)
-    picked = random.Random(13).sample(source_splits["train"], min(n or 0, len(source_splits["train"])))
+    picked = random.Random(DEFAULT_SEED).sample(source_splits["train"], min(n or 0, len(source_splits["train"])))
     negatives, dropped = decontaminate(
         [Post(p.id, p.text, (negative,), f"{p.source} (general, as {negative})") for p in picked], evaluation)
     check = source_splits["test"][:GENERAL_CHECK_POSTS]

@@ -182,7 +182,7 @@ def manifest_path(out: Path) -> Path:
     return out.with_name(f"{out.stem}.manifest.json")
 
 
-def export_round(source: Path, out: Path, *, n: int = 100, min_per_label: int = 2, seed: int = 13,
+def export_round(source: Path, out: Path, *, n: int = 100, min_per_label: int = 2, seed: int = DEFAULT_SEED,
                  raters: int = 1) -> dict[str, Any]:
     """Write the rater sheets and the manifest; returns the manifest."""
     if n < 1 or raters < 1 or min_per_label < 0:

@@ -50,7 +50,7 @@ class Split:
     part: str
     note: str = ""
     # Screen sources only: keep the posts whose first label is ``only_label``, then give every kept post ``label``
-    # ("" = nothing evident, "*" = something evident but not which label); ``limit`` posts drawn with seed 13.
+    # ("" = nothing evident, "*" = something evident but not which label); ``limit`` posts drawn with CARVE_SEED (seeds.py).
     only_label: str | None = None
     label: str | None = None
     limit: int = 0
