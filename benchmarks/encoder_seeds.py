@@ -29,8 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from mentalglm.analyze.artifacts import default_artifacts_dir, encoder_run_dir, encoder_settings
+from mentalglm.analyze.artifacts import default_artifacts_dir
 from mentalglm.analyze.ensemble import WEIGHT_GRID, AveragedEncoders, Ensemble, fit_ensemble
+from mentalglm.analyze.recipe import encoder_run_dir, encoder_settings
 from mentalglm.data.records import Post
 from mentalglm.data.splits import canonical_splits
 from mentalglm.files import atomic_write_text

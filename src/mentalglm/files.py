@@ -9,7 +9,7 @@ import pickle
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 T = TypeVar("T")
 
@@ -62,6 +62,24 @@ def load_own_pickle(path: Path, kind: type[T]) -> T:
     if not isinstance(value, kind):
         raise TypeError(f"{path} does not hold a {kind.__name__}")
     return value
+
+
+def sha256_files(paths: Iterable[Path | str], sink: BinaryIO | None = None) -> str:
+    """Hex SHA-256 of the files' bytes one after the other, streamed in 1 MiB blocks (model weights are GBs);
+    each block also goes to ``sink``, so a file assembled from parts is hashed while it is written."""
+    digest = hashlib.sha256()
+    for path in paths:
+        with Path(path).open("rb") as handle:
+            while block := handle.read(1 << 20):
+                digest.update(block)
+                if sink is not None:
+                    sink.write(block)
+    return digest.hexdigest()
+
+
+def sha256_file(path: Path | str) -> str:
+    """Hex SHA-256 of one file's bytes."""
+    return sha256_files([path])
 
 
 def sha256_json(value: Any) -> str:

@@ -112,7 +112,7 @@ def test_the_detector_cuts_each_injection_back_to_its_clean_twin_and_flags_nothi
 
 @pytest.fixture(scope="module")
 def suicide_model(data_dir):
-    from mentalglm.analyze.artifacts import train_task_model
+    from mentalglm.analyze.recipe import train_task_model
 
     # the screen without its e5 half: the mechanism under test is the input path, and e5 would cost minutes here
     return train_task_model("suicide_risk", data_dir, c_grid=(1.0,), log=lambda _: None, screen_embedding=False)

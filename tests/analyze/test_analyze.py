@@ -5,25 +5,22 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 from tiny_analyzer import TASKS, tiny_models
 from typer.testing import CliRunner
 
-from mentalglm.analyze.artifacts import (
-    Calibration,
-    TaskModel,
-    brier,
-    choose_calibration,
-    ece,
-    save_task_model,
-)
-from mentalglm.analyze.engine import Analyzer, InputRow, InputTextError, evidence_spans
+from mentalglm.analyze.artifacts import TaskModel, save_task_model
+from mentalglm.analyze.calibration import Calibration, brier, choose_calibration, ece
+from mentalglm.analyze.engine import Analyzer, InputRow, InputTextError
+from mentalglm.analyze.engines import evidence_spans
 from mentalglm.analyze.io import InputFileError, read_posts
 from mentalglm.analyze.safety import NOT_A_DIAGNOSIS
 from mentalglm.analyze.schema import ErrorRecord, PostResult
 from mentalglm.backends.base import GenerationRequest
 from mentalglm.backends.fake import FakeBackend
+from mentalglm.errors import ConfigError
 from mentalglm.tasks import get_task
 
 
@@ -268,3 +265,51 @@ def test_lazy_top_level_export():
 def test_input_row_error_is_reported(models):
     records = list(labels_analyzer(models).analyze_many([InputRow("x", None, 3, "broken")], keep_going=True))
     assert records == [ErrorRecord(id="x", line=3, error="broken")]
+
+
+class _KeywordClassifier:
+    """A classifier with no TF-IDF inside (as an encoder alone): P(sad) rises with the word 难过."""
+
+    classes = ["angry", "happy", "neutral", "sad", "surprise", "fear"]
+    multi_label = False
+
+    def predict_proba(self, texts):
+        import numpy as np
+
+        sad = np.array([[0.9 if "难过" in t else 0.02] for t in texts])
+        return np.hstack([np.full((len(texts), 3), (1 - sad) / 5), sad, np.full((len(texts), 2), (1 - sad) / 5)])
+
+    def decide(self, proba):
+        return [(self.classes[int(i)],) for i in proba.argmax(axis=1)]
+
+    def predict(self, texts):
+        return self.decide(self.predict_proba(texts))
+
+
+def test_any_classifier_runs_every_engine_and_only_a_tfidf_one_is_saved(tmp_path):
+    from mentalglm.train.classical import tfidf_part
+
+    model = TaskModel(get_task("emotion"), _KeywordClassifier())
+    assert model.tfidf is None and tfidf_part(tiny_models()["suicide_risk"].classifier) is not None
+    text = "我好难过，一个人哭了一晚上"
+    for engine in ("labels", "attribution"):
+        result = Analyzer(["emotion"], engine, models={"emotion": model}).analyze(text).tasks["emotion"]
+        assert [label.id for label in result.labels] == ["sad"]
+    hybrid = Analyzer(["emotion"], "hybrid", backend=FakeBackend(responses=quoting), models={"emotion": model})
+    assert hybrid.analyze(text).tasks["emotion"].verifier_agrees is None  # no TF-IDF to verify with
+    with pytest.raises(ConfigError, match="no TF-IDF base"):
+        save_task_model(model, tmp_path)
+
+
+def test_saved_parts_load_back_and_stale_ones_are_removed(tmp_path):
+    from mentalglm.analyze.artifacts import load_task_model, screen_path
+    from mentalglm.train.screen import GatedClassifier
+
+    screened = tiny_models()["suicide_risk"]
+    save_task_model(screened, tmp_path)
+    loaded = load_task_model("suicide_risk", tmp_path)
+    assert isinstance(loaded.classifier, GatedClassifier) and loaded.tfidf is not None
+    texts = ["药已经攒够了，今晚就结束这一切", "周末去超市买了水果和牛奶"]
+    assert loaded.predict(texts) == screened.predict(texts)
+    save_task_model(replace(screened, classifier=screened.classifier.inner, card={}), tmp_path)  # without a screen
+    assert not screen_path(tmp_path, "suicide_risk").exists()

@@ -7,7 +7,8 @@ import pytest
 from tiny_analyzer import tiny_models
 
 from mentalglm.analyze import attribution
-from mentalglm.analyze.engine import Analyzer, classifier_view
+from mentalglm.analyze.engine import Analyzer
+from mentalglm.analyze.engines import classifier_view
 from mentalglm.analyze.schema import LabelScore, TaskResult
 from mentalglm.tasks import get_task
 

@@ -81,7 +81,7 @@ def _member(seed: int, run: Path, used: bool = True) -> dict[str, object]:
 
 
 def test_an_ensemble_is_saved_with_its_adapter_and_reloads_to_the_same_answers(lora_run: Path, tmp_path: Path) -> None:
-    from mentalglm.train.encoder import EncoderClassifier
+    from mentalglm.train.encoder_classifier import EncoderClassifier
 
     tfidf = fit_model("imhi_dr", HIGH + LOW, LABELS).classifier
     ensemble = Ensemble(tfidf, EncoderClassifier.load(lora_run / FINAL_DIR), 0.4)
@@ -123,17 +123,17 @@ class _Uniform:
 @pytest.mark.data
 @pytest.mark.parametrize(("weight", "win_rate"), [(0.5, 0.99), (1.0, 0.0), (0.5, 0.6)])
 def test_training_keeps_the_ensemble_only_when_it_surely_beats_tfidf(data_dir, monkeypatch, weight, win_rate) -> None:
-    from mentalglm.analyze import artifacts
+    from mentalglm.analyze import recipe
 
     def fitted(task, tfidf, train, validation, settings, runs, log, seeds):  # noqa: ANN001, ANN202 - for training
         return Ensemble(tfidf, _Uniform(len(tfidf.classes)), weight), {  # type: ignore[arg-type]
             "weight_on_tfidf": weight, "thresholds": None, "validation_win_rate_over_tfidf": win_rate,
             "encoder": {"seeds": seeds, "members": [_member(13, Path("unused"))]}}
 
-    monkeypatch.setattr(artifacts, "_fit_ensemble", fitted)
+    monkeypatch.setattr(recipe, "_fit_ensemble", fitted)
     settings = EncoderSettings(lora_rank=16)
     real = get_task("suicide_level")  # a real task without a screen: the tier's ensemble decides on its own
-    model = artifacts.train_task_model(real.id, data_dir, c_grid=(1.0,), log=lambda _: None, encoder=settings)
+    model = recipe.train_task_model(real.id, data_dir, c_grid=(1.0,), log=lambda _: None, encoder=settings)
     if win_rate < 0.95:  # no sure gain: TF-IDF alone, and the card says the encoder was tried
         assert model.classifier is model.tfidf and "ensemble" not in model.card
         assert model.card["ensemble_rejected"]["weight_on_tfidf"] == weight
@@ -143,11 +143,11 @@ def test_training_keeps_the_ensemble_only_when_it_surely_beats_tfidf(data_dir, m
         # the card's scores are the ensemble's: a uniform encoder at half weight leaves TF-IDF's argmax unchanged
         metric = real.official_metric
         assert model.card["test"][metric] == pytest.approx(
-            artifacts.train_task_model(real.id, data_dir, c_grid=(1.0,), log=lambda _: None).card["test"][metric])
+            recipe.train_task_model(real.id, data_dir, c_grid=(1.0,), log=lambda _: None).card["test"][metric])
 
 
 def test_each_task_trains_its_encoder_with_its_own_recipe() -> None:
-    from mentalglm.analyze.artifacts import ENCODER_RECIPES, encoder_settings
+    from mentalglm.analyze.recipe import ENCODER_RECIPES, encoder_settings
 
     distortion = encoder_settings("cognitive_distortion")
     assert (distortion.epochs, distortion.warmup_ratio, distortion.pos_weight) == (10.0, 0.3, 10.0)
@@ -173,7 +173,7 @@ def test_a_card_written_before_seed_averaging_still_loads_its_one_encoder(lora_r
 
 def test_seeds_are_trained_averaged_saved_and_reloaded_and_a_collapsed_one_is_left_out(
         tiny_settings: EncoderSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from mentalglm.analyze import artifacts
+    from mentalglm.analyze import recipe
     from mentalglm.train import encoder as encoder_module
 
     real_fit = encoder_module.fit_encoder
@@ -186,7 +186,7 @@ def test_seeds_are_trained_averaged_saved_and_reloaded_and_a_collapsed_one_is_le
 
     monkeypatch.setattr(encoder_module, "fit_encoder", fit)
     tfidf = fit_model("imhi_dr", HIGH + LOW, LABELS).classifier
-    ensemble, record = artifacts._fit_ensemble(TASK, tfidf, POSTS, POSTS, tiny_settings, tmp_path / "runs",
+    ensemble, record = recipe._fit_ensemble(TASK, tfidf, POSTS, POSTS, tiny_settings, tmp_path / "runs",
                                                lambda _: None, seeds=3)
     assert [m["seed"] for m in record["encoder"]["members"]] == [5, 6, 7] and len(set(seen)) == 3  # a run per seed
     assert [m["used"] for m in record["encoder"]["members"]] == [True, True, False]
@@ -204,7 +204,7 @@ def test_seeds_are_trained_averaged_saved_and_reloaded_and_a_collapsed_one_is_le
     loaded = load_task_model(TASK.id, tmp_path / "out")
     assert np.allclose(loaded.classifier.predict_proba(texts), ensemble.predict_proba(texts), atol=1e-5)
 
-    again, _ = artifacts._fit_ensemble(TASK, tfidf, POSTS, POSTS, tiny_settings, tmp_path / "runs",
+    again, _ = recipe._fit_ensemble(TASK, tfidf, POSTS, POSTS, tiny_settings, tmp_path / "runs",
                                        lambda _: None, seeds=2)  # fewer seeds: the finished runs are reused
     assert len(set(seen)) == 3 and len(seen) == 5
     assert np.allclose(again.encoder.predict_proba(texts), averaged.predict_proba(texts), atol=1e-5)

@@ -3,7 +3,7 @@ its domain check marks those posts, not the forum's."""
 
 import pytest
 
-from mentalglm.analyze.artifacts import train_task_model
+from mentalglm.analyze.recipe import train_task_model
 
 
 @pytest.mark.data

@@ -55,7 +55,7 @@ def test_later_calls_reuse_the_file_without_rehashing(
     def fail(*_: object, **__: object) -> None:
         raise AssertionError("should not re-read the parts or rehash")
 
-    monkeypatch.setattr(weights, "_sha256_of", fail)
+    monkeypatch.setattr(weights, "sha256_files", fail)
     monkeypatch.setattr(weights, "locate_parts", fail)
     assert ensure_default_model("tiny-test", tmp_path) == first
 

@@ -9,21 +9,17 @@ from typer.testing import CliRunner
 
 from mentalglm.data.instructions import make_instruction
 from mentalglm.data.records import Post
+from mentalglm.instruct.agreement import agreement, cohen_kappa, fleiss_kappa, krippendorff_alpha
 from mentalglm.instruct.export import write_jsonl
-from mentalglm.instruct.validate import (
-    ACCEPT,
+from mentalglm.instruct.rubric import ACCEPT, SCALE_BY_KEY
+from mentalglm.instruct.sheets import (
     HEADERS,
-    SCALE_BY_KEY,
     ValidationSheetError,
-    agreement,
-    cohen_kappa,
     export_round,
-    fleiss_kappa,
-    import_round,
-    krippendorff_alpha,
     manifest_path,
     stratified_sample,
 )
+from mentalglm.instruct.validate import import_round
 from mentalglm.instruct.validate_cli import app
 from mentalglm.tasks import get_task
 

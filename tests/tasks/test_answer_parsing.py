@@ -5,18 +5,24 @@ import pytest
 
 from mentalglm.tasks import get_task, list_tasks, parsing
 from mentalglm.tasks.layout import render_answer
-from mentalglm.tasks.parsing import Parsed, parse, parse_all_modes, register_parser
+from mentalglm.tasks.parsing import Parsed, parse, parse_all_modes, read_answer, register_parse_step
 from mentalglm.tasks.registry import task_from_mapping
 
 ZH_TASKS = [task for task in list_tasks("zh") if task.answer_layout == "c-imhi"]
+# the declarations of the real tasks (tasks/definitions/*.yaml), one per answer layout
+PARSING = {
+    "c-imhi": {"strict": ["label-line"],
+               "flexible": ["mentions-in-label-line", "mentions-before-reasoning", "mentions-anywhere"]},
+    "imhi": {"strict": ["label-sentence"], "flexible": ["mentions-in-first-sentence", "mentions-before-reasoning"]},
+}
 
 
-def _toy(labels, *, layout="c-imhi", type_="single-label"):
+def _toy(labels, *, layout="c-imhi", type_="single-label", parsing=None):
     return task_from_mapping(
         {
             "id": "toy", "name_zh": "玩具", "name_en": "toy", "language": "en", "type": type_, "source": "tests",
             "labels": labels, "instruction": "?", "question": "?", "official_metric": "macro_f1",
-            "answer_layout": layout,
+            "answer_layout": layout, "parsing": parsing or PARSING[layout],
         }
     )
 
@@ -226,13 +232,43 @@ def test_imhi_binary_yes_no():
     assert parse(task, "No, the poster is not stressed. Reasoning: calm.", "flexible").labels == ("no",)
 
 
-def test_parse_dispatches_on_the_answer_layout(monkeypatch):
-    task = _toy(CAMS, layout="upper")
-    with pytest.raises(KeyError, match="answer_layout 'upper'"):
-        parse(task, "MEDICATION", "strict")
-    monkeypatch.setitem(parsing._PARSERS, "upper", lambda t, text, mode: Parsed((text.lower(),), True, mode))
-    assert parse(task, "MEDICATION", "flexible") == Parsed(("medication",), True, "flexible")
+@pytest.mark.parametrize("task", list_tasks(), ids=lambda t: t.id)
+def test_every_task_declares_the_steps_of_its_answer_layout(task):
+    assert {mode: list(steps) for mode, steps in task.parsing.items()} == PARSING[task.answer_layout]
+
+
+def test_parse_runs_the_steps_the_task_declares_in_order(monkeypatch):
+    monkeypatch.setitem(parsing._STEPS, "upper", lambda t, text: [text.lower()] if text.isupper() else [])
+    task = _toy(CAMS, parsing={"strict": ["upper"], "flexible": ["upper", "mentions-anywhere"]})
+    assert parse(task, "MEDICATION", "strict") == Parsed(("medication",), True, "strict")
+    assert not parse(task, "medication", "strict").valid
+    assert parse(task, "medication", "flexible") == Parsed(("medication",), True, "flexible")
     with pytest.raises(ValueError, match="already registered"):
-        register_parser("c-imhi")(lambda t, text, mode: Parsed((), False, mode))
+        register_parse_step("label-line")(lambda t, text: [])
     with pytest.raises(ValueError, match="unknown parsing mode"):
         parse(task, "x", "lenient")
+
+
+@pytest.mark.parametrize(
+    "declared, message",
+    [
+        ({"strict": ["label-line"]}, "exactly the filters strict, flexible"),
+        ({"strict": ["label-line"], "flexible": []}, "parsing.flexible names no step"),
+        ({"strict": ["label-lines"], "flexible": ["mentions-anywhere"]}, "Did you mean 'label-line'"),
+        (None, "exactly the filters"),
+    ],
+)
+def test_bad_parsing_declarations_are_refused_with_the_fix(declared, message):
+    raw = {"id": "toy", "name_zh": "玩具", "name_en": "toy", "language": "zh", "type": "single-label",
+           "source": "tests", "labels": CAMS, "instruction": "?", "question": "?", "official_metric": "macro_f1"}
+    if declared is not None:
+        raw["parsing"] = declared
+    with pytest.raises(ValueError, match=message):
+        task_from_mapping(raw, origin="toy.yaml")
+
+
+def test_read_answer_takes_strict_then_flexible():
+    task = get_task("emotion")
+    assert read_answer(task, "标签：悲伤\n推理：因为") == Parsed(("sad",), True, "strict", "因为")
+    assert read_answer(task, "我觉得是悲伤") == Parsed(("sad",), True, "flexible")
+    assert read_answer(task, "抱歉") == Parsed((), False, "flexible")

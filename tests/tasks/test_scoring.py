@@ -17,6 +17,7 @@ def _toy(report_metrics=("macro_f1", "weighted_f1", "micro_f1", "accuracy", "con
         {
             "id": "abc", "name_zh": "三类", "name_en": "three classes", "language": "zh", "type": "single-label",
             "source": "tests", "instruction": "?", "question": "?", "official_metric": "macro_f1",
+            "parsing": {"strict": ["label-line"], "flexible": ["mentions-anywhere"]},
             "report_metrics": list(report_metrics),
             "labels": [{"id": c, "zh": c.upper(), "en": c} for c in "abc"],
         }

@@ -114,7 +114,7 @@ def test_a_tiny_file_becomes_a_bert_model_and_an_xlmr_tokenizer(tmp_path: Path) 
     assert tokenizer.convert_ids_to_tokens(ids) == ["<s>", "▁我", "好", "累", ",", "想", "睡", "觉", "!", "</s>"]
     assert tokenizer("我\x01好")["input_ids"] == tokenizer("我好")["input_ids"]  # control characters dropped
 
-    from mentalglm.train.encoder import _tokenizer
+    from mentalglm.train.encoder_classifier import _tokenizer
 
     fast = _tokenizer(directory)  # what the analyzer loads: tokenizer.json directly, no conversion
     for text in ("我好累，想睡觉！", "query: 我\x01好 OK", "", "  全角ＡＢＣ…"):

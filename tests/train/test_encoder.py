@@ -28,15 +28,17 @@ from mentalglm.train.encoder import (  # noqa: E402
     COLLAPSE_SPREAD,
     DONE_FILE,
     FINAL_DIR,
-    EncoderClassifier,
     EncoderSettings,
-    PooledClassifier,
     fit_encoder,
-    merge_lora,
     positive_weights,
     probability_spread,
-    resolve_encoder,
     tune_thresholds,
+)
+from mentalglm.train.encoder_classifier import (  # noqa: E402
+    EncoderClassifier,
+    PooledClassifier,
+    merge_lora,
+    resolve_encoder,
 )
 
 torch.set_num_threads(1)

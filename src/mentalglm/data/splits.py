@@ -19,10 +19,10 @@ from mentalglm.data.datadir import resolve_data_dir
 from mentalglm.data.records import Post
 from mentalglm.data.registry import LoadReport, get_loader
 from mentalglm.errors import ConfigError
+from mentalglm.seeds import CARVE_SEED
 from mentalglm.tasks import Split, get_task
 
 TRAIN, TEST = "train", "test"
-CARVE_SEED = 13
 
 
 def normalise_text(text: str) -> str:

@@ -9,8 +9,6 @@ went through the same checks.
 
 from __future__ import annotations
 
-import hashlib
-import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -38,6 +36,7 @@ from mentalglm.evaluate.predict import (
     slug,
 )
 from mentalglm.evaluate.results import write_results
+from mentalglm.files import sha256_file
 from mentalglm.instruct.qc import Verifier
 from mentalglm.seeds import DEFAULT_SEED
 from mentalglm.tasks.counts import per_label
@@ -45,6 +44,7 @@ from mentalglm.tasks.metrics import DEFAULT_RESAMPLES, encode, score
 from mentalglm.tasks.parsing import MODES
 from mentalglm.tasks.registry import get_task
 from mentalglm.tasks.schema import Task, TaskType
+from mentalglm.train.classical import C_GRID, fit_best_c
 
 # The mode whose official metric is the headline number: what the model meant. Strict (format
 # compliance included) is always reported beside it.
@@ -171,10 +171,6 @@ def results_path(predictions: Path, out: Path | None, group: RowGroup, groups: S
     return base.with_name(f"{stem}.{'.'.join(slug(p) for p in parts)}.json")
 
 
-def _file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def evaluate_file(predictions: Path, out: Path | None = None, *, index: SplitIndex | None,
                   n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
                   verifier_for: Callable[[Task], Verifier] | None = None,
@@ -209,7 +205,7 @@ def evaluate_file(predictions: Path, out: Path | None = None, *, index: SplitInd
         produced = meta if (meta.get("system"), meta.get("task")) == (group.system, group.task) else {}
         run = {
             "system": group.system, "split": group.split, "predictions": str(predictions),
-            "predictions_sha256": _file_sha256(predictions), "evaluated": now_iso(),
+            "predictions_sha256": sha256_file(predictions), "evaluated": now_iso(),
             "date": produced.get("date") or now_iso(), "machine": produced.get("machine") or machine_info(),
             "peak_rss_mb": produced.get("peak_rss_mb"), "config_sha256": produced.get("config_sha256"),
             "data_sha256": produced.get("data_sha256"), "prediction_run": produced or None, **(run_extra or {}),
@@ -230,7 +226,7 @@ def fresh(path: Path) -> Path:
 
 def run_tfidf_baseline(task_id: str, data_dir: str | Path | None, *, split: str = "test",
                        predictions_dir: Path = PREDICTIONS_DIR, results_dir: Path = RESULTS_DIR,
-                       c_grid: Sequence[float] = (1.0, 4.0, 16.0), n_resamples: int = DEFAULT_RESAMPLES,
+                       c_grid: Sequence[float] = C_GRID, n_resamples: int = DEFAULT_RESAMPLES,
                        progress: bool = True) -> tuple[Path, Path]:
     """Character TF-IDF + logistic regression on the decontaminated training pool (extra sources left out).
 
@@ -238,21 +234,11 @@ def run_tfidf_baseline(task_id: str, data_dir: str | Path | None, *, split: str 
     the chosen model predicts ``split``. Returns (predictions, results).
     """
     from mentalglm.data.splits import canonical_splits
-    from mentalglm.train.classical import TfidfClassifier, fit_on_posts
-
     task = get_task(task_id)
     started = time.perf_counter()
     splits, report = canonical_splits(task.id, data_dir, include_extra=False)
     train, validation = splits["train"], splits.get("validation", [])
-    tuning: dict[float, float] = {}
-    best = None
-    for c in c_grid if validation else [TfidfClassifier.C]:  # nothing to choose on: the class default
-        model = fit_on_posts(task, train, validation, C=c)
-        tuning[c] = (score(task, [p.labels for p in validation], model.predict([p.text for p in validation]),
-                           n_resamples=0)[task.official_metric] if validation else math.nan)
-        if best is None or tuning[c] > tuning[best.C]:
-            best = model
-    assert best is not None
+    best, tuning = fit_best_c(task, train, validation, c_grid)
     config = {"model": "char TF-IDF (1-3) + logistic regression", "C": best.C, "ngram_range": best.ngram_range,
               "max_features": best.max_features, "threshold": best.thresholds[0] if best.multi_label else None,
               "validation_" + task.official_metric: tuning, "train_posts": len(train),

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from mentalglm.console import comma_list, make_console
+from mentalglm.seeds import DEFAULT_SEED
 from mentalglm.tasks.registry import CHINESE_MAIN_TASKS, get_task
 
 console = make_console()
@@ -31,7 +32,7 @@ def build(
     max_attempts: Annotated[int, typer.Option(help="Generations per post before a QC failure drops it.")] = 3,
     max_new_tokens: int = 256,
     temperature: Annotated[float, typer.Option(help="0 = greedy for the first attempt; retries sample.")] = 0.0,
-    seed: int = 13,
+    seed: int = DEFAULT_SEED,
     few_shot: Annotated[int, typer.Option(
         help="Few-shot examples: reference explanations from the data when it has them, else the prompt file's.")] = 1,
     source_explanations: Annotated[bool, typer.Option(

@@ -14,6 +14,7 @@ from mentalglm.data.instructions import Instruction, make_instruction
 from mentalglm.files import atomic_write_text
 from mentalglm.instruct.card import dataset_card
 from mentalglm.instruct.export import FORMATS, export_samples
+from mentalglm.seeds import DEFAULT_SEED
 from mentalglm.tasks.registry import CHINESE_MAIN_TASKS, get_task
 
 app = typer.Typer(help="Build C-IMHI instruction samples (chat JSONL, Alpaca JSON, HF datasets).", no_args_is_help=True)
@@ -22,7 +23,7 @@ console = make_console()
 
 
 def build_instructions(task_ids: list[str], splits: list[str], data_dir: Path | None, *, limit: int | None = None,
-                       seed: int = 13, skip_bad_rows: bool = False, verify: bool = True
+                       seed: int = DEFAULT_SEED, skip_bad_rows: bool = False, verify: bool = True
                        ) -> tuple[dict[str, list[Instruction]], dict[str, object]]:
     """Gold-label instructions per canonical (pairwise disjoint) split; explanations come from the source when it has one."""
     from dataclasses import asdict
@@ -57,7 +58,7 @@ def export(
     out: Annotated[Path, typer.Option(help="Output directory.")] = Path("outputs/c-imhi"),
     formats: Annotated[str, typer.Option("--format", help=f"Comma-separated: {', '.join(FORMATS)}.")] = "chat,alpaca",
     limit: Annotated[int | None, typer.Option(help="At most this many posts per task and split (seeded sample).")] = None,
-    seed: int = 13,
+    seed: int = DEFAULT_SEED,
     check: Annotated[bool, typer.Option(help="Parse every answer back (strict) and fail on any INVALID.")] = True,
     skip_bad_rows: Annotated[bool, typer.Option(help="Skip and count malformed rows instead of failing.")] = False,
     verify: Annotated[bool, typer.Option(help="Verify the SHA-256 of every data file read.")] = True,

@@ -41,6 +41,7 @@ from mentalglm.instruct.qc import (
     near_duplicates,
     summarise,
 )
+from mentalglm.seeds import DEFAULT_SEED
 from mentalglm.tasks.registry import get_task
 from mentalglm.tasks.schema import Task
 
@@ -50,7 +51,7 @@ class BuildConfig:
     tasks: list[str]
     per_task: int = 200
     split: str = "train"
-    seed: int = 13
+    seed: int = DEFAULT_SEED
     max_attempts: int = 3
     batch_size: int = 8
     # Reference explanations from the data (SOS-4K) when it has them, else the prompt file's invented example.

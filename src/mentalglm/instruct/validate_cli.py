@@ -11,15 +11,10 @@ from rich.table import Table
 
 from mentalglm.console import make_console
 from mentalglm.files import atomic_write_text
-from mentalglm.instruct.validate import (
-    SCALES,
-    apply_decisions,
-    export_round,
-    import_round,
-    load_manifest,
-    manifest_path,
-    report_markdown,
-)
+from mentalglm.instruct.rubric import SCALES
+from mentalglm.instruct.sheets import export_round, load_manifest, manifest_path
+from mentalglm.instruct.validate import apply_decisions, import_round, report_markdown
+from mentalglm.seeds import DEFAULT_SEED
 
 app = typer.Typer(help="Human validation of C-IMHI answers: stratified rating sheets, agreement reports.",
                   no_args_is_help=True)
@@ -34,7 +29,7 @@ def export(
     out: Annotated[Path, typer.Option(help="Sheet path (.xlsx, or .csv); several raters get .raterN before the suffix.")
                    ] = Path("sheets/round1.xlsx"),
     per_task_label_min: Annotated[int, typer.Option(help="At least this many samples per task and gold label.")] = 2,
-    seed: Annotated[int, typer.Option(help="Seed of the stratified draw.")] = 13,
+    seed: Annotated[int, typer.Option(help="Seed of the stratified draw.")] = DEFAULT_SEED,
     raters: Annotated[int, typer.Option(help="One identical sheet per rater.")] = 1,
 ) -> None:
     """Draw a stratified sample and write one rating sheet per rater plus a manifest."""

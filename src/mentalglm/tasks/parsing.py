@@ -1,19 +1,22 @@
-"""Read labels back from model answers, with two filters reported side by side.
+"""Read labels back from model answers: named parse steps, chained as each task declares.
 
-As in lm-evaluation-harness, ``strict`` accepts only the answer layout the model was trained to
-write (so it measures format compliance too) and ``flexible`` looks for label names anywhere it
-reasonably can (so it measures what the model meant). Neither ever maps an unreadable answer to a
-default class: such answers come back ``valid=False`` and are scored as wrong.
+As in lm-evaluation-harness (a task's ``filter_list`` names functions from a filter registry), every task
+names under ``parsing`` in its YAML the steps of two filters that are reported side by side: ``strict``
+accepts only the answer layout the model was trained to write (so it measures format compliance too) and
+``flexible`` looks for label names anywhere it reasonably can (so it measures what the model meant). A filter
+tries its steps in order; the first step that reads any label decides, then the task's cardinality applies.
+Neither filter ever maps an unreadable answer to a default class: such answers come back ``valid=False`` and
+are scored as wrong.
 
-Parsers are registered per ``Task.answer_layout``; this module provides ``c-imhi``
-("标签：…\\n推理：…", see ``tasks.layout``) and ``imhi`` ("<label sentence>. Reasoning: …").
+The steps registered here read the C-IMHI layout ("标签：…\\n推理：…", see ``tasks.layout``) and the IMHI
+layout ("<label sentence>. Reasoning: …"); the explanation is always the text after the reasoning marker.
 """
 
 from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from functools import cache
 from typing import Any, Literal
@@ -38,42 +41,77 @@ class Parsed:
         return {**asdict(self), "labels": list(self.labels)}
 
 
-ParserFn = Callable[[Task, str, Mode], Parsed]
-_PARSERS: dict[str, ParserFn] = {}
+ParseStep = Callable[[Task, str], Sequence[str]]
+"""The label ids one step reads from an answer; empty when it reads none (the filter's next step is tried)."""
+_STEPS: dict[str, ParseStep] = {}
 
 
-def register_parser(layout: str) -> Callable[[ParserFn], ParserFn]:
-    """Plug in the parser for one ``Task.answer_layout`` (it handles both modes)."""
+def register_parse_step(name: str) -> Callable[[ParseStep], ParseStep]:
+    """Plug in a step that task YAMLs can name under ``parsing``."""
 
-    def decorate(fn: ParserFn) -> ParserFn:
-        if layout in _PARSERS:
-            raise ValueError(f"a parser for answer layout {layout!r} is already registered")
-        _PARSERS[layout] = fn
+    def decorate(fn: ParseStep) -> ParseStep:
+        if name in _STEPS:
+            raise ValueError(f"a parse step named {name!r} is already registered")
+        _STEPS[name] = fn
         return fn
 
     return decorate
 
 
+def parse_step(name: str) -> ParseStep:
+    """The registered step ``name``, or a KeyError that suggests the closest name."""
+    step = _STEPS.get(name)
+    if step is None:
+        close = difflib.get_close_matches(name, list(_STEPS), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise KeyError(f"no parse step named {name!r}.{hint} Registered steps: {', '.join(sorted(_STEPS))}")
+    return step
+
+
+def check_parsing(parsing: dict[str, tuple[str, ...]], origin: str) -> None:
+    """A declaration names both filters, each with at least one registered step (raises ValueError naming the fix)."""
+    if set(parsing) != set(MODES):
+        raise ValueError(f"{origin}: parsing must name the steps of exactly the filters {', '.join(MODES)} "
+                         f"(got {', '.join(parsing) or 'none'}); registered steps: {', '.join(sorted(_STEPS))}")
+    for mode, steps in parsing.items():
+        if not steps:
+            raise ValueError(f"{origin}: parsing.{mode} names no step; registered steps: {', '.join(sorted(_STEPS))}")
+        for name in steps:
+            try:
+                parse_step(name)
+            except KeyError as exc:
+                raise ValueError(f"{origin}: parsing.{mode}: {exc.args[0]}") from None
+
+
 def parse(task: Task, text: str | None, mode: Mode = "strict") -> Parsed:
-    """Labels of ``task`` in a model answer, read by the parser of the task's answer layout."""
+    """Labels of ``task`` in a model answer, read by the steps the task declares for filter ``mode``."""
     if mode not in MODES:
         raise ValueError(f"unknown parsing mode {mode!r}; modes: {', '.join(MODES)}")
-    parser = _PARSERS.get(task.answer_layout)
-    if parser is None:
-        close = difflib.get_close_matches(task.answer_layout, list(_PARSERS), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise KeyError(
-            f"task {task.id!r} declares answer_layout {task.answer_layout!r}, which has no parser.{hint} "
-            f"Registered layouts: {', '.join(sorted(_PARSERS))}"
-        )
+    steps = [parse_step(name) for name in task.parsing[mode]]
     if text is None or not text.strip():
         return invalid(mode)
-    return parser(task, text, mode)
+    explanation = split_reasoning(text)[1]
+    for step in steps:
+        label_ids = step(task, text)
+        if label_ids:
+            return accept(task, list(label_ids), mode, explanation)
+    return invalid(mode, explanation)
 
 
 def parse_all_modes(task: Task, text: str | None) -> dict[str, Parsed]:
     """Both filters at once, so every evaluation reports them side by side."""
     return {mode: parse(task, text, mode) for mode in MODES}
+
+
+def read_answer(task: Task, text: str | None) -> Parsed:
+    """One reading for a consumer that needs a single answer (the analyzer's ``llm`` engine): the first
+    filter, in the order of MODES, that reads a valid answer, else the last filter's INVALID."""
+    parsed = invalid(MODES[0])
+    for mode in MODES:
+        parsed = parse(task, text, mode)
+        if parsed.valid:
+            break
+    return parsed
 
 
 def invalid(mode: str, explanation: str | None = None) -> Parsed:
@@ -207,15 +245,6 @@ def _asserted(task: Task, text: str) -> list[str]:
     return ids[:1] if not task.is_multi_label else ids
 
 
-def _flexible(task: Task, regions: list[str], explanation: str | None) -> Parsed:
-    """The first region, most specific first, that asserts a label decides the answer."""
-    for region in regions:
-        ids = _asserted(task, region)
-        if ids:
-            return accept(task, ids, "flexible", explanation)
-    return invalid("flexible", explanation)
-
-
 # --- C-IMHI: "标签：<names>\n推理：<explanation>" ------------------------------------------------------
 
 _NAME_SEPARATORS = re.compile(r"[、，,;；]+")
@@ -240,18 +269,32 @@ def _read_names(task: Task, body: str) -> list[str] | None:
     return ids
 
 
-@register_parser("c-imhi")
-def parse_c_imhi(task: Task, text: str, mode: Mode) -> Parsed:
-    head, explanation = split_reasoning(text)
-    if mode == "strict":
-        first_line = text.strip().splitlines()[0].strip()
-        if not first_line.startswith(LABEL_PREFIX):
-            return invalid(mode, explanation)
-        ids = _read_names(task, first_line[len(LABEL_PREFIX) :].rstrip("。."))
-        return invalid(mode, explanation) if ids is None else accept(task, ids, mode, explanation)
-    label_line = _LABEL_LINE.search(text)
-    regions = [split_reasoning(label_line.group(1))[0]] if label_line else []
-    return _flexible(task, [*regions, head, text], explanation)
+@register_parse_step("label-line")
+def label_line(task: Task, text: str) -> list[str]:
+    """Strict C-IMHI: the first line is "标签：" and a list of declared names, every one of them known."""
+    first_line = text.strip().splitlines()[0].strip()
+    if not first_line.startswith(LABEL_PREFIX):
+        return []
+    return _read_names(task, first_line[len(LABEL_PREFIX) :].rstrip("。.")) or []
+
+
+@register_parse_step("mentions-in-label-line")
+def mentions_in_label_line(task: Task, text: str) -> list[str]:
+    """Labels asserted on a line that looks like a label line anywhere ("**标签**：高兴", "Label: sad")."""
+    line = _LABEL_LINE.search(text)
+    return _asserted(task, split_reasoning(line.group(1))[0]) if line else []
+
+
+@register_parse_step("mentions-before-reasoning")
+def mentions_before_reasoning(task: Task, text: str) -> list[str]:
+    """Labels asserted before the reasoning marker (the whole answer when it has none)."""
+    return _asserted(task, split_reasoning(text)[0])
+
+
+@register_parse_step("mentions-anywhere")
+def mentions_anywhere(task: Task, text: str) -> list[str]:
+    """Labels asserted anywhere, the explanation included ("推理：帖子表达了明显的恐惧。")."""
+    return _asserted(task, text)
 
 
 # --- IMHI (English MentalLLaMA): "<label sentence>. Reasoning: <explanation>" ----------------------
@@ -259,14 +302,21 @@ def parse_c_imhi(task: Task, text: str, mode: Mode) -> Parsed:
 _SENTENCE_END = re.compile(r"[.!?\n]")
 
 
-@register_parser("imhi")
-def parse_imhi(task: Task, text: str, mode: Mode) -> Parsed:
-    head, explanation = split_reasoning(text)
-    first_sentence = _SENTENCE_END.split(head.strip(), maxsplit=1)[0].strip()
-    if mode == "flexible":
-        return _flexible(task, [first_sentence, head], explanation)
-    # strict: the first sentence names exactly one label, and ends with it.
-    mentions = find_mentions(task, first_sentence)
-    if len({m.label_id for m in mentions}) != 1 or mentions[-1].end != len(first_sentence):
-        return invalid(mode, explanation)
-    return accept(task, [mentions[-1].label_id], mode, explanation)
+def _first_sentence(text: str) -> str:
+    return _SENTENCE_END.split(split_reasoning(text)[0].strip(), maxsplit=1)[0].strip()
+
+
+@register_parse_step("label-sentence")
+def label_sentence(task: Task, text: str) -> list[str]:
+    """Strict IMHI: the first sentence names exactly one label, and ends with it."""
+    sentence = _first_sentence(text)
+    mentions = find_mentions(task, sentence)
+    if len({m.label_id for m in mentions}) != 1 or mentions[-1].end != len(sentence):
+        return []
+    return [mentions[-1].label_id]
+
+
+@register_parse_step("mentions-in-first-sentence")
+def mentions_in_first_sentence(task: Task, text: str) -> list[str]:
+    """Labels asserted in the first sentence before the reasoning marker."""
+    return _asserted(task, _first_sentence(text))

@@ -10,6 +10,7 @@ from typing import Any
 
 import yaml
 
+from mentalglm.tasks.parsing import check_parsing
 from mentalglm.tasks.schema import NOTICE_KINDS, Label, Screen, Split, Task, TaskType
 
 _DEFINITIONS = "definitions"
@@ -17,7 +18,7 @@ _KNOWN_KEYS = {
     "screen", "notices",
     "id", "name_zh", "name_en", "language", "type", "source", "description_zh", "labels", "instruction",
     "question", "official_metric", "report_metrics", "splits", "version", "evaluation_only", "extra_train",
-    "citation", "published", "answer_layout", "parent_labels", "include",
+    "citation", "published", "answer_layout", "parsing", "parent_labels", "include",
 }
 
 
@@ -80,6 +81,7 @@ def task_from_mapping(raw: dict[str, Any], origin: str = "<mapping>") -> Task:
         citation=raw.get("citation", "").strip(),
         published=tuple(raw.get("published", ())),
         answer_layout=raw.get("answer_layout", "c-imhi"),
+        parsing=_parsing(raw.get("parsing"), origin),
         parent_labels=tuple(raw.get("parent_labels", ())),
         screen=_screen(raw.get("screen"), ids, origin),
         notices=_notices(raw.get("notices"), ids, origin),
@@ -98,6 +100,12 @@ def _screen(raw: dict[str, Any] | None, ids: list[str], origin: str) -> Screen |
     if screen.none_label is not None and screen.none_label not in ids:
         raise ValueError(f"{origin}: screen.none_label {screen.none_label!r} is not a label id ({', '.join(ids)})")
     return screen
+
+
+def _parsing(raw: dict[str, Any] | None, origin: str) -> dict[str, tuple[str, ...]]:
+    parsing = {str(mode): tuple(str(step) for step in steps) for mode, steps in (raw or {}).items()}
+    check_parsing(parsing, origin)
+    return parsing
 
 
 def _notices(raw: dict[str, Any] | None, ids: list[str], origin: str) -> dict[str, tuple[str, ...]]:

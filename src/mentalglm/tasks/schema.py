@@ -50,7 +50,7 @@ class Split:
     part: str
     note: str = ""
     # Screen sources only: keep the posts whose first label is ``only_label``, then give every kept post ``label``
-    # ("" = nothing evident, "*" = something evident but not which label); ``limit`` posts drawn with seed 13.
+    # ("" = nothing evident, "*" = something evident but not which label); ``limit`` posts drawn with CARVE_SEED (seeds.py).
     only_label: str | None = None
     label: str | None = None
     limit: int = 0
@@ -103,6 +103,8 @@ class Task:
     published: tuple[dict[str, Any], ...] = field(default_factory=tuple)
     # IMHI-style English tasks keep their own answer layout ("<label sentence>. Reasoning: ...").
     answer_layout: str = "c-imhi"
+    # filter ("strict", "flexible") -> the parse steps that read an answer back (tasks/parsing.py), tried in order
+    parsing: dict[str, tuple[str, ...]] = field(default_factory=dict)
     parent_labels: tuple[str, ...] = ()
     screen: Screen | None = None
     # notice kind -> the labels that raise it ("crisis": resources and emergency numbers, "support": the hotline)

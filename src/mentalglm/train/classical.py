@@ -9,19 +9,22 @@ rare labels have a handful of validation posts (test micro-F1 0.58 against 0.67 
 
 from __future__ import annotations
 
+import math
 import pickle
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from mentalglm.data.records import Post
 from mentalglm.files import load_own_pickle
+from mentalglm.tasks.metrics import score
 from mentalglm.tasks.schema import Task
 
 THRESHOLD_GRID = np.round(np.arange(0.05, 0.951, 0.025), 3)
+C_GRID = (1.0, 4.0, 16.0)  # the inverse regularisation strengths tried on validation
 
 
 def decide(proba: np.ndarray, classes: Sequence[str], multi_label: bool,
@@ -42,7 +45,11 @@ def decide(proba: np.ndarray, classes: Sequence[str], multi_label: bool,
 
 
 class Classifier(Protocol):
-    """What the analyzer needs of a task's classifier: its classes, probabilities and decision rule."""
+    """What the analyzer needs of a task's classifier: its classes, probabilities and decision rule.
+
+    Implemented by TfidfClassifier, the fine-tuned EncoderClassifier (train/encoder_classifier.py), the Ensemble of the two
+    (analyze/ensemble.py) and the screened GatedClassifier (train/screen.py); TaskModel takes any of them.
+    """
 
     @property
     def classes(self) -> list[str]: ...
@@ -147,10 +154,43 @@ class TfidfClassifier:
         return load_own_pickle(path, TfidfClassifier)
 
 
+@runtime_checkable
+class BuiltOnTfidf(Protocol):
+    """A classifier with a TF-IDF model inside it (a screen in front of one, an ensemble with one)."""
+
+    @property
+    def tfidf(self) -> TfidfClassifier | None: ...
+
+
+def tfidf_part(classifier: Classifier) -> TfidfClassifier | None:
+    """The TF-IDF model a classifier is built on: itself, the one inside it, or None (an encoder alone)."""
+    if isinstance(classifier, TfidfClassifier):
+        return classifier
+    return classifier.tfidf if isinstance(classifier, BuiltOnTfidf) else None
+
+
 def fit_on_posts(task: Task, train: Sequence[Post], validation: Sequence[Post] = (), **kwargs: Any) -> TfidfClassifier:
     return TfidfClassifier.for_task(task, **kwargs).fit(
         [p.text for p in train], [p.labels for p in train],
         [p.text for p in validation], [p.labels for p in validation])
+
+
+def fit_best_c(task: Task, train: Sequence[Post], validation: Sequence[Post], c_grid: Sequence[float] = C_GRID,
+               log: Callable[[str], None] | None = None) -> tuple[TfidfClassifier, dict[float, float]]:
+    """One model per C, the one with the best official metric on validation kept (the first of equals), with the
+    metric at every C. Without validation posts there is nothing to choose on: the class default C, metric NaN."""
+    tuning: dict[float, float] = {}
+    best: TfidfClassifier | None = None
+    for c in c_grid if validation else [TfidfClassifier.C]:
+        model = fit_on_posts(task, train, validation, C=c)
+        tuning[c] = (score(task, [p.labels for p in validation], model.predict([p.text for p in validation]),
+                           n_resamples=0)[task.official_metric] if validation else math.nan)
+        if log is not None:
+            log(f"{task.id}: C={c} validation {task.official_metric}={tuning[c]:.4f}")
+        if best is None or tuning[c] > tuning[best.C]:
+            best = model
+    assert best is not None
+    return best, tuning
 
 
 class TfidfVerifier:

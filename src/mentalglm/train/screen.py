@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from mentalglm.files import load_own_pickle
-from mentalglm.train.classical import Classifier, TfidfClassifier, decide
+from mentalglm.train.classical import Classifier, TfidfClassifier, decide, tfidf_part
 from mentalglm.train.embedding import EmbeddingCache, EmbeddingClassifier, default_cache_path, embed
 
 CLEAR, FLAG = "clear", "flag"
@@ -93,9 +93,9 @@ class GatedClassifier:
         return self.inner.multi_label
 
     @property
-    def tfidf(self) -> TfidfClassifier:
-        inner = self.inner
-        return inner if isinstance(inner, TfidfClassifier) else inner.tfidf  # type: ignore[attr-defined]
+    def tfidf(self) -> TfidfClassifier | None:
+        """The TF-IDF model of the classifier behind the screen (the gate's own reads another question)."""
+        return tfidf_part(self.inner)
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         texts = list(texts)

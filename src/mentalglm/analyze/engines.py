@@ -1,0 +1,315 @@
+"""The analyzer's engines, one strategy each behind ``Engine``: how a batch of posts becomes task results.
+
+An engine knows nothing of input checks, injection guarding, domain checks or notices (analyze/engine.py does
+those): it gets each post in the forms it may read (``Batch``) and the options of the run (``Run``, read on
+every call because a service runs shallow copies of one analyzer with other tasks or explain settings) and
+returns one TaskResult per task and post.
+
+``labels``: the classifiers alone. ``attribution``: the classifiers decide and explain themselves (the clauses
+whose removal lowers the decided label's probability most, analyze/attribution.py). ``hybrid``: the classifiers
+decide, the LLM explains the decided labels, QC and the TF-IDF verifier check the explanation, one
+regeneration if it argues for another label. ``llm``: the LLM answers label and explanation in the C-IMHI layout
+(read by the task's declared parse steps; an unreadable answer is INVALID, never a default label).
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import ClassVar, Protocol
+
+from mentalglm.analyze import attribution
+from mentalglm.analyze.artifacts import TaskModel
+from mentalglm.analyze.injection import strip_injection
+from mentalglm.analyze.normalise import normalise
+from mentalglm.analyze.schema import EngineName, EvidenceSpan, LabelScore, TaskResult
+from mentalglm.backends.base import Backend, GenerationRequest, GenerationResult, GenerationSettings
+from mentalglm.data.pii import scrub
+from mentalglm.data.records import Post
+from mentalglm.evaluate.predict import LLMSystem
+from mentalglm.instruct.generate import builtin_few_shots, clean_explanation, retry_settings, teacher_messages
+from mentalglm.instruct.qc import Verdict, apply_verifier, check_sample, evidence_quotes
+from mentalglm.tasks import Task
+from mentalglm.tasks.parsing import read_answer
+from mentalglm.train.classical import TfidfVerifier
+
+# Checks whose failure means the explanation argues for another label than the decided one.
+_DISAGREEMENT = ("generated", "layout", "no_other_label", "verifier")
+PerPost = list[dict[str, TaskResult]]  # per post: task id -> its result
+
+
+class Run(Protocol):
+    """What an engine reads of the analyzer that runs it."""
+
+    models: dict[str, TaskModel]
+    explain: bool
+    settings: GenerationSettings
+    regenerate: int
+    evidence_hints: bool
+
+    @property
+    def classified_tasks(self) -> list[Task]:
+        """The tasks an engine decides (cognitive_pathway is read sentence by sentence elsewhere)."""
+        ...
+
+    @property
+    def backend(self) -> Backend: ...
+
+
+@dataclass(frozen=True)
+class Batch:
+    """The posts of one batch in the forms an engine may read."""
+
+    originals: Sequence[str]  # as given: evidence offsets point here
+    classifier_inputs: Sequence[str]  # instruction-like spans cut out, spellings folded (classifier_view)
+    scrubbed: Sequence[str] | None  # PII-scrubbed, for the LLM; None when the engine uses no LLM in this run
+
+
+class Engine(ABC):
+    """One way of analysing a batch; ``uses_llm`` decides whether posts are scrubbed and a backend is loaded."""
+
+    name: ClassVar[EngineName]
+    # False: the engine answers without a trained classifier (it only uses one as a verifier when there is one)
+    needs_classifiers: ClassVar[bool] = True
+
+    def uses_llm(self, explain: bool) -> bool:
+        return False
+
+    @abstractmethod
+    def analyse(self, run: Run, batch: Batch) -> PerPost: ...
+
+
+class LabelsEngine(Engine):
+    """The task classifiers alone: calibrated confidences, no explanation."""
+
+    name: ClassVar[EngineName] = "labels"
+
+    def analyse(self, run: Run, batch: Batch) -> PerPost:
+        per_post: PerPost = [{} for _ in batch.originals]
+        for task in run.classified_tasks:
+            for tasks, result in zip(per_post, self.decide(run, task, batch.classifier_inputs), strict=True):
+                tasks[task.id] = result
+        return per_post
+
+    def decide(self, run: Run, task: Task, texts: Sequence[str]) -> list[TaskResult]:
+        out = []
+        for labels, confidences in run.models[task.id].predict(texts):
+            result = TaskResult(task=task.id, task_name_zh=task.name_zh, engine=self.name,
+                                labels=[label_score(task, label, confidences.get(label)) for label in labels],
+                                confidences={k: round(v, 4) for k, v in confidences.items()})
+            if attribution.is_none_answer(task, result):
+                assert task.screen is not None
+                result.nothing_evident, result.nothing_evident_zh = True, task.screen.none_zh
+            out.append(result)
+        return out
+
+
+class AttributionEngine(LabelsEngine):
+    """The classifiers decide, then each decided label is explained by the clauses of the original post the
+    classifier leans on most."""
+
+    name: ClassVar[EngineName] = "attribution"
+
+    def analyse(self, run: Run, batch: Batch) -> PerPost:
+        per_post = super().analyse(run, batch)
+        if run.explain:
+            for task, classes, effects in clause_effects(run, batch.originals):
+                for tasks, (pieces, drops) in zip(per_post, effects, strict=True):
+                    result = tasks[task.id]
+                    attribution.explain(task, result, classes, pieces, drops)
+                    result.explanation = scrub_output(result.explanation)
+        return per_post
+
+
+@dataclass
+class _Job:
+    """One (post, task) explanation in flight."""
+
+    post: int
+    task: Task
+    labels: tuple[str, ...]
+    messages: list[dict[str, str]]
+    result: TaskResult
+
+
+class HybridEngine(LabelsEngine):
+    """The classifiers decide; the LLM explains the decided labels with the label-conditioned teacher prompt,
+    checked, regenerated on disagreement.
+
+    With ``evidence_hints`` the prompt also names the clauses the classifier relied on for those labels
+    (attribution), so a small LLM has the right words to quote.
+    """
+
+    name: ClassVar[EngineName] = "hybrid"
+
+    def uses_llm(self, explain: bool) -> bool:
+        return explain
+
+    def analyse(self, run: Run, batch: Batch) -> PerPost:
+        per_post = super().analyse(run, batch)
+        if run.explain:
+            assert batch.scrubbed is not None
+            self._explain(run, per_post, batch.scrubbed, batch.originals)
+        return per_post
+
+    def _explain(self, run: Run, per_post: PerPost, scrubbed: Sequence[str], originals: Sequence[str]) -> None:
+        hints = self._hints(run, per_post, scrubbed) if run.evidence_hints else {}
+        jobs = [_Job(i, task, labels, teacher_messages(task, scrubbed[i], labels, few_shots=builtin_few_shots(task),
+                                                       hints=hints.get(task.id, {}).get(i, ())),
+                     per_post[i][task.id])
+                for task in run.classified_tasks for i in range(len(per_post))
+                for labels in [tuple(label.id for label in per_post[i][task.id].labels)]]
+        pending = jobs
+        for attempt in range(run.regenerate + 1):
+            if not pending:
+                break
+            settings = retry_settings(run.settings, attempt)
+            replies = run.backend.generate([GenerationRequest(job.messages, settings) for job in pending])
+            retry = []
+            for job, reply in zip(pending, replies, strict=True):
+                if self._record(run, job, reply, attempt, scrubbed[job.post], originals[job.post]):
+                    retry.append(job)
+            pending = retry
+
+    @staticmethod
+    def _hints(run: Run, per_post: PerPost, scrubbed: Sequence[str]) -> dict[str, dict[int, list[str]]]:
+        """Per task and post: up to three clauses of the scrubbed post supporting the decided labels, in post order."""
+        out: dict[str, dict[int, list[str]]] = {}
+        for task, classes, effects in clause_effects(run, scrubbed):
+            out[task.id] = {}
+            for i, (pieces, drops) in enumerate(effects):
+                chosen = {e.clause for label in per_post[i][task.id].labels
+                          for e in attribution.top_effects(pieces, drops, classes.index(label.id), k=2)}
+                out[task.id][i] = [c.text for c in sorted(chosen, key=lambda c: c.start)][:attribution.TOP_K]
+        return out
+
+    @staticmethod
+    def _record(run: Run, job: _Job, reply: GenerationResult, attempt: int, scrubbed: str, original: str) -> bool:
+        """Store an attempt's explanation; True when it disagrees with the label and may be redrawn."""
+        explanation = scrub_output(clean_explanation(reply.text)) if reply.ok else None
+        verdict = verdict_on(run.models, job.task, job.labels, explanation, scrubbed)
+        disagrees = any(not verdict.checks.get(name, True) for name in _DISAGREEMENT)
+        result = job.result
+        result.attempts = attempt + 1
+        result.model = run.backend.model_id
+        if explanation or result.explanation is None:
+            result.explanation = explanation or None
+            result.evidence = evidence_spans(explanation, original)
+            result.verifier_agrees = verdict.checks.get("verifier")
+            result.qc_passed, result.qc_reasons = verdict.passed, verdict.reasons
+            result.error = reply.error or (None if explanation else "empty explanation")
+        return disagrees
+
+
+class LLMEngine(Engine):
+    """The LLM's own label and explanation (C-IMHI layout); INVALID answers stay INVALID."""
+
+    name: ClassVar[EngineName] = "llm"
+    needs_classifiers = False
+
+    def uses_llm(self, explain: bool) -> bool:
+        return True
+
+    def analyse(self, run: Run, batch: Batch) -> PerPost:
+        assert batch.scrubbed is not None
+        per_post: PerPost = [{} for _ in batch.originals]
+        for task in run.classified_tasks:
+            for tasks, result in zip(per_post, self._answer(run, task, batch.scrubbed, batch.originals), strict=True):
+                tasks[task.id] = result
+        return per_post
+
+    @staticmethod
+    def _answer(run: Run, task: Task, scrubbed: Sequence[str], originals: Sequence[str]) -> list[TaskResult]:
+        prompts = LLMSystem(run.backend, run.backend.model_id, settings=run.settings, with_format_hint=True)
+        requests = [GenerationRequest(prompts.messages(task, Post(f"post-{i}", text, (), "analyze")), run.settings)
+                    for i, text in enumerate(scrubbed)]
+        out = []
+        for reply, text, original in zip(run.backend.generate(requests), scrubbed, originals, strict=True):
+            parsed = read_answer(task, reply.text)
+            explanation = scrub_output(parsed.explanation) if run.explain else None
+            verifier = verdict_on(run.models, task, parsed.labels, explanation, text).checks.get("verifier") \
+                if explanation and parsed.valid else None
+            out.append(TaskResult(
+                task=task.id, task_name_zh=task.name_zh, engine="llm", valid=parsed.valid,
+                labels=[label_score(task, label, None) for label in parsed.labels], explanation=explanation,
+                evidence=evidence_spans(explanation, original), verifier_agrees=verifier, attempts=1,
+                model=run.backend.model_id,
+                error=reply.error or (None if parsed.valid else "INVALID: no label could be read from the answer")))
+        return out
+
+
+ENGINES: dict[EngineName, Engine] = {engine.name: engine for engine in (
+    AttributionEngine(), HybridEngine(), LabelsEngine(), LLMEngine())}
+
+
+# --- what the engines share ----------------------------------------------------------------------------
+
+
+def classifier_view(text: str) -> str:
+    """What the classifiers read: instruction-like spans cut out, self-harm spellings folded (normalise.py)."""
+    return normalise(strip_injection(text)[0])
+
+
+def clause_effects(run: Run, texts: Sequence[str]) -> Iterator[tuple[Task, list[str], attribution.Effects]]:
+    """Per task: its classifier's classes and, per post, the clauses with their probability drops."""
+    occlusions = attribution.Occlusions.of(texts, classifier_view)
+    for task in run.classified_tasks:
+        classifier = run.models[task.id].classifier
+        yield task, list(classifier.classes), occlusions.effects(classifier.predict_proba)
+
+
+def verdict_on(models: Mapping[str, TaskModel], task: Task, labels: Sequence[str], explanation: str | None,
+               post: str) -> Verdict:
+    """QC of an explanation for ``labels``, with the task's TF-IDF verifier when its model has one."""
+    verdict = check_sample(task, labels, explanation, post)
+    model = models.get(task.id)
+    reader = model.tfidf if model is not None else None
+    if explanation and reader is not None:
+        apply_verifier(task, TfidfVerifier(reader), [(labels, explanation)], [verdict])
+    return verdict
+
+
+def _normalised_with_offsets(text: str) -> tuple[str, list[int]]:
+    """The QC normal form (NFKC, lower case, letters and digits only) and each character's original offset."""
+    chars, offsets = [], []
+    for i, ch in enumerate(text):
+        for c in unicodedata.normalize("NFKC", ch).lower():
+            if c.isalnum():
+                chars.append(c)
+                offsets.append(i)
+    return "".join(chars), offsets
+
+
+def evidence_spans(explanation: str | None, post: str) -> list[EvidenceSpan]:
+    """Where each quoted piece of the explanation occurs in the original post (exact, else up to QC normalisation).
+
+    Quotes that are not in the post (label names, paraphrases, scrubbed placeholders) get no span.
+    """
+    if not explanation:
+        return []
+    norm, offsets = _normalised_with_offsets(post)
+    spans: list[EvidenceSpan] = []
+    for quote in dict.fromkeys(evidence_quotes(explanation)):
+        start = post.find(quote)
+        if start >= 0:
+            spans.append(EvidenceSpan(quote=quote, start=start, end=start + len(quote)))
+            continue
+        key = _normalised_with_offsets(quote)[0]
+        at = norm.find(key) if key else -1
+        if at >= 0:
+            begin, end = offsets[at], offsets[at + len(key) - 1] + 1
+            spans.append(EvidenceSpan(quote=post[begin:end], start=begin, end=end))
+    return sorted(spans, key=lambda s: s.start)
+
+
+def scrub_output(text: str | None) -> str | None:
+    """A backstop: a model could still invent a phone number or handle; exports must not carry one."""
+    return scrub(text, names=False).text if text else text
+
+
+def label_score(task: Task, label_id: str, confidence: float | None) -> LabelScore:
+    label = task.label(label_id)
+    return LabelScore(id=label.id, name_zh=label.zh, name_en=label.en,
+                      confidence=None if confidence is None else round(confidence, 4))
