@@ -152,12 +152,13 @@ class LLMSystem:
                 "settings": asdict(self.settings), "format_hint": self.with_format_hint}
 
     def predict(self, task: Task, split: str, posts: Sequence[Post]) -> Iterator[dict[str, Any]]:
-        for batch in _batches(posts, self.batch_size):
-            requests = [GenerationRequest(self.messages(task, post), self.settings) for post in batch]
-            for post, request, result in zip(batch, requests, self.backend.generate(requests), strict=True):
-                yield make_row(task, split, post, system=self.name, prompt=request.messages, raw_output=result.text,
-                               answers=parse_all_modes(task, result.text), latency_s=result.latency_s,
-                               error=result.error)
+        """Rows in post order; requests stream through the backend, so a server keeps its `concurrency` busy."""
+        requests = [GenerationRequest(self.messages(task, post), self.settings) for post in posts]
+        results = self.backend.generate_iter(requests, batch_size=self.batch_size)
+        for post, request, result in zip(posts, requests, results, strict=True):
+            yield make_row(task, split, post, system=self.name, prompt=request.messages, raw_output=result.text,
+                           answers=parse_all_modes(task, result.text), latency_s=result.latency_s,
+                           error=result.error)
 
 
 def pick_shots(pool: Sequence[Post], k: int, seed: int = DEFAULT_SEED,
