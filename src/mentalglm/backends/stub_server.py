@@ -118,8 +118,14 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def do_GET(self) -> None:
-        if self.path.rstrip("/").endswith("/models"):
+        path = self.path.rstrip("/")
+        if path.endswith("/models"):
             self._send(200, json.dumps({"object": "list", "data": [{"id": "stub", "object": "model"}]}).encode())
+        elif path.endswith("/stats"):  # for benchmarks in another process: what the server saw
+            with self.server.lock:
+                stats = {"requests": self.server.requests, "max_in_flight": self.server.max_in_flight,
+                         "distinct": len(self.server.seen), "repeated": sum(n - 1 for n in self.server.seen.values())}
+            self._send(200, json.dumps(stats).encode())
         else:
             self._send(404, b'{"error": {"message": "not found"}}')
 
@@ -153,12 +159,13 @@ class _Handler(BaseHTTPRequestHandler):
                 server.in_flight -= 1
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None, reply: Reply = echo_reply) -> None:
+    """Serve until interrupted; ``reply`` lets a benchmark answer its prompts in the layout its clients read."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, default=8011)
     parser.add_argument("--delay-ms", type=float, default=200.0)
     args = parser.parse_args(argv)
-    server = StubChatServer(delay_s=args.delay_ms / 1000, port=args.port)
+    server = StubChatServer(delay_s=args.delay_ms / 1000, port=args.port, reply=reply)
     print(f"stub OpenAI-compatible server at {server.url}, answering after {args.delay_ms:.0f} ms", flush=True)
     try:
         server.serve_forever()

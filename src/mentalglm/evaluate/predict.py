@@ -19,7 +19,7 @@ import re
 import resource
 import sys
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -153,9 +153,15 @@ class LLMSystem:
 
     def predict(self, task: Task, split: str, posts: Sequence[Post]) -> Iterator[dict[str, Any]]:
         """Rows in post order; requests stream through the backend, so a server keeps its `concurrency` busy."""
-        requests = [GenerationRequest(self.messages(task, post), self.settings) for post in posts]
-        results = self.backend.generate_iter(requests, batch_size=self.batch_size)
-        for post, request, result in zip(posts, requests, results, strict=True):
+        asked: deque[tuple[Post, GenerationRequest]] = deque()
+
+        def requests() -> Iterator[GenerationRequest]:
+            for post in posts:
+                asked.append((post, GenerationRequest(self.messages(task, post), self.settings)))
+                yield asked[-1][1]
+
+        for result in self.backend.generate_iter(requests(), batch_size=self.batch_size):
+            post, request = asked.popleft()
             yield make_row(task, split, post, system=self.name, prompt=request.messages, raw_output=result.text,
                            answers=parse_all_modes(task, result.text), latency_s=result.latency_s,
                            error=result.error)

@@ -9,6 +9,7 @@ repeating — or re-billing — finished requests.
 from __future__ import annotations
 
 import json
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cache
@@ -189,31 +190,33 @@ def generate_explanations(
     when QC rejected an earlier one, and is part of the cache key so retries are cached too. A prompt that
     occurs twice is asked once.
     """
-    plan: list[Draft | tuple[Post, int]] = []
-    requests: list[GenerationRequest] = []
+    plan: deque[Draft | tuple[Post, int]] = deque()
     sent: list[tuple[Post, str]] = []
     index_of_key: dict[str, int] = {}
-    try_settings = retry_settings(settings, attempt)
-    for post in posts:
-        reason = rejection_before_sending(post, config)
-        if reason:
-            plan.append(Draft(post, task.id, None, attempt, "", error=reason))
-            continue
-        text = scrub(post.text).text if config.scrub_pii else post.text
-        messages = teacher_messages(task, text, post.labels, few_shots=few_shots, config=config)
-        key = cache_key(messages, backend.model_id, try_settings)
-        record = cache_store.get(key)
-        if record is not None:
-            plan.append(_draft_from_record(post, task, attempt, key, record, cached=True))
-        elif key in index_of_key:
-            plan.append((post, index_of_key[key]))
-        else:
-            index_of_key[key] = len(requests)
-            plan.append((post, len(requests)))
-            requests.append(GenerationRequest(messages=messages, settings=try_settings))
-            sent.append((post, key))
-
     records: dict[int, dict[str, Any]] = {}
+    try_settings = retry_settings(settings, attempt)
+
+    def requests() -> Iterator[GenerationRequest]:
+        """Read lazily by the backend as it has room, so the PII scrub of the next posts (tens of ms each, on
+        the CPU) overlaps the requests in flight instead of adding to them."""
+        for post in posts:
+            reason = rejection_before_sending(post, config)
+            if reason:
+                plan.append(Draft(post, task.id, None, attempt, "", error=reason))
+                continue
+            text = scrub(post.text).text if config.scrub_pii else post.text
+            messages = teacher_messages(task, text, post.labels, few_shots=few_shots, config=config)
+            key = cache_key(messages, backend.model_id, try_settings)
+            record = cache_store.get(key)
+            if record is not None:
+                plan.append(_draft_from_record(post, task, attempt, key, record, cached=True))
+            elif key in index_of_key:
+                plan.append((post, index_of_key[key]))
+            else:
+                index_of_key[key] = len(sent)
+                plan.append((post, len(sent)))
+                sent.append((post, key))
+                yield GenerationRequest(messages=messages, settings=try_settings)
 
     def keep(i: int, result: GenerationResult) -> None:
         post, key = sent[i]
@@ -228,18 +231,21 @@ def generate_explanations(
         if on_progress:
             on_progress(1 if result.error is None else 0, 1)
 
-    results = backend.generate_iter(requests, batch_size=batch_size, on_result=keep) if requests else iter(())
-    for entry in plan:
-        if isinstance(entry, Draft):
+    results = backend.generate_iter(requests(), batch_size=batch_size, on_result=keep)
+    exhausted = False
+    while plan or not exhausted:
+        head = plan[0] if plan else None
+        if isinstance(head, Draft):
+            plan.popleft()
             if on_progress:
                 on_progress(0, 1)
-            yield entry
-            continue
-        post, i = entry
-        while i not in records:
-            next(results)
-        first = sent[i][0] is post
-        yield _draft_from_record(post, task, attempt, sent[i][1], records[i], cached=not first)
+            yield head
+        elif head is not None and head[1] in records:
+            post, i = plan.popleft()
+            first = sent[i][0] is post
+            yield _draft_from_record(post, task, attempt, sent[i][1], records[i], cached=not first)
+        else:  # the head waits for its answer, or the next posts have not been read yet
+            exhausted = next(results, None) is None
 
 
 def _draft_from_record(post: Post, task: Task, attempt: int, key: str, record: dict[str, Any],
