@@ -216,3 +216,30 @@ def test_cli_directory_to_directory_and_a_report(tmp_path, models) -> None:
     assert sorted(p.name for p in (tmp_path / "out").glob("*.jsonl")) == ["a.jsonl", "b.jsonl", "c.jsonl", "d.jsonl"]
     no_output = CliRunner().invoke(app, args[:3] + args[5:])
     assert no_output.exit_code != 0 and "--output DIR" in str(no_output.exception)
+
+
+@pytest.mark.slow
+def test_hybrid_with_a_concurrent_server_backend_gives_the_sequential_results(tmp_path, models, monkeypatch) -> None:
+    pytest.importorskip("openai")
+    import re
+
+    from mentalglm.backends.stub_server import StubChatServer
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+
+    def quoting(messages) -> str:
+        post = re.findall(r"帖子：“(.*?)”", messages[-1]["content"], re.S)[-1]
+        return f"帖子中“{post[:6]}”这句话直接表达了发帖人当时的处境和感受，整体情绪和态度与所给标注的定义相符。"
+
+    rows = [InputRow(f"p{i}", text) for i, text in enumerate(_posts(8))]
+    with StubChatServer(delay_s=0.05, reply=quoting) as server:
+        outputs = []
+        for concurrency in (1, 8):
+            analyzer = Analyzer(TASKS, "hybrid", backend="openai:stub", models=models,
+                                backend_options={"base_url": server.url, "concurrency": concurrency})
+            with analyzer:
+                outputs.append([r.model_dump_json() for r in analyse_rows(analyzer, rows, batch_size=8)])
+            if concurrency == 1:
+                assert server.max_in_flight == 1
+        assert server.max_in_flight == 8  # 8 posts x 2 tasks explained at once
+    assert outputs[0] == outputs[1] and '"explanation":"帖子中' in outputs[0][0]
