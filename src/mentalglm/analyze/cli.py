@@ -154,7 +154,7 @@ def analyze(
                                  batch_size=batch_size, ray=ray, ray_actors=ray_actors, chunk_rows=chunk_rows)
     err_console.print(
         f"{summary.rows} rows analysed in {summary.seconds} s ({summary.posts_per_s or '-'} posts/s"
-        + (f"; the first results came after {summary.startup_s} s of Ray start-up" if summary.startup_s else "")
+        + (f"; on Ray the first results were written after {summary.startup_s} s" if summary.startup_s else "")
         + f"), {summary.errors} errors, {summary.high_risk} at high risk (crisis notice); {summary.files} file(s)"
         + (f", {summary.skipped_complete} already complete" if summary.skipped_complete else "")
         + (f", {summary.resumed_rows} rows resumed from an earlier run" if summary.resumed_rows else "")

@@ -127,27 +127,31 @@ def run_on_ray(pending: Sequence[Pending], recipe: AnalyzerRecipe, expected: str
     same partials as a kill of the local runner, and the same command resumes them (with or without Ray).
     """
     started = time.perf_counter()
+    chunks = chunks_of(pending)
+    if not chunks:  # nothing left to analyse (empty inputs): no cluster to start
+        for entry in pending:
+            entry.out.finish()
+            entry.out.close()
+        return 0, 0.0, 0.0
     ray = connect(address)
     try:
         context = ray.data.DataContext.get_current()
         context.execution_options.preserve_order = True  # results come back in input order
         context.enable_progress_bars = False
-        chunks = chunks_of(pending)
         written, first = 0, None
-        if chunks:
-            pool = actors or max(1, int(ray.cluster_resources().get("CPU", 1)))
-            dataset = (ray.data.from_items(chunks, override_num_blocks=len(chunks))
-                       # Reads take no CPU slot: the actors hold every slot, and reads that waited for one
-                       # would never run (reading is a small share of the work).
-                       .flat_map(read_chunk, fn_kwargs={"text_column": text_column, "id_column": id_column},
-                                 num_cpus=0)
-                       .map_batches(AnalyzerActor, fn_constructor_kwargs={"recipe": recipe, "expected": expected,
-                                                                          "batch_size": batch_size},
-                                    batch_size=batch_size, batch_format="pyarrow", concurrency=pool, num_cpus=1))
-            for files, rows, lines in _batches(dataset.iter_batches(batch_size=None, batch_format="pyarrow")):
-                first = first if first is not None else time.perf_counter() - started
-                written += _write(pending, files, rows, lines)
-                on_progress(len(lines))
+        pool = actors or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        dataset = (ray.data.from_items(chunks, override_num_blocks=len(chunks))
+                   # Reads take no CPU slot: the actors hold every slot, and reads that waited for one
+                   # would never run (reading is a small share of the work).
+                   .flat_map(read_chunk, fn_kwargs={"text_column": text_column, "id_column": id_column},
+                             num_cpus=0)
+                   .map_batches(AnalyzerActor, fn_constructor_kwargs={"recipe": recipe, "expected": expected,
+                                                                      "batch_size": batch_size},
+                                batch_size=batch_size, batch_format="pyarrow", concurrency=pool, num_cpus=1))
+        for files, rows, lines in _batches(dataset.iter_batches(batch_size=None, batch_format="pyarrow")):
+            first = first if first is not None else time.perf_counter() - started
+            written += _write(pending, files, rows, lines)
+            on_progress(len(lines))
         for entry in pending:
             if entry.out.done != entry.total:
                 raise MentalGLMError(f"{entry.task.source}: {entry.out.done} of {entry.total} rows came back from Ray")
