@@ -151,20 +151,28 @@ def benchmark(posts: int, runs: int, delay_ms: float, concurrencies: Sequence[in
 
 
 def markdown(results: dict[str, Any]) -> str:
+    values = [n for entry in results["commands"].values() for n in entry["by_concurrency"]]
+    flag = "" if sorted(set(values), key=int) == ["1", "8"] else f" --concurrency {','.join(dict.fromkeys(values))}"
     lines = [f"# Concurrency against a server that answers after {results['server_delay_ms']:.0f} ms", "",
-             f"`python benchmarks/bench_concurrency.py --posts {results['posts']} --runs {results['runs']}`; "
-             f"{results['posts']} {results['task']} posts, median of {results['runs']} runs; machine: "
-             f"{results['machine']['cpu']}, {results['machine']['usable_cores']} usable cores "
-             f"(load {results['load_avg_1min_at_start']} at start).", "",
-             "| command | N | posts/s | speed-up | wall s (whole command) | start-up s | requests | max in flight | "
-             "identical outputs |", "|---|---|---|---|---|---|---|---|---|"]
+             f"`python benchmarks/bench_concurrency.py --posts {results['posts']} --runs {results['runs']}{flag}`; "
+             f"{results['task']} posts (predict: the test split, at most {results['posts']}; build: {results['posts']} "
+             f"training posts), median of {results['runs']} runs; machine: {results['machine']['cpu']}, "
+             f"{results['machine']['usable_cores']} usable cores shared with other jobs (load "
+             f"{results['load_avg_1min_at_start']} at start).", "",
+             "| command | N | posts | posts/s | speed-up | wall s (whole command) | start-up s | requests (all runs) | "
+             "max in flight | identical outputs |", "|---|---|---|---|---|---|---|---|---|---|"]
     for command, entry in results["commands"].items():
         base = None
         for n, row in entry["by_concurrency"].items():
             base = base or row["median_posts_per_s"]
-            lines.append(f"| {command} | {n} | {row['median_posts_per_s']} | {row['median_posts_per_s'] / base:.2f}x | "
-                         f"{row['median_wall_s']} | {row['median_startup_s']} | {row['server']['requests']} | "
-                         f"{row['server']['max_in_flight']} | {entry['identical_outputs']} |")
+            lines.append(f"| {command} | {n} | {row['runs'][0]['posts']} | {row['median_posts_per_s']} | "
+                         f"{row['median_posts_per_s'] / base:.2f}x | {row['median_wall_s']} | {row['median_startup_s']} | "
+                         f"{row['server']['requests']} | {row['server']['max_in_flight']} | {entry['identical_outputs']} |")
+    lines += ["", "posts/s is the command's own count over its loop (predict: rows / seconds in the .meta.json; "
+              "build: posts / seconds of generation and QC in qc_report.json); start-up is the rest of the wall "
+              "time (imports, loading the split, the PII dictionary; for build also the export, which scrubs every "
+              "accepted sample again). build asks again for posts whose "
+              "explanation failed QC, so it sends more requests than it has posts."]
     return "\n".join(lines) + "\n"
 
 
@@ -176,7 +184,11 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,8", help="comma-separated values of N")
     parser.add_argument("--out", type=Path, default=REPO / "results" / "concurrency" / "concurrency.json")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)  # the server process
+    parser.add_argument("--render", action="store_true", help="only rewrite the .md from the --out JSON")
     args = parser.parse_args()
+    if args.render:
+        atomic_write_text(args.out.with_suffix(".md"), markdown(json.loads(args.out.read_text(encoding="utf-8"))))
+        return
     if args.serve:
         from mentalglm.backends.stub_server import main as serve
 

@@ -65,7 +65,7 @@ def one_run(source: Path, out: Path, ray: bool, actors: int, chunk_rows: int) ->
     summary = json.loads(report.read_text(encoding="utf-8"))
     return {"wall_s": round(wall, 2), "runner_s": summary["seconds"], "rows": summary["rows"],
             "posts_per_s": summary["posts_per_s"], "posts_per_s_wall": round(summary["rows"] / wall, 2),
-            "process_start_s": round(wall - summary["seconds"], 2), "ray_first_results_s": summary["startup_s"],
+            "process_start_s": round(wall - summary["seconds"], 2), "ray_first_results_s": summary["first_results_s"],
             "load_avg_1min": round(load, 2)}
 
 

@@ -347,7 +347,7 @@ class RunSummary:
     errors: int = 0
     high_risk: int = 0
     seconds: float = 0.0
-    startup_s: float = 0.0
+    first_results_s: float = 0.0  # Ray: start-up plus the first chunks, until the first results are written
     unreadable: list[str] = field(default_factory=list)
 
     @property

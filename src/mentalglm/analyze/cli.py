@@ -154,7 +154,7 @@ def analyze(
                                  batch_size=batch_size, ray=ray, ray_actors=ray_actors, chunk_rows=chunk_rows)
     err_console.print(
         f"{summary.rows} rows analysed in {summary.seconds} s ({summary.posts_per_s or '-'} posts/s"
-        + (f"; on Ray the first results were written after {summary.startup_s} s" if summary.startup_s else "")
+        + (f"; on Ray the first results were written after {summary.first_results_s} s" if summary.first_results_s else "")
         + f"), {summary.errors} errors, {summary.high_risk} at high risk (crisis notice); {summary.files} file(s)"
         + (f", {summary.skipped_complete} already complete" if summary.skipped_complete else "")
         + (f", {summary.resumed_rows} rows resumed from an earlier run" if summary.resumed_rows else "")
@@ -205,14 +205,14 @@ def _analyze_files(analyzer: Analyzer, recipe: AnalyzerRecipe, input: str, outpu
         if ray is None:
             written, seconds = run_local(pending, analyzer, batch_size=batch_size, keep_going=keep_going,
                                          text_column=text_column, id_column=id_column, on_progress=bar.update)
-            startup = 0.0
+            first = 0.0
         else:
             from mentalglm.analyze.distributed import run_on_ray
 
-            written, seconds, startup = run_on_ray(
+            written, seconds, first = run_on_ray(
                 pending, recipe, fingerprint(analyzer), address=None if ray == "local" else ray, actors=ray_actors,
                 batch_size=batch_size, text_column=text_column, id_column=id_column, on_progress=bar.update)
-    summary.rows, summary.seconds, summary.startup_s = written, seconds, startup
+    summary.rows, summary.seconds, summary.first_results_s = written, seconds, first
     for entry in pending:
         summary.errors += entry.out.errors
         summary.high_risk += entry.out.high_risk
