@@ -9,6 +9,7 @@ import pickle
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from types import TracebackType
 from typing import Any, BinaryIO, TypeVar
 
 T = TypeVar("T")
@@ -53,6 +54,71 @@ def read_jsonl(path: Path, error: type[Exception] = ValueError) -> Iterator[tupl
                 yield number, json.loads(line)
             except json.JSONDecodeError as exc:
                 raise error(f"{path}:{number}: not JSON ({exc.msg})") from None
+
+
+def cut_torn_tail(path: Path) -> int:
+    """Truncate an append-only JSONL file after its last newline; returns the size kept.
+
+    Rows are appended whole, so a kill mid-write leaves at most one torn last line. Appending after it would glue
+    the next row onto it and lose both, so every appender cuts it first: that row is redone, never half-kept.
+    Reads only the end of the file, so it costs the same for any size.
+    """
+    path = Path(path)
+    if not path.exists():
+        return 0
+    with path.open("r+b") as handle:
+        size = end = handle.seek(0, os.SEEK_END)
+        while end > 0:
+            start = max(0, end - 65536)
+            handle.seek(start)
+            block = handle.read(end - start)
+            newline = block.rfind(b"\n")
+            if newline >= 0:
+                keep = start + newline + 1
+                break
+            end = start
+        else:
+            keep = 0
+        if keep != size:
+            handle.truncate(keep)
+            handle.flush()
+            os.fsync(handle.fileno())
+    return keep
+
+
+class JsonlAppender:
+    """Append rows to a JSONL file so that a kill never leaves a half row and a written row is a kept row.
+
+    The torn tail of an earlier kill is cut on open; each ``write`` (one row or a batch) ends with flush and
+    fsync. Rows are dicts (serialised here) or ready JSON strings without the newline.
+    """
+
+    def __init__(self, path: Path, *, mode: int = 0o644) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.size = cut_torn_tail(self.path)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, mode)
+        self._handle = os.fdopen(fd, "wb")
+
+    def write(self, rows: Iterable[dict[str, Any] | str]) -> int:
+        """Append ``rows`` and make them durable; returns the bytes written."""
+        data = b"".join((row if isinstance(row, str) else json.dumps(row, ensure_ascii=False)).encode("utf-8")
+                        + b"\n" for row in rows)
+        if data:
+            self._handle.write(data)
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+            self.size += len(data)
+        return len(data)
+
+    def close(self) -> None:
+        self._handle.close()
+
+    def __enter__(self) -> JsonlAppender:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
 
 
 def load_own_pickle(path: Path, kind: type[T]) -> T:

@@ -205,7 +205,9 @@ def test_cli_streams_a_csv_to_jsonl(tmp_path, models):
     rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert [r["status"] for r in rows] == ["ok", "error", "ok"] and rows[0]["high_risk"]
     assert "text" not in rows[0]  # exports never carry the post
-    failed = CliRunner().invoke(app, args)
+    again = CliRunner().invoke(app, args)  # a complete output is not redone
+    assert again.exit_code == 0 and "1 file(s), 1 already complete" in again.output
+    failed = CliRunner().invoke(app, [*args, "--overwrite"])
     assert failed.exit_code != 0 and isinstance(failed.exception, InputTextError)
     pretty = CliRunner().invoke(app, ["analyze", "药已经攒够了，今晚就结束这一切", "--engine", "labels",
                                       "--tasks", ",".join(TASKS), "--artifacts-dir", str(tmp_path / "artifacts")])

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
@@ -12,10 +14,13 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from mentalglm.analyze.batch import AnalyzerRecipe, RunSummary
 from mentalglm.analyze.engine import DEFAULT_ENGINE, DEFAULT_MAX_CHARS, ENGINES, Analyzer
 from mentalglm.analyze.schema import PostResult, TaskResult
+from mentalglm.backends.registry import cli_options
 from mentalglm.console import comma_list, make_console
 from mentalglm.errors import ConfigError
+from mentalglm.files import atomic_write_text
 from mentalglm.tasks import CHINESE_MAIN_TASKS
 from mentalglm.train.screen import NO_LABEL
 
@@ -104,59 +109,133 @@ def render(result: PostResult, text: str) -> Group:
 def analyze(
     texts: Annotated[list[str] | None, typer.Argument(help="Posts to analyse, each one argument (or use --input).",
                                                        show_default=False)] = None,
-    input: Annotated[Path | None, typer.Option("--input", "-i", help=".txt (one post a line), .csv or .jsonl")] = None,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="JSONL results (default: stdout)")] = None,
-    text_column: Annotated[str | None, typer.Option(help="CSV column / JSONL key of the text")] = None,
-    id_column: Annotated[str | None, typer.Option(help="CSV column / JSONL key of the post id")] = None,
+    input: Annotated[str | None, typer.Option(
+        "--input", "-i", help="A file (.txt one post a line, .csv, .jsonl, .parquet), a directory of them, or a "
+                              "quoted glob ('posts/*.jsonl').")] = None,
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="Results: a .jsonl or .parquet file for one input file, a directory for several "
+                               "(one output per input, in input order); default stdout for one file. A rerun "
+                               "resumes where a killed run stopped.")] = None,
+    output_format: Annotated[str, typer.Option(help="jsonl | parquet, for the files of an output directory.")
+                             ] = "jsonl",
+    overwrite: Annotated[bool, typer.Option(help="Start over instead of resuming or skipping finished outputs.")
+                         ] = False,
+    text_column: Annotated[str | None, typer.Option(help="CSV / Parquet column or JSONL key of the text")] = None,
+    id_column: Annotated[str | None, typer.Option(help="CSV / Parquet column or JSONL key of the post id")] = None,
     tasks: Annotated[str, typer.Option(help="Comma-separated task ids (cognitive_pathway: the model of "
                                             "`mentalglm pathway train --out DIR`, given as --artifacts-dir DIR).")
                      ] = ",".join(CHINESE_MAIN_TASKS),
     engine: Annotated[str, typer.Option(help="attribution | hybrid | labels | llm")] = DEFAULT_ENGINE,
     backend: Annotated[str, typer.Option(help="LLM backend spec for hybrid / llm.")] = "llamacpp:default",
+    concurrency: Annotated[int | None, typer.Option(
+        min=1, help="LLM requests in flight at once (hybrid / llm with a server backend, openai:MODEL).")] = None,
     explain: Annotated[bool, typer.Option("--explain/--no-explain", help="Write explanations (LLM).")] = True,
-    keep_going: Annotated[bool, typer.Option(help="Bad rows become error records instead of stopping.")] = False,
+    keep_going: Annotated[bool, typer.Option(
+        help="Bad rows become error records instead of stopping; unreadable files of a directory are skipped "
+             "(and named).")] = False,
     artifacts_dir: Annotated[Path | None, typer.Option(help="Trained classifiers (analyze-train --out).")] = None,
     max_chars: Annotated[int, typer.Option(help="Longest post accepted.")] = DEFAULT_MAX_CHARS,
     locale: Annotated[str, typer.Option(help="Crisis resources locale: zh-CN or en.")] = "zh-CN",
     batch_size: Annotated[int, typer.Option(min=1)] = 16,
+    ray: Annotated[str | None, typer.Option(
+        "--ray", metavar="ADDRESS", show_default=False,
+        help="Run as a Ray Data pipeline (pip install 'mentalglm[ray]'): `--ray local` starts Ray on this machine, "
+             "--ray ADDRESS joins a cluster (auto, HOST:6379 or ray://HOST:10001). Implies --keep-going.")] = None,
+    ray_actors: Annotated[int | None, typer.Option(
+        min=1, help="Analyzer actors (each loads the models once; default: one per CPU Ray offers).")] = None,
+    chunk_rows: Annotated[int, typer.Option(min=1, help="Rows of a file one Ray read task reads.")] = 2000,
+    report: Annotated[Path | None, typer.Option(
+        help="Also write the run's summary (rows, errors, seconds, start-up) as JSON here.")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the result as JSON, not a panel.")] = False,
 ) -> None:
     """Analyse posts for emotion, cognitive distortions and suicide risk. Decision support, not a diagnosis."""
     if bool(texts) == (input is not None):
-        raise ConfigError("give either post texts or --input FILE (not both)")
+        raise ConfigError("give either post texts or --input FILE|DIR|GLOB (not both)")
     if engine not in ENGINES:
         raise ConfigError(f"unknown engine {engine!r}; engines: {', '.join(ENGINES)}")
-    analyzer = Analyzer(comma_list(tasks), engine, backend, artifacts_dir, explain=explain,  # type: ignore[arg-type]
-                        max_chars=max_chars, locale=locale)
-    with analyzer:
+    if ray is not None and (input is None or output is None):
+        raise ConfigError("--ray runs a batch: give --input and --output")
+    recipe = AnalyzerRecipe(tuple(comma_list(tasks)), engine, backend,  # type: ignore[arg-type]
+                            cli_options(backend, concurrency=concurrency) if concurrency else {},
+                            str(artifacts_dir) if artifacts_dir else None, explain, max_chars, locale)
+    with recipe.build() as analyzer:
         if texts:
             for number, text in enumerate(texts, 1):
                 result = analyzer.analyze(text, post_id="post" if len(texts) == 1 else f"post-{number}")
                 console.print_json(result.model_dump_json()) if json_output else console.print(render(result, text))
             return
-        _analyze_file(analyzer, input, output, text_column, id_column, keep_going, batch_size)  # type: ignore[arg-type]
+        assert input is not None
+        if output is None:
+            _analyze_to_stdout(analyzer, input, text_column, id_column, keep_going, batch_size)
+            return
+        summary = _analyze_files(analyzer, recipe, input, output, output_format=output_format, overwrite=overwrite,
+                                 text_column=text_column, id_column=id_column, keep_going=keep_going or ray is not None,
+                                 batch_size=batch_size, ray=ray, ray_actors=ray_actors, chunk_rows=chunk_rows)
+    err_console.print(
+        f"{summary.rows} rows analysed in {summary.seconds} s ({summary.posts_per_s or '-'} posts/s"
+        + (f"; on Ray the first results were written after {summary.first_results_s} s" if summary.first_results_s else "")
+        + f"), {summary.errors} errors, {summary.high_risk} at high risk (crisis notice); {summary.files} file(s)"
+        + (f", {summary.skipped_complete} already complete" if summary.skipped_complete else "")
+        + (f", {summary.resumed_rows} rows resumed from an earlier run" if summary.resumed_rows else "")
+        + f" → {output}", soft_wrap=True)
+    if report is not None:
+        atomic_write_text(report, json.dumps({**asdict(summary), "posts_per_s": summary.posts_per_s},
+                                             ensure_ascii=False, indent=1) + "\n")
+    if summary.unreadable:
+        err_console.print("[yellow]not analysed: " + "; ".join(summary.unreadable) + "[/yellow]", soft_wrap=True)
+        raise typer.Exit(1)
 
 
-def _analyze_file(analyzer: Analyzer, path: Path, output: Path | None, text_column: str | None,
-                  id_column: str | None, keep_going: bool, batch_size: int) -> None:
+def _analyze_to_stdout(analyzer: Analyzer, input: str, text_column: str | None, id_column: str | None,
+                       keep_going: bool, batch_size: int) -> None:
+    """One file streamed to stdout (nothing to resume: a pipe has no finished rows to find again)."""
     from tqdm import tqdm
 
+    from mentalglm.analyze.batch import find_inputs, stream
     from mentalglm.analyze.io import read_posts, write_jsonl
 
-    rows = read_posts(path, text_column, id_column, keep_going=keep_going)
+    files = find_inputs(input)
+    if len(files) != 1 or Path(input).expanduser().is_dir():
+        raise ConfigError(f"--input {input} holds {len(files)} files: give --output DIR for their results")
+    rows = read_posts(files[0], text_column, id_column, keep_going=keep_going)
     errors = high = total = 0
-    handle = output.open("w", encoding="utf-8") if output else sys.stdout
-    try:
-        results = analyzer.analyze_many(rows, batch_size, keep_going=keep_going)
-        for result in tqdm(write_jsonl(results, handle), desc="analyze", unit="post", file=sys.stderr):
-            total += 1
-            errors += result.status == "error"
-            high += isinstance(result, PostResult) and result.high_risk
-    finally:
-        if output:
-            handle.close()
-    err_console.print(f"{total} rows, {errors} errors, {high} at high risk (crisis notice)"
-                      + (f" → {output}" if output else ""))
+    results = stream(rows, analyzer, batch_size=batch_size, keep_going=keep_going)
+    for result in tqdm(write_jsonl(results, sys.stdout), desc="analyze", unit="post", file=sys.stderr):
+        total += 1
+        errors += result.status == "error"
+        high += isinstance(result, PostResult) and result.high_risk
+    err_console.print(f"{total} rows, {errors} errors, {high} at high risk (crisis notice)")
+
+
+def _analyze_files(analyzer: Analyzer, recipe: AnalyzerRecipe, input: str, output: Path, *, output_format: str,
+                   overwrite: bool, text_column: str | None, id_column: str | None, keep_going: bool,
+                   batch_size: int, ray: str | None, ray_actors: int | None, chunk_rows: int) -> RunSummary:
+    """Input files to output files through the batch runner, in this process or on Ray; resumable."""
+    from tqdm import tqdm
+
+    from mentalglm.analyze.batch import fingerprint, open_files, plan_files, run_local
+
+    summary = RunSummary()
+    pending = open_files(plan_files(input, output, output_format), fingerprint(analyzer), summary,
+                         overwrite=overwrite, keep_going=keep_going, chunk_rows=chunk_rows if ray else 1 << 62,
+                         runner="ray" if ray else "local")
+    todo = sum(entry.total - entry.out.done for entry in pending)
+    with tqdm(total=todo, desc="analyze", unit="post", file=sys.stderr, dynamic_ncols=True) as bar:
+        if ray is None:
+            written, seconds = run_local(pending, analyzer, batch_size=batch_size, keep_going=keep_going,
+                                         text_column=text_column, id_column=id_column, on_progress=bar.update)
+            first = 0.0
+        else:
+            from mentalglm.analyze.distributed import run_on_ray
+
+            written, seconds, first = run_on_ray(
+                pending, recipe, fingerprint(analyzer), address=None if ray == "local" else ray, actors=ray_actors,
+                batch_size=batch_size, text_column=text_column, id_column=id_column, on_progress=bar.update)
+    summary.rows, summary.seconds, summary.first_results_s = written, seconds, first
+    for entry in pending:
+        summary.errors += entry.out.errors
+        summary.high_risk += entry.out.high_risk
+    return summary
 
 
 def analyze_train(

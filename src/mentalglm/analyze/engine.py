@@ -7,11 +7,13 @@ domain checks, safety notices and per-post facts every result carries.
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
+from typing import Any
 
 from mentalglm.analyze.artifacts import TaskModel, default_artifacts_dir, load_task_model
 from mentalglm.analyze.engines import ENGINES as STRATEGIES
@@ -83,7 +85,7 @@ class Analyzer:
                  models: Mapping[str, TaskModel] | None = None, explain: bool = True,
                  max_chars: int = DEFAULT_MAX_CHARS, locale: str = DEFAULT_LOCALE,
                  settings: GenerationSettings | None = None, regenerate: int = 1,
-                 evidence_hints: bool = True) -> None:
+                 evidence_hints: bool = True, backend_options: Mapping[str, Any] | None = None) -> None:
         if engine not in ENGINES:
             raise ConfigError(f"unknown engine {engine!r}; engines: {', '.join(ENGINES)}")
         self.tasks = [get_task(t) for t in tasks]
@@ -109,6 +111,7 @@ class Analyzer:
                 if STRATEGIES[engine].needs_classifiers:
                     raise  # the llm engine only uses a classifier as its verifier, when one is built
         self._backend_spec = backend
+        self._backend_options = dict(backend_options or {})  # e.g. {"concurrency": 8} for a vLLM server
         self._backend: Backend | None = backend if isinstance(backend, Backend) else None
 
     @property
@@ -130,8 +133,35 @@ class Analyzer:
         if self._backend is None:
             from mentalglm.backends import create_backend
 
-            self._backend = create_backend(str(self._backend_spec))
+            self._backend = create_backend(str(self._backend_spec), **self._backend_options)
         return self._backend
+
+    def with_options(self, *, tasks: Sequence[str] | None = None, explain: bool | None = None,
+                     locale: str | None = None) -> Analyzer:
+        """This analyzer with a request's options (None: keep), sharing models and backend; this one is unchanged.
+
+        The LLM is loaded here first when the copy needs it, so that the owner of this analyzer closes it once.
+        """
+        if tasks is None and explain is None and locale is None:
+            return self
+        variant = copy.copy(self)
+        if tasks is not None:
+            variant.tasks = [get_task(t) for t in tasks]
+        if explain is not None:
+            variant.explain = explain
+        if locale is not None:
+            variant.locale = check_locale(locale)
+        if variant.uses_llm and self._backend is None:
+            variant._backend = self.backend
+        return variant
+
+    def describe(self) -> dict[str, Any]:
+        """What decides the results (engine, tasks, LLM, classifier cards): a resumed batch must find the same."""
+        spec = self._backend_spec
+        llm = None if not self.uses_llm else (spec.model_id if isinstance(spec, Backend) else str(spec))
+        return {"engine": self.engine, "tasks": sorted(t.id for t in self.tasks), "explain": self.explain,
+                "locale": self.locale, "max_chars": self.max_chars, "llm": llm,
+                "cards": {task: model.card for task, model in sorted(self.models.items())}}
 
     def close(self) -> None:
         if self._backend is not None and not isinstance(self._backend_spec, Backend):

@@ -1,7 +1,11 @@
-"""Read posts from .txt / .csv / .jsonl files line by line, and write results as JSONL, one flushed line each.
+"""Read posts from .txt / .csv / .jsonl / .parquet files row by row, from the first row or from any row on.
 
 Readers never skip a row silently: a row they cannot read becomes an ``InputRow`` with ``error`` set, which
-the analyzer reports (``--keep-going``) or raises. A file that is not text at all is refused up front.
+the analyzer reports (``--keep-going``) or raises. A file that is not a file of posts at all is refused up front.
+
+Any reader can start at a ``Seek`` (row, byte offset, line number) that ``index_rows`` found in one cheap pass,
+so a resumed run does not re-parse finished rows and a distributed run reads its chunks of one file in
+parallel, each numbering its rows as a read from the start would.
 """
 
 from __future__ import annotations
@@ -9,17 +13,19 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from mentalglm.analyze.engine import InputRow, InputTextError
 from mentalglm.analyze.schema import ErrorRecord, PostResult
 from mentalglm.errors import MentalGLMError
 
-FORMATS = (".txt", ".csv", ".jsonl")
+FORMATS = (".txt", ".csv", ".jsonl", ".parquet")
 TEXT_COLUMNS = ("text", "content", "post", "文本", "内容", "微博内容", "微博正文")
 ID_COLUMNS = ("id", "post_id", "ID")
 _SNIFF_BYTES = 8192
+_PARQUET_BATCH = 4096
 ENCODING_FIX = "save it as UTF-8 (e.g. `iconv -f GBK -t UTF-8 in.csv > out.csv`)"
 
 
@@ -29,23 +35,52 @@ class InputFileError(MentalGLMError):
         super().__init__(f"{where}: {reason}")
 
 
+@dataclass(frozen=True)
+class Seek:
+    """Where a reader starts: the row (0-based, a CSV header not counted), the byte offset of its first line and
+    that line's number. Parquet rows have no lines: only ``row`` counts there."""
+
+    row: int = 0
+    byte: int = 0
+    line: int = 1
+
+
+START = Seek()
+
+
 def check_file(path: Path) -> str:
-    """The format of an input file; refuses missing, unknown or binary files before any work."""
+    """The format of an input file; refuses missing, unknown, binary or unreadable files before any work."""
     if not path.is_file():
-        raise InputFileError(path, "no such file (pass --input with a .txt, .csv or .jsonl file)")
+        raise InputFileError(path, "no such file (pass --input with a .txt, .csv, .jsonl or .parquet file)")
     suffix = path.suffix.lower()
     if suffix not in FORMATS:
         raise InputFileError(path, f"unknown input format {suffix or '(none)'!r}; use one of {', '.join(FORMATS)}")
-    with path.open("rb") as handle:
-        head = handle.read(_SNIFF_BYTES)
+    try:
+        if suffix == ".parquet":
+            _parquet_file(path)
+            return suffix
+        with path.open("rb") as handle:
+            head = handle.read(_SNIFF_BYTES)
+    except OSError as exc:
+        raise InputFileError(path, f"cannot be read ({exc.strerror or exc})") from None
     if b"\x00" in head:
         raise InputFileError(path, "looks like a binary file (NUL bytes), not a text file of posts")
     return suffix
 
 
-def _decoded_lines(handle: IO[bytes], bad: set[int]) -> Iterator[str]:
-    """UTF-8 lines; a line that does not decode is replaced and its number added to ``bad``."""
-    for number, raw in enumerate(handle, 1):
+def _parquet_file(path: Path) -> Any:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise InputFileError(path, f"not a readable Parquet file ({exc})") from None
+
+
+def _decoded_lines(handle: IO[bytes], bad: set[int], first: int = 1) -> Iterator[str]:
+    """UTF-8 lines numbered from ``first``; a line that does not decode is replaced and its number added to ``bad``."""
+    for number, raw in enumerate(handle, first):
         if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
             raw = raw[3:]
         try:
@@ -66,35 +101,56 @@ def _encoding_error(line: int) -> str:
     return f"line {line} is not valid UTF-8; {ENCODING_FIX}"
 
 
-def read_txt(path: Path) -> Iterator[InputRow]:
+def _opened_at(path: Path, start: Seek) -> IO[bytes]:
+    handle = path.open("rb")
+    handle.seek(start.byte)
+    return handle
+
+
+def read_txt(path: Path, start: Seek = START) -> Iterator[InputRow]:
     """One post per line (a blank line is an empty post, reported as such)."""
     bad: set[int] = set()
-    with path.open("rb") as handle:
-        for number, line in enumerate(_decoded_lines(handle, bad), 1):
+    with _opened_at(path, start) as handle:
+        for number, line in enumerate(_decoded_lines(handle, bad, start.line), start.line):
             text = line.rstrip("\r\n")
             error = _encoding_error(number) if number in bad else None
             yield InputRow(f"{path.name}:{number}", None if error else text, number, error)
 
 
-def read_csv(path: Path, text_column: str | None = None, id_column: str | None = None, *,
-             keep_going: bool = False) -> Iterator[InputRow]:
-    """Rows of a CSV with a header; without a text column it raises, or with ``keep_going`` reports every row."""
-    bad: set[int] = set()
+def _csv_header(path: Path, text_column: str | None, id_column: str | None,
+                keep_going: bool) -> tuple[list[str], str | None, str | None, str | None, int]:
+    """(header, text column, id column, why there is no text column, lines the header takes)."""
     with path.open("rb") as handle:
-        reader = csv.reader(_decoded_lines(handle, bad))
+        reader = csv.reader(_decoded_lines(handle, set()))
         header = next(reader, None)
-        if header is None:
-            raise InputFileError(path, "empty CSV file: expected a header row with a text column")
-        column = _pick(header, text_column, TEXT_COLUMNS)
-        id_name = _pick(header, id_column, ID_COLUMNS)
-        missing = None if column else (f"CSV has no column {text_column!r}" if text_column else
-                                       "CSV has no text column") + (f" (columns: {', '.join(header)}); "
-                                                                    "pass --text-column NAME")
-        if missing and not keep_going:
-            raise InputFileError(path, missing)
-        first = reader.line_num + 1
+        header_lines = reader.line_num
+    if header is None:
+        raise InputFileError(path, "empty CSV file: expected a header row with a text column")
+    column = _pick(header, text_column, TEXT_COLUMNS)
+    missing = None if column else (f"CSV has no column {text_column!r}" if text_column else
+                                   "CSV has no text column") + (f" (columns: {', '.join(header)}); "
+                                                                "pass --text-column NAME")
+    if missing and not keep_going:
+        raise InputFileError(path, missing)
+    return header, column, _pick(header, id_column, ID_COLUMNS), missing, header_lines
+
+
+def read_csv(path: Path, text_column: str | None = None, id_column: str | None = None, *,
+             keep_going: bool = False, start: Seek = START) -> Iterator[InputRow]:
+    """Rows of a CSV with a header; without a text column it raises, or with ``keep_going`` reports every row."""
+    header, column, id_name, missing, header_lines = _csv_header(path, text_column, id_column, keep_going)
+    bad: set[int] = set()
+    with _opened_at(path, start) as handle:
+        lines = _decoded_lines(handle, bad, start.line)
+        reader = csv.reader(lines)
+        offset = start.line - 1  # reader.line_num counts the lines this reader consumed
+        if start.row == 0 and start.byte == 0:
+            for _ in range(header_lines):
+                next(lines)
+            offset += header_lines
+        first = offset + 1
         for row in reader:
-            number, first = first, reader.line_num + 1
+            number, first = first, offset + reader.line_num + 1
             record = dict(zip(header, row, strict=False))
             post_id = record.get(id_name, "") if id_name else ""
             post_id = post_id or f"{path.name}:{number}"
@@ -108,10 +164,11 @@ def read_csv(path: Path, text_column: str | None = None, id_column: str | None =
                 yield InputRow(post_id, record[column], number)  # type: ignore[index]
 
 
-def read_jsonl(path: Path, text_column: str | None = None, id_column: str | None = None) -> Iterator[InputRow]:
+def read_jsonl(path: Path, text_column: str | None = None, id_column: str | None = None,
+               start: Seek = START) -> Iterator[InputRow]:
     bad: set[int] = set()
-    with path.open("rb") as handle:
-        for number, line in enumerate(_decoded_lines(handle, bad), 1):
+    with _opened_at(path, start) as handle:
+        for number, line in enumerate(_decoded_lines(handle, bad, start.line), start.line):
             if number in bad:
                 yield InputRow(f"{path.name}:{number}", None, number, _encoding_error(number))
                 continue
@@ -136,17 +193,104 @@ def read_jsonl(path: Path, text_column: str | None = None, id_column: str | None
             yield InputRow(post_id, record[column], number)
 
 
+def read_parquet(path: Path, text_column: str | None = None, id_column: str | None = None, *,
+                 keep_going: bool = False, start: Seek = START) -> Iterator[InputRow]:
+    """Rows of a Parquet file (row ``n`` is reported as line ``n``, counted from 1); only the two columns are read."""
+    parquet = _parquet_file(path)
+    names = parquet.schema_arrow.names
+    column = _pick(names, text_column, TEXT_COLUMNS)
+    id_name = _pick(names, id_column, ID_COLUMNS)
+    missing = None if column else (f"Parquet file has no column {text_column!r}" if text_column else
+                                   "Parquet file has no text column") + (f" (columns: {', '.join(names)}); "
+                                                                        "pass --text-column NAME")
+    if missing and not keep_going:
+        raise InputFileError(path, missing)
+    groups, skip, first_row = [], start.row, 0
+    for g in range(parquet.metadata.num_row_groups):
+        rows = parquet.metadata.row_group(g).num_rows
+        if first_row + rows > start.row:
+            groups.append(g)
+        else:
+            skip -= rows
+        first_row += rows
+    columns = [c for c in (column, id_name) if c]
+    number = start.row - skip
+    for batch in parquet.iter_batches(batch_size=_PARQUET_BATCH, row_groups=groups, columns=columns):
+        texts = batch.column(column).to_pylist() if column else [None] * batch.num_rows
+        ids = batch.column(id_name).to_pylist() if id_name else [None] * batch.num_rows
+        for text, post_id in zip(texts, ids, strict=True):
+            number += 1
+            if number <= start.row:
+                continue
+            row_id = f"{path.name}:{number}" if post_id is None or post_id == "" else str(post_id)
+            if missing:
+                yield InputRow(row_id, None, number, missing)
+            elif not isinstance(text, str):
+                kind = "null" if text is None else type(text).__name__
+                yield InputRow(row_id, None, number, f"the text column {column!r} holds {kind}, not text")
+            else:
+                yield InputRow(row_id, text, number)
+
+
 def read_posts(path: Path, text_column: str | None = None, id_column: str | None = None, *,
-               keep_going: bool = False) -> Iterator[InputRow]:
-    """The rows of an input file, lazily; row problems come back as rows with ``error`` for the analyzer to handle."""
+               keep_going: bool = False, start: Seek = START) -> Iterator[InputRow]:
+    """The rows of an input file from ``start`` on, lazily; row problems come back as rows with ``error``."""
     suffix = check_file(path)
     if suffix == ".txt":
-        yield from read_txt(path)
-        return
-    if suffix == ".csv":
-        yield from read_csv(path, text_column, id_column, keep_going=keep_going)
+        yield from read_txt(path, start)
+    elif suffix == ".csv":
+        yield from read_csv(path, text_column, id_column, keep_going=keep_going, start=start)
+    elif suffix == ".parquet":
+        yield from read_parquet(path, text_column, id_column, keep_going=keep_going, start=start)
     else:
-        yield from read_jsonl(path, text_column, id_column)
+        yield from read_jsonl(path, text_column, id_column, start)
+
+
+def index_rows(path: Path, every: int, first_row: int = 0) -> tuple[int, list[Seek]]:
+    """(rows in the file, a Seek at rows ``first_row``, ``first_row + every``, ... below that count).
+
+    One pass that reads bytes (text files) or the footer (Parquet) without parsing a post, so that a run can
+    start anywhere, and split a file into chunks read in parallel, at the cost of a line count.
+    """
+    suffix = check_file(path)
+    every = max(1, every)
+    if suffix == ".parquet":
+        total = _parquet_file(path).metadata.num_rows
+        return total, [Seek(row, 0, row + 1) for row in range(first_row, total, every)]
+    seeks: list[Seek] = []
+    row = byte = 0
+    line = 1
+    with path.open("rb") as handle:
+        if suffix == ".csv":
+            records = _csv_records(handle)
+            next(records, None)  # the header
+            for byte, line in records:
+                if row >= first_row and (row - first_row) % every == 0:
+                    seeks.append(Seek(row, byte, line))
+                row += 1
+            return row, seeks
+        for raw in handle:
+            if row >= first_row and (row - first_row) % every == 0:
+                seeks.append(Seek(row, byte, line))
+            row, byte, line = row + 1, byte + len(raw), line + 1
+    return row, seeks
+
+
+def _csv_records(handle: IO[bytes]) -> Iterator[tuple[int, int]]:
+    """(byte offset, line number) where each CSV record starts; a quoted field may span lines."""
+    position = {"byte": 0, "line": 1}
+
+    def lines() -> Iterator[str]:
+        for raw in handle:  # csv.reader asks for a line only when its record needs one
+            position["byte"] += len(raw)
+            position["line"] += 1
+            yield raw.decode("utf-8", errors="replace")
+
+    reader = csv.reader(lines())
+    start = (0, 1)
+    for _ in reader:
+        yield start
+        start = (position["byte"], position["line"])
 
 
 def write_jsonl(results: Iterable[PostResult | ErrorRecord], out: IO[str]) -> Iterator[PostResult | ErrorRecord]:
@@ -157,4 +301,5 @@ def write_jsonl(results: Iterable[PostResult | ErrorRecord], out: IO[str]) -> It
         yield result
 
 
-__all__ = ["InputFileError", "InputRow", "InputTextError", "read_posts", "write_jsonl"]
+__all__ = ["FORMATS", "InputFileError", "InputRow", "InputTextError", "Seek", "index_rows", "read_posts",
+           "write_jsonl"]

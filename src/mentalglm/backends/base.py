@@ -11,8 +11,9 @@ import hashlib
 import json
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from itertools import islice
 from typing import Any, Literal
 
 from mentalglm.errors import MentalGLMError
@@ -25,6 +26,10 @@ CACHE_KEY_VERSION = 1
 
 class BackendError(MentalGLMError):
     """A backend cannot be created or used (missing package, unloadable model, bad option)."""
+
+
+class BackendUnavailableError(BackendError):
+    """Every request in a row failed (server down, garbage answers): going on would only record failures."""
 
 
 class GenerationError(BackendError):
@@ -152,10 +157,16 @@ def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+ResultHook = Callable[[int, GenerationResult], None]
+
+
 class Backend(ABC):
-    """An LLM engine. Subclasses implement `_generate_one`; batched engines also override `_generate`."""
+    """An LLM engine. Subclasses implement `_generate_one`; batched engines also override `_generate`;
+    engines that serve concurrent requests (a remote server) override `generate_iter`."""
 
     name: str = "backend"
+    # Requests the engine works on at once; > 1 only for servers that batch concurrent requests (vLLM, SGLang).
+    concurrency: int = 1
 
     @property
     @abstractmethod
@@ -172,6 +183,24 @@ class Backend(ABC):
             if failures:
                 raise GenerationError(failures)
         return results
+
+    def generate_iter(self, requests: Iterable[GenerationRequest], *, batch_size: int = 8,
+                      on_result: ResultHook | None = None) -> Iterator[GenerationResult]:
+        """Results in request order while requests are read lazily, so callers can stream any number of them.
+
+        ``on_result(i, result)`` runs in the caller's thread as soon as request ``i``'s result is known, which on
+        a concurrent engine can be before earlier requests finish: a cache written there keeps every finished
+        result when the run is killed, not only those already yielded. This default hands ``batch_size``
+        requests at a time to ``generate`` (batched engines batch within them).
+        """
+        source = iter(requests)
+        index = 0
+        while chunk := list(islice(source, max(1, batch_size))):
+            for result in self.generate(chunk):
+                if on_result is not None:
+                    on_result(index, result)
+                index += 1
+                yield result
 
     def chat(self, messages: Sequence[Mapping[str, Any]], settings: GenerationSettings | None = None) -> GenerationResult:
         return self.generate([GenerationRequest(validate_messages(messages), settings or GenerationSettings())])[0]

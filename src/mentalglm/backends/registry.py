@@ -102,6 +102,28 @@ def create_backend(spec: str | BackendConfig | Mapping[str, Any], **options: Any
         raise BackendError(f"backend {config.kind!r} needs a package that is not installed: {exc}") from exc
 
 
+def cli_options(spec: str, *, n_ctx: int | None = None, concurrency: int | None = None) -> dict[str, Any]:
+    """The commands' common backend flags as the options the engine takes.
+
+    ``n_ctx`` goes to llama.cpp engines only; ``concurrency`` (requests in flight) only to engines that accept
+    it, and asking a local engine for more than one is an error that says why, not an option silently dropped.
+    """
+    kind = _ALIASES.get(spec.partition(":")[0].strip().lower(), spec.partition(":")[0].strip().lower())
+    options: dict[str, Any] = {}
+    if n_ctx is not None and kind == "llamacpp":
+        options["n_ctx"] = n_ctx
+    if concurrency is not None:
+        if concurrency < 1:
+            raise ConfigError(f"--concurrency must be >= 1, got {concurrency}")
+        if "concurrency" in inspect.signature(_factory(kind)).parameters:
+            options["concurrency"] = concurrency
+        elif concurrency > 1:
+            raise ConfigError(f"--concurrency {concurrency}: the {kind!r} backend runs one model in this process, one "
+                              "request at a time; concurrency is for servers (openai:MODEL with MENTALGLM_OPENAI_BASE_URL "
+                              "set to a vLLM or SGLang server, see docs/scale-out.md)")
+    return options
+
+
 def _check_options(factory: BackendFactory, kind: str, options: Mapping[str, Any]) -> None:
     """Name wrong option keys before an engine spends a minute loading weights."""
     params = inspect.signature(factory).parameters

@@ -16,6 +16,9 @@ from mentalglm.seeds import DEFAULT_SEED
 
 console = make_console()
 DataDir = Annotated[Path | None, typer.Option(help="Data directory (default: $MENTALGLM_DATA_DIR).")]
+Concurrency = Annotated[int | None, typer.Option(
+    min=1, help="Requests in flight at once, for server backends (openai:MODEL against vLLM, SGLang or an API; "
+                "default 4); results and resuming do not depend on it.")]
 
 
 def _print_results(paths: list[Path]) -> None:
@@ -55,16 +58,17 @@ def predict(
     n_ctx: Annotated[int, typer.Option(help="Context size for llama.cpp backends.")] = 4096,
     batch_size: Annotated[int, typer.Option(help="Requests per backend call (batched engines).")] = 1,
     name: Annotated[str, typer.Option(help="System name in rows and reports (default: spec + shots).")] = "",
+    concurrency: Concurrency = None,
 ) -> None:
     """Prompt a backend with the C-IMHI user turn and write one row per post (resumable)."""
     from mentalglm.backends.base import GenerationSettings
-    from mentalglm.backends.registry import create_backend
+    from mentalglm.backends.registry import cli_options, create_backend
     from mentalglm.evaluate.predict import llm_system_name, slug
     from mentalglm.evaluate.runner import run_llm
     from mentalglm.tasks.pathway import refuse_hierarchical
 
     refuse_hierarchical(task, "mentalglm pathway predict --pathway-dir DIR --backend SPEC")
-    options = {"n_ctx": n_ctx} if backend.startswith("llamacpp") else {}
+    options = cli_options(backend, n_ctx=n_ctx, concurrency=concurrency)
     system_name = name or llm_system_name(backend, few_shot)
     out = out or PREDICTIONS_DIR / f"{task}.{split}.{slug(system_name)}.jsonl"
     with create_backend(backend, **options) as engine:
@@ -98,6 +102,7 @@ def evaluate(
     ] = None,
     judge_limit: Annotated[int | None, typer.Option(
         help="Judge a seeded sample of N explained answers per results file.")] = None,
+    concurrency: Concurrency = None,
 ) -> None:
     """Score predictions without re-running the model: strict and flexible side by side, INVALID counted."""
     from mentalglm.evaluate.bertscore import BertScorer
@@ -119,12 +124,12 @@ def evaluate(
     if judge is None:
         paths = run()
     else:
-        from mentalglm.backends.registry import create_backend
+        from mentalglm.backends.registry import cli_options, create_backend
         from mentalglm.evaluate.judge import Judge
         from mentalglm.instruct.generate import ResultCache
 
         cache = ResultCache(predictions.with_name(predictions.stem + ".judge_cache.jsonl"))
-        with create_backend(judge, **({"n_ctx": 4096} if judge.startswith("llamacpp") else {})) as engine:
+        with create_backend(judge, **cli_options(judge, n_ctx=4096, concurrency=concurrency)) as engine:
             paths = run(judge=Judge(engine, cache, judge, limit=judge_limit, seed=seed))
     _print_results(paths)
 

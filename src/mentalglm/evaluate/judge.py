@@ -38,7 +38,13 @@ from typing import Any
 
 import yaml
 
-from mentalglm.backends.base import Backend, GenerationRequest, GenerationSettings, cache_key
+from mentalglm.backends.base import (
+    Backend,
+    GenerationRequest,
+    GenerationResult,
+    GenerationSettings,
+    cache_key,
+)
 from mentalglm.data.pii import scrub
 from mentalglm.data.records import Post
 from mentalglm.files import atomic_write_text
@@ -203,16 +209,19 @@ class Judge:
                 verdicts[i] = _verdict(answer, key, record, cached=True)
             else:
                 pending.append((i, key, request))
-        for first in range(0, len(pending), self.batch_size):
-            batch = pending[first : first + self.batch_size]
-            results = self.backend.generate([request for _, _, request in batch])
-            for (i, key, _), result in zip(batch, results, strict=True):
-                record = {"post_id": answers[i].id, "task": task.id, "model": self.backend.model_id,
-                          "prompt_version": rubric()["version"], "text": result.text, "error": result.error,
-                          "finish_reason": result.finish_reason, "latency_s": result.latency_s}
-                if result.error is None:  # failures are not cached: a later run retries them
-                    self.cache.put(key, record)
-                verdicts[i] = _verdict(answers[i], key, record, cached=False)
+        def keep(j: int, result: GenerationResult) -> None:
+            i, key, _ = pending[j]
+            record = {"post_id": answers[i].id, "task": task.id, "model": self.backend.model_id,
+                      "prompt_version": rubric()["version"], "text": result.text, "error": result.error,
+                      "finish_reason": result.finish_reason, "latency_s": result.latency_s}
+            if result.error is None:  # failures are not cached: a later run retries them
+                self.cache.put(key, record)
+            verdicts[i] = _verdict(answers[i], key, record, cached=False)
+
+        # Streamed, so a server backend keeps its `concurrency` requests in flight; cached as each answer arrives.
+        for _ in self.backend.generate_iter([request for _, _, request in pending], batch_size=self.batch_size,
+                                            on_result=keep):
+            pass
         return [verdicts[i] for i in range(len(answers))]
 
     def select(self, answers: Sequence[JudgedAnswer]) -> list[JudgedAnswer]:

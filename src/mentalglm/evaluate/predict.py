@@ -19,7 +19,7 @@ import re
 import resource
 import sys
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -152,12 +152,19 @@ class LLMSystem:
                 "settings": asdict(self.settings), "format_hint": self.with_format_hint}
 
     def predict(self, task: Task, split: str, posts: Sequence[Post]) -> Iterator[dict[str, Any]]:
-        for batch in _batches(posts, self.batch_size):
-            requests = [GenerationRequest(self.messages(task, post), self.settings) for post in batch]
-            for post, request, result in zip(batch, requests, self.backend.generate(requests), strict=True):
-                yield make_row(task, split, post, system=self.name, prompt=request.messages, raw_output=result.text,
-                               answers=parse_all_modes(task, result.text), latency_s=result.latency_s,
-                               error=result.error)
+        """Rows in post order; requests stream through the backend, so a server keeps its `concurrency` busy."""
+        asked: deque[tuple[Post, GenerationRequest]] = deque()
+
+        def requests() -> Iterator[GenerationRequest]:
+            for post in posts:
+                asked.append((post, GenerationRequest(self.messages(task, post), self.settings)))
+                yield asked[-1][1]
+
+        for result in self.backend.generate_iter(requests(), batch_size=self.batch_size):
+            post, request = asked.popleft()
+            yield make_row(task, split, post, system=self.name, prompt=request.messages, raw_output=result.text,
+                           answers=parse_all_modes(task, result.text), latency_s=result.latency_s,
+                           error=result.error)
 
 
 def pick_shots(pool: Sequence[Post], k: int, seed: int = DEFAULT_SEED,

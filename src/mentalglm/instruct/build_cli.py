@@ -41,13 +41,16 @@ def build(
     verifier: Annotated[str, typer.Option(help="Independent verifier: tfidf or none.")] = "tfidf",
     n_ctx: Annotated[int, typer.Option(help="Context size for llama.cpp teachers.")] = 4096,
     formats: Annotated[str, typer.Option("--format", help="chat, alpaca, hf")] = "chat,alpaca,hf",
+    concurrency: Annotated[int | None, typer.Option(
+        min=1, help="Teacher requests in flight at once, for server teachers (openai:MODEL against vLLM, SGLang or "
+                    "an API; default 4); the cache and resuming do not depend on it.")] = None,
 ) -> None:
     """Generate label-conditioned explanations with a teacher LLM, run QC with regeneration, export C-IMHI.
 
     A killed run resumes from OUT/cache/teacher.jsonl without repeating finished requests.
     """
     from mentalglm.backends.base import GenerationSettings
-    from mentalglm.backends.registry import create_backend
+    from mentalglm.backends.registry import cli_options, create_backend
     from mentalglm.instruct.pipeline import BuildConfig, run_build
 
     task_ids = comma_list(tasks)
@@ -60,7 +63,9 @@ def build(
                          settings=GenerationSettings(temperature=temperature, max_new_tokens=max_new_tokens, seed=seed))
     # Reusing the KV of the shared prompt prefix saves about a second a post on CPU; results are cached by
     # content anyway, so bit-exact repeatability between batch and single runs is not needed here.
-    options = {"n_ctx": n_ctx, "reuse_prompt_cache": True} if teacher.startswith("llamacpp") else {}
+    options = {} if teacher == "none" else cli_options(teacher, n_ctx=n_ctx, concurrency=concurrency)
+    if "n_ctx" in options:
+        options["reuse_prompt_cache"] = True
     backend = None if teacher == "none" else create_backend(teacher, **options)
     try:
         report = run_build(config, data_dir, out, backend, formats=comma_list(formats))

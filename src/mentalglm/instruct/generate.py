@@ -9,7 +9,7 @@ repeating — or re-billing — finished requests.
 from __future__ import annotations
 
 import json
-import os
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cache
@@ -28,6 +28,7 @@ from mentalglm.backends.base import (
 )
 from mentalglm.data.pii import scrub
 from mentalglm.data.records import Post
+from mentalglm.files import JsonlAppender, cut_torn_tail
 from mentalglm.tasks.layout import LABEL_SEPARATOR, REASON_PREFIX
 from mentalglm.tasks.schema import Task
 
@@ -98,18 +99,24 @@ def clean_explanation(text: str) -> str:
 
 
 class ResultCache:
-    """Append-only JSONL of finished requests; one line is written (and fsynced) per result."""
+    """Append-only JSONL of finished requests; one line is written (and fsynced) per result.
+
+    A line torn by a kill is cut when the cache opens (``files.cut_torn_tail``), so the next line is not glued
+    onto it; any other unreadable line is skipped and its request simply redone.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._records: dict[str, dict[str, Any]] = {}
+        self._appender: JsonlAppender | None = None
         if path.exists():
+            cut_torn_tail(path)
             with path.open(encoding="utf-8") as handle:
                 for line in handle:
                     try:
                         record = json.loads(line)
                     except json.JSONDecodeError:
-                        continue  # a line cut by a kill; the request is simply redone
+                        continue
                     self._records[record["key"]] = record
 
     def __contains__(self, key: str) -> bool:
@@ -123,11 +130,9 @@ class ResultCache:
 
     def put(self, key: str, record: dict[str, Any]) -> None:
         record = {"key": key, **record}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        if self._appender is None:
+            self._appender = JsonlAppender(self.path)
+        self._appender.write([record])
         self._records[key] = record
 
 
@@ -177,43 +182,44 @@ def generate_explanations(
     batch_size: int = 8,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> Iterator[Draft]:
-    """Yield one Draft per post; cached results are reused, new ones are cached as soon as they arrive.
+    """Yield one Draft per post, in post order; cached results are reused, new ones are cached as they arrive.
 
-    ``attempt`` > 0 asks for a different sample (seed and temperature change) when QC rejected
-    an earlier one, and is part of the cache key so retries are cached too.
+    Requests stream through ``backend.generate_iter``, so a server backend keeps its ``concurrency`` requests
+    in flight; each answer is cached the moment it is back (possibly before earlier ones), so a kill loses
+    only the requests in flight. ``attempt`` > 0 asks for a different sample (seed and temperature change)
+    when QC rejected an earlier one, and is part of the cache key so retries are cached too. A prompt that
+    occurs twice is asked once.
     """
-    pending: list[tuple[Post, str, list[dict[str, str]], GenerationSettings]] = []
-    for post in posts:
-        reason = rejection_before_sending(post, config)
-        if reason:
-            if on_progress:
-                on_progress(0, 1)
-            yield Draft(post, task.id, None, attempt, "", error=reason)
-            continue
-        text = scrub(post.text).text if config.scrub_pii else post.text
-        try_settings = retry_settings(settings, attempt)
-        messages = teacher_messages(task, text, post.labels, few_shots=few_shots, config=config)
-        key = cache_key(messages, backend.model_id, try_settings)
-        record = cache_store.get(key)
-        if record is not None:
-            if on_progress:
-                on_progress(0, 1)
-            yield _draft_from_record(post, task, attempt, key, record, cached=True)
-            continue
-        pending.append((post, key, messages, try_settings))
-        if len(pending) >= batch_size:
-            yield from _run_batch(task, pending, backend, cache_store, attempt, on_progress)
-            pending = []
-    if pending:
-        yield from _run_batch(task, pending, backend, cache_store, attempt, on_progress)
+    plan: deque[Draft | tuple[Post, int]] = deque()
+    sent: list[tuple[Post, str]] = []
+    index_of_key: dict[str, int] = {}
+    records: dict[int, dict[str, Any]] = {}
+    try_settings = retry_settings(settings, attempt)
 
+    def requests() -> Iterator[GenerationRequest]:
+        """Read lazily by the backend as it has room, so the PII scrub of the next posts (tens of ms each, on
+        the CPU) overlaps the requests in flight instead of adding to them."""
+        for post in posts:
+            reason = rejection_before_sending(post, config)
+            if reason:
+                plan.append(Draft(post, task.id, None, attempt, "", error=reason))
+                continue
+            text = scrub(post.text).text if config.scrub_pii else post.text
+            messages = teacher_messages(task, text, post.labels, few_shots=few_shots, config=config)
+            key = cache_key(messages, backend.model_id, try_settings)
+            record = cache_store.get(key)
+            if record is not None:
+                plan.append(_draft_from_record(post, task, attempt, key, record, cached=True))
+            elif key in index_of_key:
+                plan.append((post, index_of_key[key]))
+            else:
+                index_of_key[key] = len(sent)
+                plan.append((post, len(sent)))
+                sent.append((post, key))
+                yield GenerationRequest(messages=messages, settings=try_settings)
 
-def _run_batch(task: Task, pending: list[tuple[Post, str, list[dict[str, str]], GenerationSettings]],
-               backend: Backend, cache_store: ResultCache, attempt: int,
-               on_progress: Callable[[int, int], None] | None) -> Iterator[Draft]:
-    requests = [GenerationRequest(messages=m, settings=s) for _, _, m, s in pending]
-    results: list[GenerationResult] = backend.generate(requests)
-    for (post, key, _, _), result in zip(pending, results, strict=True):
+    def keep(i: int, result: GenerationResult) -> None:
+        post, key = sent[i]
         record = {
             "post_id": post.id, "task": task.id, "model": backend.model_id, "text": result.text,
             "error": result.error, "finish_reason": result.finish_reason, "latency_s": result.latency_s,
@@ -221,9 +227,25 @@ def _run_batch(task: Task, pending: list[tuple[Post, str, list[dict[str, str]], 
         }
         if result.error is None:  # failures are not cached: a later run retries them
             cache_store.put(key, record)
+        records[i] = record
         if on_progress:
             on_progress(1 if result.error is None else 0, 1)
-        yield _draft_from_record(post, task, attempt, key, record, cached=False)
+
+    results = backend.generate_iter(requests(), batch_size=batch_size, on_result=keep)
+    exhausted = False
+    while plan or not exhausted:
+        head = plan[0] if plan else None
+        if isinstance(head, Draft):
+            plan.popleft()
+            if on_progress:
+                on_progress(0, 1)
+            yield head
+        elif head is not None and head[1] in records:
+            post, i = plan.popleft()
+            first = sent[i][0] is post
+            yield _draft_from_record(post, task, attempt, sent[i][1], records[i], cached=not first)
+        else:  # the head waits for its answer, or the next posts have not been read yet
+            exhausted = next(results, None) is None
 
 
 def _draft_from_record(post: Post, task: Task, attempt: int, key: str, record: dict[str, Any],

@@ -11,7 +11,6 @@ which every model call holds. Raw post text is never logged unless ``log_posts``
 from __future__ import annotations
 
 import asyncio
-import copy
 import hmac
 import logging
 import threading
@@ -312,15 +311,11 @@ class Service:
             return list(self._variant(key).analyze_many(payloads, self.settings.max_batch, keep_going=True))
 
     def _variant(self, key: AnalyzeKey) -> Analyzer:
-        """A shallow copy with one group's options: models and backend shared, the original left as it is."""
+        """The analyzer with one group's options: models and backend shared, the original left as it is."""
         assert self.analyzer is not None
-        variant = copy.copy(self.analyzer)
-        variant.tasks = [get_task(t) for t in key.tasks]
-        variant.explain, variant.locale = key.explain, key.locale
-        if variant.uses_llm and self.llm_model is None:
-            # Load the LLM on the original (which the service closes), then copy again to share it.
-            self.llm_model = self.analyzer.backend.model_id
-            return self._variant(key)
+        variant = self.analyzer.with_options(tasks=key.tasks, explain=key.explain, locale=key.locale)
+        if variant.uses_llm and self.llm_model is None:  # the first request that needs the LLM loaded it
+            self.llm_model = variant.backend.model_id
         return variant
 
     def model_info(self) -> ModelInfo:
