@@ -243,3 +243,15 @@ def test_hybrid_with_a_concurrent_server_backend_gives_the_sequential_results(tm
                 assert server.max_in_flight == 1
         assert server.max_in_flight == 8  # 8 posts x 2 tasks explained at once
     assert outputs[0] == outputs[1] and '"explanation":"帖子中' in outputs[0][0]
+
+
+def test_the_fingerprint_changes_with_any_model_that_decides_results(models) -> None:
+    from types import SimpleNamespace
+
+    first, second = Analyzer(TASKS, "labels", models=models), Analyzer(TASKS, "labels", models=models)
+    assert fingerprint(first) == fingerprint(second)
+    first.pathway["cognitive_pathway"] = SimpleNamespace(card={"model": "pathway-a"})  # type: ignore[assignment]
+    second.pathway["cognitive_pathway"] = SimpleNamespace(card={"model": "pathway-b"})  # type: ignore[assignment]
+    assert fingerprint(first) != fingerprint(second)
+    assert fingerprint(Analyzer(TASKS, "labels", models=models, explain=False)) != fingerprint(
+        Analyzer(TASKS, "labels", models=models))

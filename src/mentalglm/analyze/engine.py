@@ -156,12 +156,14 @@ class Analyzer:
         return variant
 
     def describe(self) -> dict[str, Any]:
-        """What decides the results (engine, tasks, LLM, classifier cards): a resumed batch must find the same."""
+        """What decides the results (engine, tasks, LLM, classifier and pathway cards): a resumed batch must find
+        the same."""
         spec = self._backend_spec
         llm = None if not self.uses_llm else (spec.model_id if isinstance(spec, Backend) else str(spec))
         return {"engine": self.engine, "tasks": sorted(t.id for t in self.tasks), "explain": self.explain,
                 "locale": self.locale, "max_chars": self.max_chars, "llm": llm,
-                "cards": {task: model.card for task, model in sorted(self.models.items())}}
+                "cards": {task: model.card for task, model in sorted(self.models.items())},
+                "pathway": {task: reader.card for task, reader in sorted(self.pathway.items())}}
 
     def close(self) -> None:
         if self._backend is not None and not isinstance(self._backend_spec, Backend):
