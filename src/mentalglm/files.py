@@ -121,6 +121,15 @@ class JsonlAppender:
         self.close()
 
 
+def save_own_pickle(value: object, path: Path) -> None:
+    """A model file for ``load_own_pickle``, written atomically (a kill leaves the old file or the new one)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
+        pickle.dump(value, handle)
+    os.replace(handle.name, path)
+
+
 def load_own_pickle(path: Path, kind: type[T]) -> T:
     """A model file this project wrote (pickle runs code from the file: never load one from elsewhere)."""
     with Path(path).open("rb") as handle:

@@ -10,7 +10,6 @@ rare labels have a handful of validation posts (test micro-F1 0.58 against 0.67 
 from __future__ import annotations
 
 import math
-import pickle
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from mentalglm.data.records import Post
-from mentalglm.files import load_own_pickle
+from mentalglm.files import load_own_pickle, save_own_pickle
 from mentalglm.tasks.metrics import score
 from mentalglm.tasks.schema import Task
 
@@ -145,9 +144,7 @@ class TfidfClassifier:
         return decide(proba, self.classes, self.multi_label, self.thresholds)
 
     def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("wb") as handle:
-            pickle.dump(self, handle)
+        save_own_pickle(self, path)
 
     @staticmethod
     def load(path: Path) -> TfidfClassifier:

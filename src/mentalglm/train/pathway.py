@@ -32,7 +32,7 @@ from mentalglm.data.loaders.cognitive_pathway import CognitivePathwayFiles
 from mentalglm.data.records import Post
 from mentalglm.data.splits import decontaminate
 from mentalglm.errors import ConfigError, MissingDataError
-from mentalglm.files import atomic_write_text, load_own_pickle
+from mentalglm.files import atomic_write_text, load_own_pickle, save_own_pickle
 from mentalglm.tasks.pathway import PATHWAY_TASK_ID, SEPARATOR, parent_of, pathway_scores, with_parents
 from mentalglm.tasks.registry import get_task
 from mentalglm.train.classical import THRESHOLD_GRID, TfidfClassifier
@@ -110,11 +110,7 @@ class PathwayClassifier:
         return self.decide(self.predict_proba(texts))
 
     def save(self, path: Path) -> None:
-        import pickle
-
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("wb") as handle:
-            pickle.dump(self, handle)
+        save_own_pickle(self, path)
 
     @staticmethod
     def load(path: Path) -> PathwayClassifier:

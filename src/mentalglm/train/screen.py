@@ -14,7 +14,6 @@ could not lift the average to the threshold, is cleared without the e5 read (the
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from mentalglm.files import load_own_pickle
+from mentalglm.files import load_own_pickle, save_own_pickle
 from mentalglm.train.classical import Classifier, TfidfClassifier, decide, tfidf_part
 from mentalglm.train.embedding import EmbeddingCache, EmbeddingClassifier, default_cache_path, embed
 
@@ -46,7 +45,7 @@ class ScreenGate:
     read_embedding_from: float = 0.0
 
     def save(self, path: Path) -> None:
-        path.write_bytes(pickle.dumps(self))
+        save_own_pickle(self, path)
 
     @staticmethod
     def load(path: Path) -> ScreenGate:
