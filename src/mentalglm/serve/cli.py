@@ -64,7 +64,8 @@ def serve(
     try:
         import uvicorn
 
-        from mentalglm.serve.app import build_analyzer, create_app
+        from mentalglm.serve.app import create_app
+        from mentalglm.serve.service import build_analyzer
     except ImportError as exc:
         raise ConfigError(f"mentalglm serve needs the serve extra ({exc}); pip install 'mentalglm[serve]'") from None
     analyzer = build_analyzer(settings)  # missing classifiers: MissingDataError naming analyze-train

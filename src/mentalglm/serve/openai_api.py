@@ -44,7 +44,7 @@ router = APIRouter(tags=["openai"])
 
 
 class ChatService(Protocol):
-    """What these routes use of ``serve.app.Service``, which imports this module for its router."""
+    """What these routes use of ``serve.service.Service``, which imports this module for its chat runner."""
 
     settings: ServeSettings
     llm_model: str | None

@@ -24,7 +24,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError
 
 from mentalglm.analyze.engine import InputRow
 from mentalglm.analyze.io import FORMATS, InputFileError, read_posts
@@ -32,6 +32,7 @@ from mentalglm.analyze.safety import check_locale
 from mentalglm.errors import MentalGLMError
 from mentalglm.serve.jobs.store import Job, JobError, default_jobs_dir
 from mentalglm.serve.jobs.worker import DEFAULT_BATCH_SIZE, MAX_POSTS, JobStore
+from mentalglm.serve.schemas import AnalysisOptions, PostIn
 
 MAX_BYTES = 64 * 1024 * 1024
 _SAFE_NAME = re.compile(r"[^\w.\-]+")
@@ -42,30 +43,12 @@ _CONTENT_TYPES = {"text/plain": ".txt", "text/csv": ".csv", "application/csv": "
 _CHUNK = 64 * 1024
 
 
-class JobPost(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    id: str | None = Field(None, max_length=200, description="your id, echoed in the result; default post-N")
-    text: str = Field(description="the post; empty or too long gives an error record for this post only")
-
-
-class JobRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    posts: list[JobPost]
-    tasks: list[str] | None = Field(None, min_length=1, description="task ids (default: all the server analyses)")
-    explain: bool | None = Field(None,
-                                 description="write explanations (attribution / hybrid / llm engines); default: server's")
-    locale: str | None = Field(None, description="crisis resources locale, zh-CN or en; default: server's")
+class JobRequest(AnalysisOptions):
+    posts: list[PostIn]
     keep_input: bool = Field(False, description="keep the posts on the server after the job ends (default: delete)")
 
-    @field_validator("locale")
-    @classmethod
-    def _known_locale(cls, locale: str | None) -> str | None:
-        return None if locale is None else check_locale(locale)
 
-
-def _rows_of(posts: Sequence[JobPost]) -> list[InputRow]:
+def _rows_of(posts: Sequence[PostIn]) -> list[InputRow]:
     return [InputRow(f"post-{i}" if post.id is None else str(post.id), post.text, i) for i, post in enumerate(posts, 1)]
 
 
@@ -104,7 +87,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 _BODY_DOC: dict[str, Any] = {"requestBody": {"required": True, "content": {
     "application/json": {"schema": {"oneOf": [JobRequest.model_json_schema(ref_template="#/$defs/{model}"),
-                                              {"type": "array", "items": JobPost.model_json_schema()}]}},
+                                              {"type": "array", "items": PostIn.model_json_schema()}]}},
     "multipart/form-data": {"schema": {"type": "object", "properties": {
         "file": {"type": "string", "format": "binary", "description": ".txt, .csv, .jsonl or .parquet file of posts"},
         "tasks": {"type": "string"}, "explain": {"type": "boolean"}, "locale": {"type": "string"},
