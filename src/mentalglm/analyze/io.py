@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -97,6 +97,20 @@ def _pick(columns: Iterable[str], chosen: str | None, candidates: tuple[str, ...
     return next((c for c in candidates if c in names), None)
 
 
+def _text_column(path: Path, kind: str, names: Sequence[str], text_column: str | None,
+                 keep_going: bool) -> tuple[str | None, str | None]:
+    """The text column of a table (CSV, Parquet), or why there is none: raised, or with ``keep_going`` returned
+    so that every row becomes an error record."""
+    column = _pick(names, text_column, TEXT_COLUMNS)
+    if column:
+        return column, None
+    missing = (f"{kind} has no column {text_column!r}" if text_column else f"{kind} has no text column") + (
+        f" (columns: {', '.join(names)}); pass --text-column NAME")
+    if not keep_going:
+        raise InputFileError(path, missing)
+    return None, missing
+
+
 def _encoding_error(line: int) -> str:
     return f"line {line} is not valid UTF-8; {ENCODING_FIX}"
 
@@ -126,12 +140,7 @@ def _csv_header(path: Path, text_column: str | None, id_column: str | None,
         header_lines = reader.line_num
     if header is None:
         raise InputFileError(path, "empty CSV file: expected a header row with a text column")
-    column = _pick(header, text_column, TEXT_COLUMNS)
-    missing = None if column else (f"CSV has no column {text_column!r}" if text_column else
-                                   "CSV has no text column") + (f" (columns: {', '.join(header)}); "
-                                                                "pass --text-column NAME")
-    if missing and not keep_going:
-        raise InputFileError(path, missing)
+    column, missing = _text_column(path, "CSV", header, text_column, keep_going)
     return header, column, _pick(header, id_column, ID_COLUMNS), missing, header_lines
 
 
@@ -198,13 +207,8 @@ def read_parquet(path: Path, text_column: str | None = None, id_column: str | No
     """Rows of a Parquet file (row ``n`` is reported as line ``n``, counted from 1); only the two columns are read."""
     parquet = _parquet_file(path)
     names = parquet.schema_arrow.names
-    column = _pick(names, text_column, TEXT_COLUMNS)
+    column, missing = _text_column(path, "Parquet file", names, text_column, keep_going)
     id_name = _pick(names, id_column, ID_COLUMNS)
-    missing = None if column else (f"Parquet file has no column {text_column!r}" if text_column else
-                                   "Parquet file has no text column") + (f" (columns: {', '.join(names)}); "
-                                                                        "pass --text-column NAME")
-    if missing and not keep_going:
-        raise InputFileError(path, missing)
     groups, skip, first_row = [], start.row, 0
     for g in range(parquet.metadata.num_row_groups):
         rows = parquet.metadata.row_group(g).num_rows
