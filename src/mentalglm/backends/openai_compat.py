@@ -165,16 +165,19 @@ class OpenAICompatBackend(Backend):
                     for future in sorted(finished, key=futures.__getitem__):
                         index, result = futures.pop(future), future.result()
                         ready[index] = result
-                        failures_in_a_row = failures_in_a_row + 1 if result.error else 0
                         if on_result is not None:
                             on_result(index, result)
-                        if 0 < self.max_consecutive_failures <= failures_in_a_row:
-                            raise BackendUnavailableError(
-                                f"{failures_in_a_row} requests in a row failed at {self.base_url}, the last: "
-                                f"{result.error}; check that the server is up and answers chat completions "
-                                "(finished results are kept: rerun to go on)")
                     continue
-                yield ready.pop(yielded)
+                result = ready.pop(yielded)
+                # Counted in request order, not completion order: which of two in-flight requests ends first is
+                # up to the threads, and a count that depends on it stops one run and not the next.
+                failures_in_a_row = failures_in_a_row + 1 if result.error else 0
+                if 0 < self.max_consecutive_failures <= failures_in_a_row:
+                    raise BackendUnavailableError(
+                        f"{failures_in_a_row} requests in a row failed at {self.base_url}, the last: "
+                        f"{result.error}; check that the server is up and answers chat completions "
+                        "(finished results are kept: rerun to go on)")
+                yield result
                 yielded += 1
         finally:
             for future in futures:
