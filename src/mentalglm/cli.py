@@ -27,6 +27,7 @@ err_console = make_console(stderr=True)
 
 # (sub-app name, module with a typer `app`); mounted lazily so `mentalglm --help` stays fast.
 _SUB_APPS = {
+    "backbone": "mentalglm.train.backbone_cli",
     "data": "mentalglm.data.cli",
     "instruct": "mentalglm.instruct.cli",
     "pathway": "mentalglm.evaluate.pathway_cli",

@@ -20,6 +20,7 @@ from mentalglm.analyze.calibration import Calibration
 from mentalglm.analyze.domain import DomainCheck
 from mentalglm.analyze.ensemble import AveragedEncoders, Ensemble
 from mentalglm.errors import ConfigError, MissingDataError
+from mentalglm.files import sha256_file
 from mentalglm.tasks import Task, get_task
 from mentalglm.train.classical import Classifier, TfidfClassifier, tfidf_part
 from mentalglm.train.screen import GatedClassifier, ScreenGate
@@ -172,7 +173,57 @@ class DomainWarning:
             domain_file.unlink(missing_ok=True)
 
 
-PARTS: tuple[Part, ...] = (EncoderEnsemble(), Screen(), DomainWarning())
+def backbone_path(directory: Path) -> Path:
+    """The backbone tier's model (adapter, heads, GGUF), one copy shared by every task whose card names it."""
+    return directory / "backbone"
+
+
+class BackboneEnsemble:
+    """Card key ``backbone``: the TF-IDF model averaged with the task's head on the shared backbone (``backbone/``).
+
+    The card records the digest of the heads it was tuned with; another backbone in its place is refused by name,
+    never read instead, and no other tier is used when it is missing.
+    """
+
+    def load(self, model: TaskModel, directory: Path) -> TaskModel:
+        record = model.card.get("backbone")
+        if not record:
+            return model
+        from mentalglm.train.backbone_model import HEADS_FILE, shared_backbone  # torch: only if named
+
+        root = backbone_path(directory)
+        heads = root / HEADS_FILE
+        if not heads.is_file():
+            raise MissingDataError(f"backbone of the {model.task.id} model (its card names one)", heads,
+                                   "rebuild with `mentalglm analyze-train --backbone RUN/final` or without it")
+        if sha256_file(heads) != record["heads_sha256"]:
+            raise ConfigError(f"{heads} is not the backbone the {model.task.id} model was tuned with (its card "
+                              "records another digest); rerun `mentalglm analyze-train --backbone ...`")
+        if not isinstance(model.classifier, TfidfClassifier):
+            raise TypeError(f"the {model.task.id} backbone ensemble averages the TF-IDF model, "
+                            f"not a {type(model.classifier).__name__}")
+        head = shared_backbone(root, model.task.id, engine=record.get("engine", "auto"))
+        return replace(model, classifier=Ensemble(model.classifier, head, float(record["weight_on_tfidf"]),
+                                                  list(record.get("thresholds") or [])))
+
+    def save(self, model: TaskModel, directory: Path) -> None:
+        """One copy for every task: written when missing or another; never removed by a task without one."""
+        record = model.card.get("backbone")
+        if not record:
+            return
+        from mentalglm.train.backbone_model import HEADS_FILE
+
+        target, source = backbone_path(directory), Path(record["source"])
+        if (target / HEADS_FILE).is_file() and sha256_file(target / HEADS_FILE) == record["heads_sha256"]:
+            return
+        partial = target.with_name(target.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.copytree(source, partial, ignore=shutil.ignore_patterns("*.partial", "backbone-merged-*"))
+        shutil.rmtree(target, ignore_errors=True)
+        partial.rename(target)
+
+
+PARTS: tuple[Part, ...] = (EncoderEnsemble(), BackboneEnsemble(), Screen(), DomainWarning())
 
 
 def load_task_model(task_id: str, directory: Path | None = None) -> TaskModel:

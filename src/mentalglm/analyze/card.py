@@ -78,6 +78,19 @@ def add_rejected_ensemble(card: dict[str, Any], record: dict[str, Any]) -> None:
     card["limitations"].append(ENCODER_LIMITATION)
 
 
+def add_backbone(card: dict[str, Any], record: dict[str, Any], kept: bool) -> None:
+    """The backbone tier tried against the tier chosen so far: kept (loading reads it from here) or not."""
+    if not kept:
+        card["backbone_rejected"] = record
+        return
+    weight = record["weight_on_tfidf"]
+    card["model"]["kind"] = (f"ensemble: {weight:.1f} x {TFIDF_KIND}, {1 - weight:.1f} x the backbone's head "
+                             "(Qwen2.5-Coder-0.5B + LoRA shared by the tasks + linear head)")
+    if "ensemble" in card:  # the e5 tier it replaced, for the record; loading reads "backbone" alone
+        card["ensemble_replaced"] = card.pop("ensemble")
+    card["backbone"] = record
+
+
 def add_screen(card: dict[str, Any], record: dict[str, Any], screening: dict[str, Any]) -> None:
     """The task's screen in front of the classifier, and how often held-out posts pass it."""
     card["model"]["kind"] = f"screen ({record['kind']}), then {card['model']['kind']}"

@@ -260,6 +260,10 @@ def analyze_train(
                     "emotion, nothing on validation elsewhere, see docs/analyze.md).")] = None,
     results_dir: Annotated[Path | None, typer.Option(
         help="Also write each task's test predictions and a results JSON here, for `mentalglm report`.")] = None,
+    backbone: Annotated[Path | None, typer.Option(
+        help="A finished backbone (`mentalglm backbone train` RUN/final): each task's head, averaged with TF-IDF, "
+             "replaces the tier chosen so far where it beats it on >= 95 % of paired validation resamples.")
+    ] = None,
 ) -> None:
     """Train the analyzer's classifiers (decontaminated train, tuned and calibrated on validation)."""
     from mentalglm.analyze.artifacts import default_artifacts_dir, load_task_model
@@ -272,12 +276,12 @@ def analyze_train(
     cards = train_all(data_dir, directory, comma_list(tasks),
                       c_grid=[float(c) for c in c_grid.split(",")], log=err_console.print,
                       general_negatives=general_negatives, encoder=encoder, encoder_epochs=encoder_epochs,
-                      encoder_runs=encoder_runs, encoder_seeds=encoder_seeds)
+                      encoder_runs=encoder_runs, encoder_seeds=encoder_seeds, backbone=backbone)
     for card in cards:
         console.print(f"model card: {card}")
     if results_dir is not None:
         from mentalglm.analyze.results import write_test_results
 
         for task_id in comma_list(tasks):
-            name = "analyzer-tier" if encoder else "analyzer"
+            name = "analyzer-backbone" if backbone else "analyzer-tier" if encoder else "analyzer"
             console.print(f"results: {write_test_results(load_task_model(task_id, directory), data_dir, results_dir, name=name)}")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -27,6 +27,12 @@ if TYPE_CHECKING:  # imports torch: only an analyzer that loads an encoder pays 
 
 WEIGHT_GRID = tuple(round(w, 2) for w in np.arange(0.0, 1.001, 0.1))
 MIN_WIN_RATE = 0.95  # paired bootstrap on validation: how sure the ensemble must be to beat TF-IDF alone
+
+
+class Scorer(Protocol):
+    """What the ensemble averages with TF-IDF: any model that gives probabilities over the same classes."""
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray: ...
 
 
 @dataclass
@@ -50,7 +56,7 @@ class Ensemble:
     """``weight * P_tfidf + (1 - weight) * P_encoder``, decided like the single models are."""
 
     tfidf: TfidfClassifier
-    encoder: EncoderClassifier | AveragedEncoders
+    encoder: Scorer  # a fine-tuned encoder, their average, or the backbone's head for the task
     weight: float
     thresholds: list[float] = field(default_factory=list)
 
@@ -76,7 +82,7 @@ class Ensemble:
         return self.decide(self.predict_proba(texts))
 
 
-def fit_ensemble(task: Task, tfidf: TfidfClassifier, encoder: EncoderClassifier | AveragedEncoders,
+def fit_ensemble(task: Task, tfidf: TfidfClassifier, encoder: Scorer,
                  validation_texts: Sequence[str], validation_labels: Sequence[Sequence[str]],
                  ) -> tuple[Ensemble, dict[str, Any]]:
     """Choose the TF-IDF weight (and a shared threshold for multi-label tasks) on validation.

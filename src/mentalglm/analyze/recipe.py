@@ -20,7 +20,7 @@ import numpy as np
 
 from mentalglm.analyze.artifacts import TaskModel, save_task_model
 from mentalglm.analyze.calibration import Calibration, choose_calibration
-from mentalglm.analyze.card import add_ensemble, add_rejected_ensemble, add_screen, new_card
+from mentalglm.analyze.card import add_backbone, add_ensemble, add_rejected_ensemble, add_screen, new_card
 from mentalglm.analyze.domain import DomainCheck
 from mentalglm.analyze.ensemble import MIN_WIN_RATE, AveragedEncoders, Ensemble, worth_keeping
 from mentalglm.data.records import Post
@@ -148,17 +148,42 @@ def _fit_ensemble(task: Task, tfidf: TfidfClassifier, train: Sequence[Post], val
     return ensemble, record
 
 
+def _fit_backbone(task: Task, tfidf: TfidfClassifier, current: Classifier, validation: Sequence[Post],
+                  backbone: Path, log: Callable[[str], None]) -> tuple[Classifier, dict[str, Any], bool]:
+    """TF-IDF averaged with the task's backbone head (weight on validation), kept only when it beats the tier
+    chosen so far (TF-IDF or the e5 ensemble) on >= 95 % of paired validation resamples, as the e5 tier must."""
+    from mentalglm.analyze.ensemble import fit_ensemble
+    from mentalglm.files import sha256_file
+    from mentalglm.tasks.metrics import paired_win_rate
+    from mentalglm.train.backbone_model import HEADS_FILE, read_backbone_meta, shared_backbone
+
+    meta = read_backbone_meta(backbone)
+    head = shared_backbone(backbone, task.id)
+    texts, labels = [p.text for p in validation], [p.labels for p in validation]
+    fitted, record = fit_ensemble(task, tfidf, head, texts, labels)
+    win = paired_win_rate(task, labels, fitted.predict(texts), current.predict(texts), n_resamples=1000)
+    record.update({"source": str(backbone.resolve()), "heads_sha256": sha256_file(backbone / HEADS_FILE),
+                   "engine": "auto", "read_by": head.shared.reader.engine, "backbone_step": meta.get("best_step"),
+                   "against": type(current).__name__, "validation_win_rate_over_against": round(win, 4)})
+    kept = record["weight_on_tfidf"] < 1.0 and win >= MIN_WIN_RATE
+    log(f"{task.id}: backbone ensemble (weight on TF-IDF {record['weight_on_tfidf']}) beat the "
+        f"{type(current).__name__} on {win:.0%} of paired validation resamples: "
+        + ("kept" if kept else f"not kept (needs {MIN_WIN_RATE:.0%})"))
+    return (fitted if kept else current), record, kept
+
+
 def train_task_model(task_id: str, data_dir: str | Path | None, *, c_grid: Sequence[float] = C_GRID,
                      log: Callable[[str], None] = print, general_negatives: int | None = None,
                      encoder: EncoderSettings | None = None, encoder_runs: Path | None = None,
-                     encoder_seeds: int = 1, screen_embedding: bool = True) -> TaskModel:
+                     encoder_seeds: int = 1, screen_embedding: bool = True,
+                     backbone: Path | None = None) -> TaskModel:
     """Fit on the decontaminated training pool, choose C (and thresholds) on validation, calibrate, score test.
 
     With ``encoder`` settings the TF-IDF model is then averaged with a fine-tuned encoder, or with the mean of
     ``encoder_seeds`` such encoders (``analyze/ensemble.py``); their runs live in ``encoder_runs`` and resume there.
     """
-    from mentalglm.analyze.screened import fit_screened, inner_posts, screening_card
-    from mentalglm.data.splits import canonical_splits, screen_data
+    from mentalglm.analyze.screened import fit_screened, screening_card
+    from mentalglm.data.splits import canonical_splits, classifier_posts, screen_data
     from mentalglm.tasks.counts import indicator
 
     task = get_task(task_id)
@@ -169,7 +194,7 @@ def train_task_model(task_id: str, data_dir: str | Path | None, *, c_grid: Seque
     own_train, train = train, train + general.negatives
     screen = screen_data(task.id, data_dir) if task.screen is not None else None
     if screen is not None:  # invented low / high posts also teach the classifier behind the screen
-        train = train + inner_posts(task, screen.train)
+        train = train + classifier_posts(task, screen.train)
     best, tuning = fit_best_c(task, train, validation, c_grid, log)  # a screened task's none label: the screen's
     classifier: Classifier = best
     ensemble: dict[str, Any] | None = None
@@ -183,6 +208,10 @@ def train_task_model(task_id: str, data_dir: str | Path | None, *, c_grid: Seque
             rejected = record
             log(f"{task.id}: the ensemble beat TF-IDF on {record['validation_win_rate_over_tfidf']:.0%} of paired "
                 f"validation resamples (needs {MIN_WIN_RATE:.0%}); TF-IDF alone is kept")
+    backbone_record: tuple[dict[str, Any], bool] | None = None
+    if backbone is not None:
+        classifier, record, kept = _fit_backbone(task, best, classifier, validation, backbone, log)
+        backbone_record = (record, kept)
     screen_record: dict[str, Any] | None = None
     if screen is not None:
         classifier, screen_record = fit_screened(task, classifier, own_train, validation, screen, log,
@@ -202,6 +231,8 @@ def train_task_model(task_id: str, data_dir: str | Path | None, *, c_grid: Seque
         add_ensemble(card, ensemble, encoder)
     if rejected is not None:
         add_rejected_ensemble(card, rejected)
+    if backbone_record is not None:
+        add_backbone(card, *backbone_record)
     if screen is not None and screen_record is not None:
         add_screen(card, screen_record, screening_card(task, classifier, test, screen))
         log(f"{task.id}: held out, share given {'a label' if task.is_multi_label else 'a risk level'}: "
@@ -243,14 +274,15 @@ def _fit_domain_check(task: Task, own_train: Sequence[Post], general: GeneralPos
 def train_all(data_dir: str | Path | None, out: Path, tasks: Sequence[str] = CHINESE_MAIN_TASKS, *,
               c_grid: Sequence[float] = C_GRID, log: Callable[[str], None] = print,
               general_negatives: int | None = None, encoder: bool = False, encoder_epochs: float | None = None,
-              encoder_runs: Path | None = None, encoder_seeds: int | None = None) -> list[Path]:
+              encoder_runs: Path | None = None, encoder_seeds: int | None = None,
+              backbone: Path | None = None) -> list[Path]:
     """Train and save every task's model; returns the card paths."""
     cards = []
     for task_id in tasks:
         model = train_task_model(task_id, data_dir, c_grid=c_grid, log=log, general_negatives=general_negatives,
                                  encoder=encoder_settings(task_id, encoder_epochs) if encoder else None,
                                  encoder_runs=encoder_runs or out / "encoder-runs",
-                                 encoder_seeds=encoder_seeds or 1)
+                                 encoder_seeds=encoder_seeds or 1, backbone=backbone)
         cards.append(save_task_model(model, out)[1])
         log(f"{task_id}: saved to {out} ({model.card['train_seconds']} s)")
     return cards

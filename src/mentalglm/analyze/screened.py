@@ -24,12 +24,6 @@ def flags(task: Task, posts: Sequence[Post]) -> list[bool]:
     return [bool(p.labels) and p.labels != (task.screen.none_label,) for p in posts]
 
 
-def inner_posts(task: Task, posts: Sequence[Post]) -> list[Post]:
-    """Screen posts that name one of the inner labels (e.g. invented low / high posts) also teach the classifier."""
-    keep = set(task.classifier_labels)
-    return [p for p in posts if p.labels and set(p.labels) <= keep]
-
-
 def fit_screened(task: Task, inner: Classifier, own_train: Sequence[Post], own_validation: Sequence[Post],
                  data: ScreenData, log: Callable[[str], None] = print,
                  use_embedding: bool = True) -> tuple[GatedClassifier, dict[str, Any]]:

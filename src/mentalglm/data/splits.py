@@ -20,7 +20,7 @@ from mentalglm.data.records import Post
 from mentalglm.data.registry import LoadReport, get_loader
 from mentalglm.errors import ConfigError
 from mentalglm.seeds import CARVE_SEED
-from mentalglm.tasks import Split, get_task
+from mentalglm.tasks import Split, Task, get_task
 
 TRAIN, TEST = "train", "test"
 
@@ -200,6 +200,13 @@ class ScreenData:
     validation: list[Post]
     test: dict[str, list[Post]] = field(default_factory=dict)  # source name -> held-out posts
     sources: list[SourceCounts] = field(default_factory=list)
+
+
+def classifier_posts(task: Task, posts: Sequence[Post]) -> list[Post]:
+    """Screen posts that name only the classifier's labels (e.g. invented low / high posts): they also teach the
+    classifier behind the screen, in every tier."""
+    keep = set(task.classifier_labels)
+    return [p for p in posts if p.labels and set(p.labels) <= keep]
 
 
 def _screen_source(split: Split, root: Path, skip_bad_rows: bool, verify: bool) -> list[Post]:

@@ -1,0 +1,83 @@
+"""`mentalglm backbone`: train the backbone tier (one LoRA adapter on the embedded 0.5B, one head per task).
+
+    OMP_NUM_THREADS=2 mentalglm backbone train --out runs/backbone      # hours on 2 cores; rerun to resume
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mentalglm.console import make_console
+
+console = make_console(stderr=True)
+app = typer.Typer(help="The backbone tier: one LoRA adapter on the embedded Qwen 0.5B shared by all tasks, "
+                       "one small head per task.", no_args_is_help=True)
+
+DEFAULT_OUT = Path("runs/backbone")
+
+
+@app.command()
+def train(
+    out: Annotated[Path, typer.Option(help="Run directory: checkpoints, validation log, best/ and final/.")] = DEFAULT_OUT,
+    data_dir: Annotated[Path | None, typer.Option(help="Data directory (default: $MENTALGLM_DATA_DIR).")] = None,
+    steps: Annotated[int, typer.Option(help="Training steps (one task's batch each).")] = 1800,
+    stop_after: Annotated[int | None, typer.Option(help="Stop this call after N steps (checkpointed): for a "
+                                                        "session with a deadline; rerun to go on.")] = None,
+    threads: Annotated[int | None, typer.Option(help="torch threads (default: $OMP_NUM_THREADS or all cores).")] = None,
+    base: Annotated[str, typer.Option(help="Base model: embedded:<name>, or a local transformers directory.")]
+    = "embedded:qwen2.5-0.5b",
+) -> None:
+    """Train, or resume, the backbone; a finished run is reported, not retrained."""
+    import torch
+    from tqdm import tqdm
+
+    from mentalglm.train.backbone import DONE_FILE, BackboneSettings, backbone_data, train_backbone
+
+    if threads or os.environ.get("OMP_NUM_THREADS"):
+        torch.set_num_threads(threads or int(os.environ["OMP_NUM_THREADS"]))
+    settings = BackboneSettings(base=base, steps=steps)
+    console.print(f"backbone: {base} + LoRA r={settings.lora_rank}, heads for {', '.join(settings.tasks)}; "
+                  f"{steps} steps of {settings.batch_size} posts in {out} (resumable)")
+    data = backbone_data(settings.tasks, data_dir)
+    for task_data in data:
+        console.print(f"  {task_data.task.id}: {len(task_data.train)} training / {len(task_data.validation)} "
+                      "validation posts")
+    with tqdm(total=steps, desc="backbone", unit="step", file=sys.stderr, dynamic_ncols=True) as bar:
+        def progress(step: int, total: int, loss: float) -> None:
+            bar.n = step
+            bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+            bar.refresh()
+
+        final = train_backbone(data, settings, out, progress=progress, stop_after=stop_after)
+    if (out / DONE_FILE).exists():
+        console.print(f"[green]done[/green]: {final}")
+    else:
+        console.print(f"stopped at a checkpoint in {out}; rerun the same command to go on")
+
+
+@app.command()
+def export(
+    backbone: Annotated[Path, typer.Option(help="A saved backbone (a run's final/ or best/).")],
+    gguf_type: Annotated[str, typer.Option(help="GGUF tensor type: f32, f16, bf16 or q8_0.")] = "q8_0",
+    data_dir: Annotated[Path | None, typer.Option(help="Data directory: validation posts for the check.")] = None,
+    check_posts: Annotated[int, typer.Option(help="Validation posts per task read by both engines.")] = 50,
+) -> None:
+    """Merge the adapter into the base, convert it to GGUF for llama.cpp, and check that llama.cpp's pooled
+    states give the heads the same labels as transformers' (recorded in backbone.json)."""
+    from mentalglm.train.backbone import backbone_data
+    from mentalglm.train.backbone_model import check_gguf, export_gguf, read_backbone_meta
+
+    meta = read_backbone_meta(backbone)
+    path = export_gguf(backbone, gguf_type)
+    console.print(f"[green]GGUF[/green] {path}")
+    data = backbone_data(list(meta["tasks"]), data_dir)
+    texts = {d.task.id: [p.text for p in d.validation[:check_posts]] for d in data}
+    record = check_gguf(backbone, path, texts)
+    console.print(f"llama.cpp against transformers on {record['posts']} validation posts: pooled cosine min "
+                  f"{record['cosine_min']:.4f}, same labels {record['same_labels']:.1%}, largest probability gap "
+                  f"{record['max_probability_gap']:.3f}")

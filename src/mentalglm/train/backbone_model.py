@@ -1,0 +1,351 @@
+"""The backbone tier as it is loaded and run: the Qwen base with its LoRA adapter, and one head per task.
+
+Training is train/backbone.py. A saved backbone directory holds ``adapter/`` (PEFT), ``heads.safetensors`` and
+``backbone.json`` (base, tasks with their classes, thresholds, the run's summary). Loading names the file that is
+missing or unreadable and never falls back to another tier.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from mentalglm.errors import ConfigError, MentalGLMError
+from mentalglm.files import atomic_write_text
+from mentalglm.train.classical import decide
+from mentalglm.train.encoder_classifier import probabilities
+
+ADAPTER_DIR, HEADS_FILE, META_FILE = "adapter", "heads.safetensors", "backbone.json"
+BASE_FILE = "mentalglm_base.json"  # train/sft.py's name: export reads it
+EMBED_BATCH = 16
+
+
+class BackboneFileError(MentalGLMError):
+    """A backbone directory with a file missing or unreadable: which one, and how to get it back."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"backbone file {path}: {reason}; retrain with `mentalglm backbone train` or point "
+                         "--backbone at a complete directory (no other tier is used in its place)")
+
+
+def _model_arguments(base: str) -> Any:
+    from mentalglm.train.config import ModelArguments
+
+    return ModelArguments(name_or_path=base, dtype="float32")
+
+
+def load_backbone_tokenizer(base: str) -> Any:
+    from mentalglm.train.sft import load_tokenizer
+
+    return load_tokenizer(_model_arguments(base))
+
+
+def load_backbone_base(base: str) -> Any:
+    """The causal LM (float32); the heads read its transformer, the LM head writes explanations."""
+    from mentalglm.train.sft import load_base_model
+
+    return load_base_model(_model_arguments(base))
+
+
+def _transformer(model: Any) -> Any:
+    """The decoder stack without the LM head (whose 150k-wide logits pooling does not need)."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return inner.model
+
+
+def pooled_states(model: Any, tokenizer: Any, texts: Sequence[str], max_length: int) -> torch.Tensor:
+    """Mean of the last hidden states over each text's real tokens: (len(texts), hidden)."""
+    batch = tokenizer(list(texts), truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+    hidden = _transformer(model)(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+
+
+def embed_texts(model: Any, tokenizer: Any, texts: Sequence[str], max_length: int,
+                batch_size: int = EMBED_BATCH) -> np.ndarray:
+    """Pooled states of many texts in input order, batched by length so that little padding is computed."""
+    texts = list(texts)
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    out = np.zeros((len(texts), _transformer(model).config.hidden_size), dtype=np.float32)
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            chunk = order[start:start + batch_size]
+            out[chunk] = pooled_states(model, tokenizer, [texts[i] for i in chunk], max_length).float().numpy()
+    return out
+
+
+class BackboneHeads(nn.Module):
+    """One dropout + linear head per task over the pooled state; its classes, kind and thresholds."""
+
+    def __init__(self, tasks: dict[str, tuple[list[str], bool]], hidden: int, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.tasks = {task: (list(classes), bool(multi)) for task, (classes, multi) in tasks.items()}
+        self.dropout = nn.Dropout(dropout)
+        self.heads = nn.ModuleDict({task: nn.Linear(hidden, len(classes)) for task, (classes, _) in tasks.items()})
+        self.thresholds: dict[str, list[float]] = {task: [] for task in tasks}
+
+    @classmethod
+    def new(cls, tasks: dict[str, tuple[list[str], bool]], hidden: int, seed: int) -> BackboneHeads:
+        torch.manual_seed(seed)
+        return cls(tasks, hidden)
+
+    def logits(self, task: str, pooled: torch.Tensor) -> torch.Tensor:
+        return self.heads[task](self.dropout(pooled.float()))
+
+    def probabilities(self, task: str, pooled: np.ndarray) -> np.ndarray:
+        """Probabilities from pooled states (numpy in, numpy out; the head is one matrix product)."""
+        layer = self.heads[task]
+        weight, bias = layer.weight.detach().numpy(), layer.bias.detach().numpy()
+        return probabilities(np.asarray(pooled, dtype=np.float32) @ weight.T + bias, self.tasks[task][1])
+
+    def decide(self, task: str, proba: np.ndarray) -> list[tuple[str, ...]]:
+        classes, multi = self.tasks[task]
+        return decide(proba, classes, multi, self.thresholds.get(task, []))
+
+
+def save_backbone(model: Any, heads: BackboneHeads, directory: Path, *, settings: dict[str, Any],
+                  extra: dict[str, Any] | None = None) -> Path:
+    """Adapter, heads and metadata; the metadata is written last, so a directory with it is complete."""
+    from safetensors.torch import save_file
+
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / META_FILE).unlink(missing_ok=True)
+    model.save_pretrained(directory / ADAPTER_DIR)
+    # how to load the base again: `mentalglm export --adapter DIR/adapter --gguf` merges and converts it
+    atomic_write_text(directory / ADAPTER_DIR / BASE_FILE,
+                      json.dumps(asdict(_model_arguments(settings["base"])), indent=1))
+    save_file({k: v.detach().cpu().contiguous() for k, v in heads.heads.state_dict().items()},
+              str(directory / HEADS_FILE))
+    meta = {**settings, "tasks": {task: {"classes": classes, "multi_label": multi, "thresholds": heads.thresholds[task]}
+                                  for task, (classes, multi) in heads.tasks.items()},
+            "hidden": int(next(iter(heads.heads.values())).in_features), "pooling": "mean", **(extra or {})}
+    atomic_write_text(directory / META_FILE, json.dumps(meta, ensure_ascii=False, indent=1) + "\n")
+    return directory
+
+
+def read_backbone_meta(directory: Path) -> dict[str, Any]:
+    path = directory / META_FILE
+    if not path.exists():
+        raise BackboneFileError(path, "missing (an unfinished or interrupted save)")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        meta["tasks"], meta["base"], meta["hidden"]  # noqa: B018 - the keys every loader needs
+    except (ValueError, KeyError) as exc:
+        raise BackboneFileError(path, f"unreadable ({exc})") from exc
+    return dict(meta)
+
+
+def load_heads(directory: Path, meta: dict[str, Any] | None = None) -> BackboneHeads:
+    """The heads alone (numpy-speed inference over pooled states that came from anywhere, e.g. llama.cpp)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    meta = meta or read_backbone_meta(directory)
+    heads = BackboneHeads({t: (v["classes"], v["multi_label"]) for t, v in meta["tasks"].items()}, int(meta["hidden"]))
+    path = directory / HEADS_FILE
+    try:
+        heads.heads.load_state_dict(load_file(str(path)))
+    except (OSError, RuntimeError, ValueError, SafetensorError) as exc:  # missing, truncated, other shapes
+        raise BackboneFileError(path, f"unreadable ({type(exc).__name__}: {exc})") from exc
+    heads.thresholds = {t: [float(x) for x in v.get("thresholds", [])] for t, v in meta["tasks"].items()}
+    return heads.eval()
+
+
+def load_backbone(directory: Path, *, merge: bool = False) -> tuple[Any, BackboneHeads, dict[str, Any]]:
+    """(model, heads, metadata). ``merge`` folds the adapter into the base for inference speed."""
+    from peft import PeftModel
+
+    meta = read_backbone_meta(directory)
+    heads = load_heads(directory, meta)
+    adapter = directory / ADAPTER_DIR
+    if not (adapter / "adapter_config.json").exists():
+        raise BackboneFileError(adapter / "adapter_config.json", "missing")
+    try:
+        model = PeftModel.from_pretrained(load_backbone_base(meta["base"]), str(adapter))
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise BackboneFileError(adapter, f"unreadable ({type(exc).__name__}: {exc})") from exc
+    if merge:
+        model = model.merge_and_unload()
+    return model.eval(), heads, meta
+
+
+def check_tasks(meta: dict[str, Any], tasks: Sequence[str]) -> None:
+    missing = [t for t in tasks if t not in meta["tasks"]]
+    if missing:
+        raise ConfigError(f"the backbone has no head for {', '.join(missing)} (it has {', '.join(meta['tasks'])})")
+
+
+# --------------------------------------------------------------------------- reading posts
+
+
+class TorchReader:
+    """Pooled states from the base with the adapter merged in (transformers, float32)."""
+
+    engine = "torch"
+
+    def __init__(self, directory: Path, max_length: int | None = None) -> None:
+        self.model, self.heads, self.meta = load_backbone(directory, merge=True)
+        self.tokenizer = load_backbone_tokenizer(self.meta["base"])
+        self.max_length = int(max_length or self.meta.get("max_length", 128))
+
+    def pooled(self, texts: Sequence[str]) -> np.ndarray:
+        return embed_texts(self.model, self.tokenizer, texts, self.max_length)
+
+
+class LlamaCppReader:
+    """Pooled states from the merged model exported to GGUF, read by llama.cpp in embedding mode (mean pooling:
+    the same vector as TorchReader's, up to the GGUF's rounding; the backbone card records the measured gap)."""
+
+    engine = "llamacpp"
+
+    def __init__(self, directory: Path, gguf: Path, threads: int | None = None) -> None:
+        import llama_cpp
+
+        self.meta = read_backbone_meta(directory)
+        self.heads = load_heads(directory, self.meta)
+        if not gguf.is_file():
+            raise BackboneFileError(gguf, "missing; write it with `mentalglm backbone export`")
+        self.max_length = int(self.meta.get("max_length", 128))
+        self.llm = llama_cpp.Llama(str(gguf), embedding=True, pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN,
+                                   n_ctx=self.max_length * 8, n_batch=self.max_length * 8,
+                                   n_ubatch=self.max_length * 8, n_seq_max=8, n_threads=threads or 2,
+                                   verbose=False)
+
+    def pooled(self, texts: Sequence[str]) -> np.ndarray:
+        out = np.zeros((len(texts), int(self.meta["hidden"])), dtype=np.float32)
+        for start in range(0, len(texts), 8):
+            chunk = [self._clip(t) for t in texts[start:start + 8]]
+            out[start:start + len(chunk)] = np.asarray(self.llm.embed(chunk, normalize=False), dtype=np.float32)
+        return out
+
+    def _clip(self, text: str) -> str:
+        """The text cut to ``max_length`` tokens, as the tokenizer cut it in training."""
+        tokens = self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+        if len(tokens) <= self.max_length:
+            return text
+        return self.llm.detokenize(tokens[:self.max_length]).decode("utf-8", errors="ignore")
+
+
+@dataclass
+class SharedReader:
+    """One reader for every task's head: a post read once serves all of them (the last call's texts are kept)."""
+
+    reader: TorchReader | LlamaCppReader
+    _last: tuple[list[str], np.ndarray] | None = field(default=None, repr=False)
+
+    def pooled(self, texts: Sequence[str]) -> np.ndarray:
+        texts = list(texts)
+        if self._last is None or self._last[0] != texts:
+            self._last = (texts, self.reader.pooled(texts))
+        return self._last[1]
+
+
+@dataclass
+class BackboneHead:
+    """One task's head over the shared reader: the Classifier protocol (train/classical.py)."""
+
+    shared: SharedReader
+    task_id: str
+
+    @property
+    def classes(self) -> list[str]:
+        return self.shared.reader.heads.tasks[self.task_id][0]
+
+    @property
+    def multi_label(self) -> bool:
+        return self.shared.reader.heads.tasks[self.task_id][1]
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        return self.shared.reader.heads.probabilities(self.task_id, self.shared.pooled(texts))
+
+    def decide(self, proba: np.ndarray) -> list[tuple[str, ...]]:
+        return self.shared.reader.heads.decide(self.task_id, proba)
+
+    def predict(self, texts: Sequence[str]) -> list[tuple[str, ...]]:
+        return self.decide(self.predict_proba(texts))
+
+
+# --------------------------------------------------------------------------- GGUF
+
+
+def gguf_path(directory: Path, gguf_type: str) -> Path:
+    return directory / f"backbone-{gguf_type}.gguf"
+
+
+def export_gguf(directory: Path, gguf_type: str = "q8_0") -> Path:
+    """The adapter merged into the base and converted to GGUF beside the heads (``backbone-<type>.gguf``)."""
+    import shutil
+    import tempfile
+
+    from mentalglm.train.export import convert_to_gguf, find_converter, merge_adapter
+
+    read_backbone_meta(directory)
+    find_converter(fetch=True)  # fail before the slow merge when there is none to be had
+    target = gguf_path(directory, gguf_type)
+    with tempfile.TemporaryDirectory(prefix="backbone-merged-", dir=directory) as merged:
+        merge_adapter(directory / ADAPTER_DIR, Path(merged))
+        partial = target.with_name(target.name + ".partial")
+        convert_to_gguf(Path(merged), partial, gguf_type)
+        shutil.move(partial, target)
+    return target
+
+
+def check_gguf(directory: Path, gguf: Path, texts: dict[str, list[str]]) -> dict[str, Any]:
+    """Both engines on the same posts: pooled-state cosine, label agreement, largest probability gap; the record
+    is kept in backbone.json under ``gguf`` (the analyzer reads the GGUF only when a check is recorded)."""
+    torch_reader, cpp_reader = TorchReader(directory), LlamaCppReader(directory, gguf)
+    cosines, same, gaps = [], [], []
+    for task_id, task_texts in texts.items():
+        a, b = torch_reader.pooled(task_texts), cpp_reader.pooled(task_texts)
+        cosines += list((a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12))
+        pa, pb = torch_reader.heads.probabilities(task_id, a), torch_reader.heads.probabilities(task_id, b)
+        same += [x == y for x, y in zip(torch_reader.heads.decide(task_id, pa), torch_reader.heads.decide(task_id, pb),
+                                        strict=True)]
+        gaps.append(float(np.abs(pa - pb).max()) if len(pa) else 0.0)
+    record = {"file": gguf.name, "posts": len(same), "cosine_min": round(float(min(cosines, default=1.0)), 5),
+              "same_labels": round(float(np.mean(same)) if same else 1.0, 4),
+              "max_probability_gap": round(max(gaps, default=0.0), 4)}
+    meta = read_backbone_meta(directory)
+    meta.setdefault("gguf", {})[gguf.name] = record
+    atomic_write_text(directory / META_FILE, json.dumps(meta, ensure_ascii=False, indent=1) + "\n")
+    return record
+
+
+ENGINES = ("auto", "torch", "llamacpp")
+
+
+def choose_engine(directory: Path, engine: str = "auto") -> tuple[str, Path | None]:
+    """(engine, GGUF) for reading posts: llama.cpp when a GGUF was exported and checked against transformers
+    (``backbone export``) with every label the same, else transformers; ``torch`` / ``llamacpp`` force one."""
+    if engine not in ENGINES:
+        raise ConfigError(f"backbone engine {engine!r} is not one of {', '.join(ENGINES)}")
+    checked = {name: rec for name, rec in read_backbone_meta(directory).get("gguf", {}).items()
+               if (directory / name).is_file()}
+    agreeing = sorted(name for name, rec in checked.items() if rec.get("same_labels", 0) >= 1.0)
+    if engine == "llamacpp" or (engine == "auto" and agreeing):
+        if not checked:
+            raise BackboneFileError(directory / "backbone-q8_0.gguf", "missing; write it with `mentalglm backbone "
+                                    "export` (or use the torch engine)")
+        return "llamacpp", directory / (agreeing or sorted(checked))[0]
+    return "torch", None
+
+
+_SHARED: dict[tuple[str, str], SharedReader] = {}
+
+
+def shared_backbone(directory: Path, task_id: str, *, engine: str = "auto") -> BackboneHead:
+    """A task's head on the one reader of ``directory`` in this process (loaded once for every task)."""
+    chosen, gguf = choose_engine(directory, engine)
+    key = (str(directory.resolve()), chosen)
+    if key not in _SHARED:
+        reader = LlamaCppReader(directory, gguf) if gguf is not None else TorchReader(directory)
+        _SHARED[key] = SharedReader(reader)
+    check_tasks(_SHARED[key].reader.meta, [task_id])
+    return BackboneHead(_SHARED[key], task_id)

@@ -1,0 +1,149 @@
+"""The backbone tier's training (schedule, resume, run identity) and its saved files, on a tiny random Qwen."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mentalglm.backends.tiny import build_tiny_chat_model
+from mentalglm.data.records import Post
+from mentalglm.errors import ConfigError
+from mentalglm.tasks import get_task
+from mentalglm.train.backbone import (
+    BEST_DIR,
+    CHECKPOINT_FILE,
+    DONE_FILE,
+    BackboneSettings,
+    TaskData,
+    pass_batches,
+    schedule,
+    train_backbone,
+)
+from mentalglm.train.backbone_model import (
+    HEADS_FILE,
+    META_FILE,
+    BackboneFileError,
+    BackboneHead,
+    SharedReader,
+    load_backbone,
+    load_heads,
+)
+from mentalglm.train.classical import Classifier
+
+TASKS = ("emotion", "cognitive_distortion", "suicide_risk")
+
+
+def _posts(task_id: str, n: int, seed: int) -> list[Post]:
+    task, rng = get_task(task_id), random.Random(seed)
+    labels = task.classifier_labels
+    out = []
+    for i in range(n):
+        chosen = tuple(sorted(rng.sample(labels, 2))) if task.is_multi_label else (rng.choice(labels),)
+        out.append(Post(f"{task_id}-{seed}-{i}", f"帖子{chosen[0]}" + "很" * rng.randint(0, 12) + str(i), chosen, "t"))
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_chat_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="module")
+def data() -> list[TaskData]:
+    return [TaskData(get_task(t), _posts(t, 24, 1), _posts(t, 8, 2)) for t in TASKS]
+
+
+def _settings(tiny: Path, **changes) -> BackboneSettings:
+    base = dict(base=str(tiny), steps=12, batch_size=4, eval_every=6, checkpoint_every=3, warmup_steps=2)
+    return BackboneSettings(**{**base, **changes})
+
+
+def test_a_resumed_schedule_is_the_unbroken_one_and_a_pass_reads_each_post_once() -> None:
+    settings = BackboneSettings(steps=200, batch_size=4)
+    lengths = [[i % 37 for i in range(50)], [i % 11 for i in range(30)], [5, 6, 7]]
+    unbroken = list(schedule(settings, lengths))
+    assert list(schedule(settings, lengths, start=77)) == unbroken[77:]
+    assert {task for _, task, _ in unbroken} == {0, 1, 2}
+    one_pass = [i for batch in pass_batches(settings, 0, lengths[0], 3) for i in batch]
+    assert len(one_pass) == len(set(one_pass)) == 48  # 50 posts: 12 full batches of 4
+    spreads = [np.ptp([lengths[0][i] for i in batch]) for batch in pass_batches(settings, 0, lengths[0], 0)]
+    assert np.mean(spreads) < 6  # length-grouped: random batches of these lengths spread ~25
+
+
+def test_an_interrupted_run_resumes_to_the_same_model_as_an_unbroken_one(tiny: Path, data: list[TaskData],
+                                                                         tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    settings = _settings(tiny)
+    unbroken = train_backbone(data, settings, tmp_path / "a")
+    train_backbone(data, settings, tmp_path / "b", stop_after=4)
+    assert (tmp_path / "b" / CHECKPOINT_FILE).exists() and not (tmp_path / "b" / DONE_FILE).exists()
+    train_backbone(data, settings, tmp_path / "b", stop_after=5)  # a second interruption, off the checkpoint grid
+    resumed = train_backbone(data, settings, tmp_path / "b")
+    assert not (tmp_path / "b" / CHECKPOINT_FILE).exists() and (tmp_path / "b" / DONE_FILE).exists()
+    a, b = load_heads(unbroken), load_heads(resumed)
+    for task in TASKS:
+        assert torch.allclose(a.heads[task].weight, b.heads[task].weight, atol=1e-6)
+    model_a, _, meta_a = load_backbone(unbroken)
+    model_b, _, meta_b = load_backbone(resumed)
+    lora_a = {k: v for k, v in model_a.state_dict().items() if "lora_" in k}
+    lora_b = {k: v for k, v in model_b.state_dict().items() if "lora_" in k}
+    assert lora_a and all(torch.allclose(lora_a[k], lora_b[k], atol=1e-6) for k in lora_a)
+    assert meta_a["validation"] == meta_b["validation"] and meta_a["best_step"] in (6, 12)
+    assert train_backbone(data, settings, tmp_path / "b") == resumed  # finished: found, not retrained
+
+
+def test_another_run_in_the_same_directory_is_refused_by_name(tiny: Path, data: list[TaskData],
+                                                              tmp_path: Path) -> None:
+    train_backbone(data, _settings(tiny), tmp_path, stop_after=1)
+    with pytest.raises(ConfigError, match="differs in: lr"):
+        train_backbone(data, _settings(tiny, lr=1e-3), tmp_path)
+
+
+def test_settings_that_cannot_train_are_refused() -> None:
+    with pytest.raises(ConfigError, match="task_weights"):
+        BackboneSettings(task_weights=(1.0,))
+    with pytest.raises(ConfigError, match="steps"):
+        BackboneSettings(steps=0)
+
+
+def test_a_missing_or_corrupt_file_is_named_and_nothing_else_is_used(tiny: Path, data: list[TaskData],
+                                                                    tmp_path: Path) -> None:
+    train_backbone(data, _settings(tiny, steps=6), tmp_path)
+    best = tmp_path / BEST_DIR
+    (best / HEADS_FILE).write_bytes(b"not safetensors")
+    with pytest.raises(BackboneFileError, match=HEADS_FILE):
+        load_heads(best)
+    (best / META_FILE).unlink()
+    with pytest.raises(BackboneFileError, match=f"{META_FILE}: missing"):
+        load_backbone(best)
+
+
+class _CountingReader:
+    """A reader that counts its reads, with the heads of a trained backbone."""
+
+    def __init__(self, directory: Path) -> None:
+        self.heads, self.reads = load_heads(directory), 0
+
+    def pooled(self, texts):
+        self.reads += 1
+        return np.ones((len(texts), 32), dtype=np.float32) * np.arange(len(texts))[:, None] / 10
+
+
+def test_every_head_is_a_classifier_and_one_read_serves_all_tasks(tiny: Path, data: list[TaskData],
+                                                                 tmp_path: Path) -> None:
+    final = train_backbone(data, _settings(tiny, steps=6, eval_every=3), tmp_path)
+    shared = SharedReader(_CountingReader(final))  # type: ignore[arg-type]
+    texts = ["今天很开心", "我不想活了", "他们都看不起我"]
+    for task in TASKS:
+        head: Classifier = BackboneHead(shared, task)
+        proba = head.predict_proba(texts)
+        assert proba.shape == (3, len(get_task(task).classifier_labels))
+        labels = head.predict(texts)
+        assert all(set(row) <= set(head.classes) and row for row in labels)
+        if not head.multi_label:
+            assert np.allclose(proba.sum(axis=1), 1.0)
+    assert shared.reader.reads == 1
