@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -147,3 +148,17 @@ def test_every_head_is_a_classifier_and_one_read_serves_all_tasks(tiny: Path, da
         if not head.multi_label:
             assert np.allclose(proba.sum(axis=1), 1.0)
     assert shared.reader.reads == 1
+
+
+def test_a_resumed_run_logs_each_step_once(tiny: Path, data: list[TaskData], tmp_path: Path) -> None:
+    from mentalglm.train.backbone import EVAL_FILE, LOG_FILE
+
+    settings = _settings(tiny)
+    train_backbone(data, settings, tmp_path, stop_after=5)  # checkpoint at 3, then 4 and 5 (and the stop's own)
+    with (tmp_path / LOG_FILE).open("a", encoding="utf-8") as handle:
+        handle.write("6,emotion,0.1,0.0002,1.0\n")  # a step logged after the last checkpoint, then killed
+    train_backbone(data, settings, tmp_path)
+    steps = [line.split(",")[0] for line in (tmp_path / LOG_FILE).read_text(encoding="utf-8").splitlines()[1:]]
+    assert steps == [str(s) for s in range(1, 13)]
+    evaluated = [json.loads(line)["step"] for line in (tmp_path / EVAL_FILE).read_text(encoding="utf-8").splitlines()]
+    assert evaluated == [6, 12]

@@ -203,6 +203,20 @@ def _check_run(out: Path, identity: dict[str, Any]) -> None:
         atomic_write_text(path, json.dumps(identity, ensure_ascii=False, indent=2, sort_keys=True))
 
 
+def _trim_logs(out: Path, step: int) -> None:
+    """Drop the log rows of steps after the checkpoint: the resumed run trains them again and logs them anew."""
+    for name, step_of in ((LOG_FILE, lambda line: line.split(",", 1)[0]),
+                          (EVAL_FILE, lambda line: json.loads(line)["step"])):
+        path = out / name
+        if not path.exists():
+            continue
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+        kept = [line for line in lines if not line.strip() or not str(step_of(line)).isdigit()
+                or int(step_of(line)) <= step]
+        if len(kept) != len(lines):
+            atomic_write_text(path, "".join(kept))
+
+
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     partial = path.with_name(path.name + ".partial")
     torch.save(state, partial)
@@ -270,6 +284,7 @@ def train_backbone(data: Sequence[TaskData], settings: BackboneSettings, out: Pa
         scheduler.load_state_dict(saved["scheduler"])
         state = saved["state"]
         log.info("resuming %s at step %d of %d", out, state["step"], settings.steps)
+    _trim_logs(out, state["step"])
 
     def save(step: int) -> None:
         state["step"] = step
