@@ -31,7 +31,7 @@ from mentalglm.analyze.engine import Analyzer, InputRow
 from mentalglm.analyze.io import FORMATS, InputFileError, Seek, check_file, index_rows, read_posts
 from mentalglm.analyze.schema import EngineName, ErrorRecord, PostResult
 from mentalglm.errors import ConfigError, MentalGLMError
-from mentalglm.files import JsonlAppender, atomic_write_text, cut_torn_tail
+from mentalglm.files import JsonlAppender, atomic_write_text, read_lines
 
 Result = PostResult | ErrorRecord
 RESULT_FORMATS = (".jsonl", ".parquet")
@@ -260,13 +260,11 @@ class ResultFile:
         path = self.task.partial
         if not path.exists():
             return 0
-        cut_torn_tail(path)
         lines = 0
-        with path.open("rb") as handle:
-            for raw in handle:
-                lines += 1
-                self.errors += b'"status":"error"' in raw
-                self.high_risk += b'"high_risk":true' in raw
+        for line in read_lines(path, repair_tail=True):
+            lines += 1
+            self.errors += b'"status":"error"' in line.raw
+            self.high_risk += b'"high_risk":true' in line.raw
         return lines
 
     def _save(self, **changes: Any) -> None:
