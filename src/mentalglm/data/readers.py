@@ -10,7 +10,6 @@ reader decodes strict UTF-8 and keeps line numbers, so that a bad row becomes a
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from typing import Any, Literal
 
 from mentalglm.data.registry import LoadReport
 from mentalglm.errors import BadRowError, ChecksumMismatchError
-from mentalglm.files import read_jsonl_lines
+from mentalglm.files import read_jsonl_lines, sha256_file
 from mentalglm.files import read_lines as file_lines
 
 _EDGE_CHARS = " \t\r\n\u3000\ufeff\u200b"
@@ -193,23 +192,6 @@ def check_label(value: str, allowed: Iterable[str], column: str = "label") -> st
     if value not in allowed:
         raise RowProblem(f"unknown {column} {value!r}; expected one of {', '.join(allowed)}")
     return value
-
-
-_HASHES: dict[tuple[str, int, int], str] = {}
-
-
-def sha256_file(path: Path | str) -> str:
-    """Hex SHA-256 of a file, cached per (path, size, mtime) because stats reads files many times."""
-    path = Path(path)
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _HASHES:
-        digest = hashlib.sha256()
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        _HASHES[key] = digest.hexdigest()
-    return _HASHES[key]
 
 
 def verify_file(path: Path | str, expected: str) -> None:
