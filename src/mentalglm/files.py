@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO, Self, TypeVar
 
 T = TypeVar("T")
 
@@ -238,6 +238,18 @@ def load_own_pickle(path: Path, kind: type[T]) -> T:
     if not isinstance(value, kind):
         raise TypeError(f"{path} does not hold a {kind.__name__}")
     return value
+
+
+class OwnPickle:
+    """``save`` and ``load`` for a model class whose files this project writes: atomic, and loaded only as that
+    class (see ``load_own_pickle``). Holds no state, so pickles written before a class used it load the same."""
+
+    def save(self, path: Path) -> None:
+        save_own_pickle(self, path)
+
+    @classmethod
+    def load(cls, path: Path) -> Self:
+        return load_own_pickle(path, cls)
 
 
 def sha256_files(paths: Iterable[Path | str], sink: BinaryIO | None = None) -> str:
