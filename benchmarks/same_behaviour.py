@@ -8,7 +8,8 @@ three test splits, and `mentalglm instruct export` writes the same files, under 
 
 Each version runs in its own process with PYTHONPATH set to its ``src`` (``dump`` below) and writes, per task, the
 analyzer's decided labels, calibrated confidences and the classifier's raw probabilities (full float precision,
-as JSON), plus the export folder. The check compares the SHA-256 of every file and exits 1 on any difference.
+as JSON), plus the export folder (``SAME_EXPORT_LIMIT=300`` exports a seeded sample per task and split: the
+full export takes tens of minutes on two shared cores). The check compares the SHA-256 of every file and exits 1 on any difference.
 Prints the digests so that a report can quote them.
 """
 
@@ -40,15 +41,18 @@ def dump(model: Path, out: Path) -> None:
         rows = []
         for post, result, proba in zip(posts, results, raw, strict=True):
             record = result.model_dump(mode="json")
-            rows.append({"id": post.id, "task": record.get("tasks", {}).get(task), "status": record.get("status"),
-                         "high_risk": record.get("high_risk"), "raw_proba": [float(x).hex() for x in proba]})
+            found = record.get("tasks", {}).get(task) or {}  # only what decides: fields added later do not count
+            rows.append({"id": post.id, "status": record.get("status"), "high_risk": record.get("high_risk"),
+                         **{k: found.get(k) for k in ("labels", "nothing_evident", "confidences")},
+                         "raw_proba": [float(x).hex() for x in proba]})
         (out / f"{task}.test.json").write_text(json.dumps(rows, ensure_ascii=False, indent=0) + "\n",
                                                encoding="utf-8")
     from typer.testing import CliRunner
 
     from mentalglm.cli import app
 
-    result = CliRunner().invoke(app, ["instruct", "export", "--out", str(out / "export")])
+    limit = ["--limit", os.environ["SAME_EXPORT_LIMIT"]] if os.environ.get("SAME_EXPORT_LIMIT") else []
+    result = CliRunner().invoke(app, ["instruct", "export", *limit, "--out", str(out / "export")])
     if result.exit_code != 0:
         raise SystemExit(f"instruct export failed ({result.exit_code}):\n{result.output}")
 
