@@ -16,11 +16,11 @@ from mentalglm.analyze.batch import (
     analyse_rows,
     fingerprint,
     open_files,
-    plan_files,
     run_local,
 )
 from mentalglm.analyze.engine import Analyzer, InputRow
 from mentalglm.analyze.io import InputFileError, index_rows, read_posts
+from mentalglm.analyze.outputs import plan_files
 from mentalglm.errors import ConfigError
 
 NEVER = 1 << 62  # one chunk a file: the local runner reads each file from where it stopped

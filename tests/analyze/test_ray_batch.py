@@ -17,7 +17,7 @@ from tiny_analyzer import SAMPLES, TASKS, tiny_models
 from typer.testing import CliRunner
 
 from mentalglm.analyze.artifacts import save_task_model
-from mentalglm.analyze.batch import STATE_DIR
+from mentalglm.analyze.outputs import STATE_DIR
 from mentalglm.errors import ConfigError
 
 SRC = Path(__file__).resolve().parents[2] / "src"

@@ -191,8 +191,9 @@ def _analyze_to_stdout(analyzer: Analyzer, input: str, text_column: str | None, 
     """One file streamed to stdout (nothing to resume: a pipe has no finished rows to find again)."""
     from tqdm import tqdm
 
-    from mentalglm.analyze.batch import find_inputs, stream
+    from mentalglm.analyze.batch import stream
     from mentalglm.analyze.io import read_posts, write_jsonl
+    from mentalglm.analyze.outputs import find_inputs
 
     files = find_inputs(input)
     if len(files) != 1 or Path(input).expanduser().is_dir():
@@ -213,7 +214,8 @@ def _analyze_files(analyzer: Analyzer, recipe: AnalyzerRecipe, input: str, outpu
     """Input files to output files through the batch runner, in this process or on Ray; resumable."""
     from tqdm import tqdm
 
-    from mentalglm.analyze.batch import fingerprint, open_files, plan_files, run_local
+    from mentalglm.analyze.batch import fingerprint, open_files, run_local
+    from mentalglm.analyze.outputs import plan_files
 
     summary = RunSummary()
     pending = open_files(plan_files(input, output, output_format), fingerprint(analyzer), summary,

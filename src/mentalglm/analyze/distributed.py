@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from mentalglm.analyze.batch import AnalyzerRecipe, Pending, analyse_rows, fingerprint, result_line
+from mentalglm.analyze.batch import AnalyzerRecipe, Pending, analyse_rows, fingerprint
 from mentalglm.analyze.engine import InputRow
 from mentalglm.analyze.io import Seek, read_posts
+from mentalglm.analyze.outputs import result_line
 from mentalglm.errors import ConfigError, MentalGLMError
 
 CONNECT_TIMEOUT_S = 5.0

@@ -11,7 +11,6 @@ parallel, each numbering its rows as a read from the start would.
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import IO, Any
 from mentalglm.analyze.engine import InputRow, InputTextError
 from mentalglm.analyze.schema import ErrorRecord, PostResult
 from mentalglm.errors import MentalGLMError
+from mentalglm.files import read_jsonl_lines, read_lines
 
 FORMATS = (".txt", ".csv", ".jsonl", ".parquet")
 TEXT_COLUMNS = ("text", "content", "post", "文本", "内容", "微博内容", "微博正文")
@@ -78,16 +78,16 @@ def _parquet_file(path: Path) -> Any:
         raise InputFileError(path, f"not a readable Parquet file ({exc})") from None
 
 
-def _decoded_lines(handle: IO[bytes], bad: set[int], first: int = 1) -> Iterator[str]:
-    """UTF-8 lines numbered from ``first``; a line that does not decode is replaced and its number added to ``bad``."""
-    for number, raw in enumerate(handle, first):
-        if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
-            raw = raw[3:]
+def _decoded_lines(path: Path, bad: set[int], start: Seek = START) -> Iterator[str]:
+    """UTF-8 lines (ends kept, for the CSV reader) from ``start`` on; a line that does not decode is replaced and
+    its number added to ``bad``."""
+    for line in read_lines(path, offset=start.byte, number=start.line):
         try:
-            yield raw.decode("utf-8")
+            text = line.text(keep_end=True)
         except UnicodeDecodeError:
-            bad.add(number)
-            yield raw.decode("utf-8", errors="replace")
+            bad.add(line.number)
+            text = line.text("replace", keep_end=True)
+        yield text
 
 
 def _pick(columns: Iterable[str], chosen: str | None, candidates: tuple[str, ...]) -> str | None:
@@ -115,29 +115,21 @@ def _encoding_error(line: int) -> str:
     return f"line {line} is not valid UTF-8; {ENCODING_FIX}"
 
 
-def _opened_at(path: Path, start: Seek) -> IO[bytes]:
-    handle = path.open("rb")
-    handle.seek(start.byte)
-    return handle
-
-
 def read_txt(path: Path, start: Seek = START) -> Iterator[InputRow]:
     """One post per line (a blank line is an empty post, reported as such)."""
     bad: set[int] = set()
-    with _opened_at(path, start) as handle:
-        for number, line in enumerate(_decoded_lines(handle, bad, start.line), start.line):
-            text = line.rstrip("\r\n")
-            error = _encoding_error(number) if number in bad else None
-            yield InputRow(f"{path.name}:{number}", None if error else text, number, error)
+    for number, line in enumerate(_decoded_lines(path, bad, start), start.line):
+        text = line.rstrip("\r\n")
+        error = _encoding_error(number) if number in bad else None
+        yield InputRow(f"{path.name}:{number}", None if error else text, number, error)
 
 
 def _csv_header(path: Path, text_column: str | None, id_column: str | None,
                 keep_going: bool) -> tuple[list[str], str | None, str | None, str | None, int]:
     """(header, text column, id column, why there is no text column, lines the header takes)."""
-    with path.open("rb") as handle:
-        reader = csv.reader(_decoded_lines(handle, set()))
-        header = next(reader, None)
-        header_lines = reader.line_num
+    reader = csv.reader(_decoded_lines(path, set()))
+    header = next(reader, None)
+    header_lines = reader.line_num
     if header is None:
         raise InputFileError(path, "empty CSV file: expected a header row with a text column")
     column, missing = _text_column(path, "CSV", header, text_column, keep_going)
@@ -149,57 +141,54 @@ def read_csv(path: Path, text_column: str | None = None, id_column: str | None =
     """Rows of a CSV with a header; without a text column it raises, or with ``keep_going`` reports every row."""
     header, column, id_name, missing, header_lines = _csv_header(path, text_column, id_column, keep_going)
     bad: set[int] = set()
-    with _opened_at(path, start) as handle:
-        lines = _decoded_lines(handle, bad, start.line)
-        reader = csv.reader(lines)
-        offset = start.line - 1  # reader.line_num counts the lines this reader consumed
-        if start.row == 0 and start.byte == 0:
-            for _ in range(header_lines):
-                next(lines)
-            offset += header_lines
-        first = offset + 1
-        for row in reader:
-            number, first = first, offset + reader.line_num + 1
-            record = dict(zip(header, row, strict=False))
-            post_id = record.get(id_name, "") if id_name else ""
-            post_id = post_id or f"{path.name}:{number}"
-            if missing:
-                yield InputRow(post_id, None, number, missing)
-            elif any(n in bad for n in range(number, first)):
-                yield InputRow(post_id, None, number, _encoding_error(number))
-            elif len(row) != len(header):
-                yield InputRow(post_id, None, number, f"row has {len(row)} fields, the header has {len(header)}")
-            else:
-                yield InputRow(post_id, record[column], number)  # type: ignore[index]
+    lines = _decoded_lines(path, bad, start)
+    reader = csv.reader(lines)
+    offset = start.line - 1  # reader.line_num counts the lines this reader consumed
+    if start.row == 0 and start.byte == 0:
+        for _ in range(header_lines):
+            next(lines)
+        offset += header_lines
+    first = offset + 1
+    for row in reader:
+        number, first = first, offset + reader.line_num + 1
+        record = dict(zip(header, row, strict=False))
+        post_id = record.get(id_name, "") if id_name else ""
+        post_id = post_id or f"{path.name}:{number}"
+        if missing:
+            yield InputRow(post_id, None, number, missing)
+        elif any(n in bad for n in range(number, first)):
+            yield InputRow(post_id, None, number, _encoding_error(number))
+        elif len(row) != len(header):
+            yield InputRow(post_id, None, number, f"row has {len(row)} fields, the header has {len(header)}")
+        else:
+            yield InputRow(post_id, record[column], number)  # type: ignore[index]
 
 
 def read_jsonl(path: Path, text_column: str | None = None, id_column: str | None = None,
                start: Seek = START) -> Iterator[InputRow]:
-    bad: set[int] = set()
-    with _opened_at(path, start) as handle:
-        for number, line in enumerate(_decoded_lines(handle, bad, start.line), start.line):
-            if number in bad:
-                yield InputRow(f"{path.name}:{number}", None, number, _encoding_error(number))
-                continue
-            if not line.strip():
-                yield InputRow(f"{path.name}:{number}", None, number, "blank line: expected a JSON object")
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield InputRow(f"{path.name}:{number}", None, number, f"not valid JSON ({exc.msg})")
-                continue
-            if not isinstance(record, dict):
-                yield InputRow(f"{path.name}:{number}", None, number, "expected a JSON object per line")
-                continue
-            id_name = _pick(record, id_column, ID_COLUMNS)
-            post_id = str(record[id_name]) if id_name else f"{path.name}:{number}"
-            column = _pick(record, text_column, TEXT_COLUMNS)
-            if column is None or not isinstance(record[column], str):
-                yield InputRow(post_id, None, number, f"no text field {text_column or 'text'!r} (string) in the "
-                               f"object (keys: {', '.join(record)}); pass --text-column NAME")
-                continue
-            yield InputRow(post_id, record[column], number)
+    for line in read_jsonl_lines(path, offset=start.byte, number=start.line):
+        number, where = line.number, f"{path.name}:{line.number}"
+        if isinstance(line.error, UnicodeDecodeError):
+            yield InputRow(where, None, number, _encoding_error(number))
+        elif line.blank:
+            yield InputRow(where, None, number, "blank line: expected a JSON object")
+        elif line.error is not None:
+            yield InputRow(where, None, number, f"not valid JSON ({line.error.msg})")
+        elif not isinstance(line.value, dict):
+            yield InputRow(where, None, number, "expected a JSON object per line")
+        else:
+            yield _json_row(line.value, where, number, text_column, id_column)
+
+
+def _json_row(record: dict[str, Any], where: str, number: int, text_column: str | None,
+              id_column: str | None) -> InputRow:
+    id_name = _pick(record, id_column, ID_COLUMNS)
+    post_id = str(record[id_name]) if id_name else where
+    column = _pick(record, text_column, TEXT_COLUMNS)
+    if column is None or not isinstance(record[column], str):
+        return InputRow(post_id, None, number, f"no text field {text_column or 'text'!r} (string) in the "
+                        f"object (keys: {', '.join(record)}); pass --text-column NAME")
+    return InputRow(post_id, record[column], number)
 
 
 def read_parquet(path: Path, text_column: str | None = None, id_column: str | None = None, *,
@@ -261,40 +250,32 @@ def index_rows(path: Path, every: int, first_row: int = 0) -> tuple[int, list[Se
     if suffix == ".parquet":
         total = _parquet_file(path).metadata.num_rows
         return total, [Seek(row, 0, row + 1) for row in range(first_row, total, every)]
+    starts = _csv_starts(path) if suffix == ".csv" else ((line.offset, line.number) for line in read_lines(path))
     seeks: list[Seek] = []
-    row = byte = 0
-    line = 1
-    with path.open("rb") as handle:
-        if suffix == ".csv":
-            records = _csv_records(handle)
-            next(records, None)  # the header
-            for byte, line in records:
-                if row >= first_row and (row - first_row) % every == 0:
-                    seeks.append(Seek(row, byte, line))
-                row += 1
-            return row, seeks
-        for raw in handle:
-            if row >= first_row and (row - first_row) % every == 0:
-                seeks.append(Seek(row, byte, line))
-            row, byte, line = row + 1, byte + len(raw), line + 1
+    row = 0
+    for byte, line in starts:
+        if row >= first_row and (row - first_row) % every == 0:
+            seeks.append(Seek(row, byte, line))
+        row += 1
     return row, seeks
 
 
-def _csv_records(handle: IO[bytes]) -> Iterator[tuple[int, int]]:
-    """(byte offset, line number) where each CSV record starts; a quoted field may span lines."""
-    position = {"byte": 0, "line": 1}
+def _csv_starts(path: Path) -> Iterator[tuple[int, int]]:
+    """(byte offset, line number) where each CSV record after the header starts; a quoted field may span lines."""
+    position = (0, 1)
 
     def lines() -> Iterator[str]:
-        for raw in handle:  # csv.reader asks for a line only when its record needs one
-            position["byte"] += len(raw)
-            position["line"] += 1
-            yield raw.decode("utf-8", errors="replace")
+        nonlocal position
+        for line in read_lines(path):  # csv.reader asks for a line only when its record needs one
+            position = (line.offset + len(line.raw), line.number + 1)
+            yield line.text("replace", keep_end=True)
 
     reader = csv.reader(lines())
-    start = (0, 1)
-    for _ in reader:
-        yield start
-        start = (position["byte"], position["line"])
+    start = position
+    for index, _ in enumerate(reader):
+        if index:  # the header
+            yield start
+        start = position
 
 
 def write_jsonl(results: Iterable[PostResult | ErrorRecord], out: IO[str]) -> Iterator[PostResult | ErrorRecord]:

@@ -104,6 +104,18 @@ class GenerationRequest:
     def __post_init__(self) -> None:
         object.__setattr__(self, "messages", validate_messages(self.messages))
 
+    def chat_params(self, max_tokens_field: str = "max_tokens") -> dict[str, Any]:
+        """The request as OpenAI-style chat-completion arguments, which llama.cpp takes too; ``stop`` and ``seed``
+        only when set. Engines add their own (the model name, llama.cpp's sampler defaults)."""
+        settings = self.settings
+        params: dict[str, Any] = {"messages": self.messages, "temperature": settings.temperature,
+                                  "top_p": settings.top_p, max_tokens_field: settings.max_new_tokens}
+        if settings.stop:
+            params["stop"] = list(settings.stop)
+        if settings.seed is not None:
+            params["seed"] = settings.seed
+        return params
+
     @classmethod
     def from_prompt(
         cls, prompt: str, system: str | None = None, settings: GenerationSettings | None = None

@@ -95,20 +95,14 @@ class LlamaCppBackend(Backend):
         self.llama.close()
 
     def _generate_one(self, request: GenerationRequest) -> GenerationResult:
-        settings = request.settings
         kwargs: dict[str, Any] = {
-            "messages": request.messages,
-            "temperature": settings.temperature,
-            "top_p": settings.top_p,
-            "max_tokens": settings.max_new_tokens,
-            "stop": list(settings.stop) or None,
+            **request.chat_params(),
+            "stop": list(request.settings.stop) or None,
             # Plain temperature + top_p, as on the other engines (llama-cpp-python adds top_k=40, min_p=0.05).
             "top_k": 0,
             "min_p": 0.0,
             "repeat_penalty": 1.0,
         }
-        if settings.seed is not None:
-            kwargs["seed"] = settings.seed
         if not self.reuse_prompt_cache:
             self.llama.reset()  # reusing a shared prompt prefix's KV changes the floats, and seeded samples with them
         try:

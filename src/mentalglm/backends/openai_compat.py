@@ -207,18 +207,7 @@ class OpenAICompatBackend(Backend):
         return min(self.max_backoff_s, self.backoff_s * 2**attempt) * random.uniform(0.5, 1.0)
 
     def _generate_one(self, request: GenerationRequest) -> GenerationResult:
-        settings = request.settings
-        kwargs: dict[str, Any] = {
-            "model": self._model,
-            "messages": request.messages,
-            "temperature": settings.temperature,
-            "top_p": settings.top_p,
-            self.max_tokens_field: settings.max_new_tokens,
-        }
-        if settings.stop:
-            kwargs["stop"] = list(settings.stop)
-        if settings.seed is not None:
-            kwargs["seed"] = settings.seed
+        kwargs: dict[str, Any] = {"model": self._model, **request.chat_params(self.max_tokens_field)}
         if self.extra_body:
             kwargs["extra_body"] = self.extra_body
         start = time.perf_counter()

@@ -10,7 +10,6 @@ reader decodes strict UTF-8 and keeps line numbers, so that a bad row becomes a
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -19,8 +18,9 @@ from typing import Any, Literal
 
 from mentalglm.data.registry import LoadReport
 from mentalglm.errors import BadRowError, ChecksumMismatchError
+from mentalglm.files import read_jsonl_lines, sha256_file
+from mentalglm.files import read_lines as file_lines
 
-_BOM = b"\xef\xbb\xbf"
 _EDGE_CHARS = " \t\r\n\u3000\ufeff\u200b"
 
 
@@ -64,19 +64,17 @@ def clean_text(text: str) -> str:
 
 def _lines(path: Path, bad: BadRows) -> Iterator[tuple[int, str]]:
     """(line number, text) for each physical line, decoded one by one so a bad byte names its line."""
-    data = path.read_bytes()
-    if data.startswith(_BOM):
-        data = data[len(_BOM):]
-    raw_lines = data.split(b"\n")
-    if raw_lines[-1] == b"":
-        raw_lines.pop()
-    for number, raw in enumerate(raw_lines, 1):
+    for line in file_lines(path):
         try:
-            text = raw.decode("utf-8")
+            text = line.text()
         except UnicodeDecodeError as exc:
-            bad(path, number, f"not valid UTF-8 (byte {exc.start} of the line); convert the file to UTF-8")
+            bad(path, line.number, _not_utf8(exc))
             continue
-        yield number, text.removesuffix("\r")
+        yield line.number, text
+
+
+def _not_utf8(exc: UnicodeDecodeError) -> str:
+    return f"not valid UTF-8 (byte {exc.start} of the line); convert the file to UTF-8"
 
 
 def read_delimited(
@@ -125,19 +123,19 @@ def read_delimited(
 
 
 def read_jsonl(path: Path, bad: BadRows) -> Iterator[Row]:
-    """One JSON object per line."""
+    """One JSON object per line (a blank line is a bad row too)."""
     index = 0
-    for number, text in _lines(path, bad):
+    for line in read_jsonl_lines(path):
+        if isinstance(line.error, UnicodeDecodeError):
+            bad(path, line.number, _not_utf8(line.error))
+            continue
         index += 1
-        try:
-            item = json.loads(text)
-        except json.JSONDecodeError as exc:
-            bad(path, number, f"invalid JSON ({exc.msg} at column {exc.colno})")
-            continue
-        if not isinstance(item, dict):
-            bad(path, number, f"expected a JSON object, got {type(item).__name__}")
-            continue
-        yield Row(path, number, index, item)
+        if line.error is not None:
+            bad(path, line.number, f"invalid JSON ({line.error.msg} at column {line.error.colno})")
+        elif not isinstance(line.value, dict):
+            bad(path, line.number, f"expected a JSON object, got {type(line.value).__name__}")
+        else:
+            yield Row(path, line.number, index, line.value)
 
 
 def read_json_array(path: Path, bad: BadRows) -> Iterator[Row]:
@@ -194,23 +192,6 @@ def check_label(value: str, allowed: Iterable[str], column: str = "label") -> st
     if value not in allowed:
         raise RowProblem(f"unknown {column} {value!r}; expected one of {', '.join(allowed)}")
     return value
-
-
-_HASHES: dict[tuple[str, int, int], str] = {}
-
-
-def sha256_file(path: Path | str) -> str:
-    """Hex SHA-256 of a file, cached per (path, size, mtime) because stats reads files many times."""
-    path = Path(path)
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _HASHES:
-        digest = hashlib.sha256()
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        _HASHES[key] = digest.hexdigest()
-    return _HASHES[key]
 
 
 def verify_file(path: Path | str, expected: str) -> None:

@@ -47,7 +47,7 @@ from mentalglm.backends.base import (
 )
 from mentalglm.data.pii import scrub
 from mentalglm.data.records import Post
-from mentalglm.files import atomic_write_text
+from mentalglm.files import atomic_write_text, write_jsonl
 from mentalglm.instruct.generate import ResultCache
 from mentalglm.tasks.layout import LABEL_SEPARATOR
 from mentalglm.tasks.schema import Task
@@ -242,7 +242,7 @@ class Judge:
         stem = results.name.removesuffix(".json")
         scores_file = results.with_name(f"{stem}.judge_scores.jsonl")
         prompt_file = results.with_name(f"{stem}.judge_prompt.yaml")
-        atomic_write_text(scores_file, "".join(json.dumps(v.to_row(), ensure_ascii=False) + "\n" for v in verdicts))
+        write_jsonl(scores_file, (v.to_row() for v in verdicts))
         atomic_write_text(prompt_file, prompt_text())
         return {
             "judge": self.backend.model_id, "spec": self.spec or self.backend.model_id,

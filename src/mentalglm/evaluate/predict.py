@@ -33,7 +33,7 @@ from mentalglm.data.records import Post
 from mentalglm.data.sampling import posts_sha256
 from mentalglm.errors import ConfigError, MentalGLMError
 from mentalglm.evaluate.results import jsonable, package_version
-from mentalglm.files import sha256_json
+from mentalglm.files import JsonlAppender, read_jsonl_lines, sha256_json
 from mentalglm.seeds import DEFAULT_SEED
 from mentalglm.tasks.layout import LABEL_PREFIX, LABEL_SEPARATOR, REASON_PREFIX
 from mentalglm.tasks.parsing import Parsed, parse_all_modes
@@ -238,23 +238,18 @@ def read_rows(path: Path, *, repair_tail: bool = False) -> list[tuple[int, dict[
     With ``repair_tail`` a last line without its newline (a run killed mid-write) is cut off the file
     instead, so that resuming redoes that one post.
     """
-    data = path.read_text(encoding="utf-8")
-    lines = data.split("\n")
     rows = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
+    for line in read_jsonl_lines(path, repair_tail=repair_tail):
+        if line.blank:
             continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            if repair_tail and number == len(lines):
-                os.truncate(path, len(data[: len(data) - len(line)].encode("utf-8")))
-                break
-            raise PredictionFileError(path, number, f"not a JSON line ({error.msg}): the file is truncated or "
-                                      "was edited; delete or fix that line") from error
-        if not isinstance(row, dict):
-            raise PredictionFileError(path, number, f"a row must be a JSON object, not {type(row).__name__}")
-        rows.append((number, row))
+        if line.error is not None:
+            reason = line.error.msg if isinstance(line.error, json.JSONDecodeError) else line.problem
+            raise PredictionFileError(path, line.number, f"not a JSON line ({reason}): the file is truncated or "
+                                      "was edited; delete or fix that line")
+        if not isinstance(line.value, dict):
+            raise PredictionFileError(path, line.number,
+                                      f"a row must be a JSON object, not {type(line.value).__name__}")
+        rows.append((line.number, line.value))
     return rows
 
 
@@ -295,16 +290,14 @@ def run_predictions(task: Task, split: str, posts: Sequence[Post], system: Syste
     todo = [p for p in posts if p.id not in done]
     out.parent.mkdir(parents=True, exist_ok=True)
     started, written = time.perf_counter(), 0
-    with out.open("a", encoding="utf-8") as handle, tqdm(
+    with JsonlAppender(out, sync_each=False) as appender, tqdm(
         total=len(posts), initial=len(posts) - len(todo), desc=f"{task.id} · {system.name}", unit="post",
         disable=not progress,
     ) as bar:
         for row in system.predict(task, split, todo):
-            handle.write(json.dumps(jsonable(row), ensure_ascii=False, allow_nan=False) + "\n")
-            handle.flush()
+            appender.write([json.dumps(jsonable(row), ensure_ascii=False, allow_nan=False)])
             written += 1
             bar.update()
-        os.fsync(handle.fileno())
     seconds = time.perf_counter() - started
     meta = {
         "system": system.name, "config": config, "config_sha256": config_sha,

@@ -85,26 +85,27 @@ def qc(
 ) -> None:
     """Re-run the automatic checks on an existing instruction file and write a QC report (JSON + Markdown)."""
     from mentalglm.errors import MissingDataError
-    from mentalglm.files import atomic_write_text
+    from mentalglm.files import atomic_write_text, read_jsonl_lines
     from mentalglm.instruct.qc import Verdict, check_sample, near_duplicates, summarise
 
     if not input.is_file():
         raise MissingDataError("instruction file", input)
     rows: list[tuple[str, Verdict]] = []
     explanations: dict[str, list[tuple[int, str]]] = defaultdict(list)
-    with input.open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                sample = json.loads(line)
-                task = get_task(sample["task"])
-                post = sample["meta"]["post"] if isinstance(sample["meta"], dict) else json.loads(sample["meta"])["post"]
-            except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                raise typer.BadParameter(f"{input}:{line_no}: not a chat sample ({exc})") from exc
-            verdict = check_sample(task, sample["labels"], sample.get("explanation"), post)
-            explanations[task.id].append((len(rows), sample.get("explanation") or ""))
-            rows.append((task.id, verdict))
+    for line in read_jsonl_lines(input):
+        if line.blank:
+            continue
+        try:
+            if line.error is not None:
+                raise line.error
+            sample = line.value
+            task = get_task(sample["task"])
+            post = sample["meta"]["post"] if isinstance(sample["meta"], dict) else json.loads(sample["meta"])["post"]
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
+            raise typer.BadParameter(f"{input}:{line.number}: not a chat sample ({exc})") from exc
+        verdict = check_sample(task, sample["labels"], sample.get("explanation"), post)
+        explanations[task.id].append((len(rows), sample.get("explanation") or ""))
+        rows.append((task.id, verdict))
     for items in explanations.values():
         for i in near_duplicates([text for _, text in items], 0.85):
             verdict = rows[items[i][0]][1]

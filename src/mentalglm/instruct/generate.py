@@ -8,7 +8,6 @@ repeating — or re-billing — finished requests.
 
 from __future__ import annotations
 
-import json
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -28,7 +27,7 @@ from mentalglm.backends.base import (
 )
 from mentalglm.data.pii import scrub
 from mentalglm.data.records import Post
-from mentalglm.files import JsonlAppender, cut_torn_tail
+from mentalglm.files import JsonlAppender, read_jsonl_lines
 from mentalglm.tasks.layout import LABEL_SEPARATOR, REASON_PREFIX
 from mentalglm.tasks.schema import Task
 
@@ -101,7 +100,7 @@ def clean_explanation(text: str) -> str:
 class ResultCache:
     """Append-only JSONL of finished requests; one line is written (and fsynced) per result.
 
-    A line torn by a kill is cut when the cache opens (``files.cut_torn_tail``), so the next line is not glued
+    A line torn by a kill is cut when the cache opens (``files.read_jsonl_lines``), so the next line is not glued
     onto it; any other unreadable line is skipped and its request simply redone.
     """
 
@@ -110,14 +109,9 @@ class ResultCache:
         self._records: dict[str, dict[str, Any]] = {}
         self._appender: JsonlAppender | None = None
         if path.exists():
-            cut_torn_tail(path)
-            with path.open(encoding="utf-8") as handle:
-                for line in handle:
-                    try:
-                        record = json.loads(line)
-                    except json.JSONDecodeError:
-                        continue
-                    self._records[record["key"]] = record
+            for line in read_jsonl_lines(path, repair_tail=True):
+                if line.error is None:
+                    self._records[line.value["key"]] = line.value
 
     def __contains__(self, key: str) -> bool:
         return key in self._records

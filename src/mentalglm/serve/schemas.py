@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from mentalglm import __version__
 from mentalglm.analyze.engine import InputRow
 from mentalglm.analyze.safety import check_locale
 from mentalglm.analyze.schema import SCHEMA_VERSION, EngineName, ErrorRecord, PostResult
+
+Locale = Annotated[str, AfterValidator(check_locale)]
+"""A crisis-resources locale the analyzer knows: the one check for a request's locale and the server's default."""
 
 
 class PostIn(BaseModel):
@@ -27,12 +30,7 @@ class AnalysisOptions(BaseModel):
     tasks: list[str] | None = Field(default=None, min_length=1, description="task ids (default: all the server analyses)")
     explain: bool | None = Field(default=None,
                                  description="write explanations (attribution / hybrid / llm engines); default: server's")
-    locale: str | None = Field(default=None, description="crisis resources locale, zh-CN or en; default: server's")
-
-    @field_validator("locale")
-    @classmethod
-    def _known_locale(cls, locale: str | None) -> str | None:
-        return None if locale is None else check_locale(locale)
+    locale: Locale | None = Field(default=None, description="crisis resources locale, zh-CN or en; default: server's")
 
 
 class AnalyzeRequest(AnalysisOptions):

@@ -13,9 +13,10 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mentalglm.analyze.engine import DEFAULT_ENGINE, DEFAULT_MAX_CHARS
-from mentalglm.analyze.safety import DEFAULT_LOCALE, check_locale
+from mentalglm.analyze.safety import DEFAULT_LOCALE
 from mentalglm.analyze.schema import EngineName
 from mentalglm.errors import ConfigError
+from mentalglm.serve.schemas import Locale
 from mentalglm.tasks import CHINESE_MAIN_TASKS, get_task
 
 DEFAULT_API_KEY_ENV = "MENTALGLM_API_KEY"
@@ -35,7 +36,7 @@ class ServeSettings(BaseModel):
     tasks: tuple[str, ...] = Field(default=CHINESE_MAIN_TASKS, min_length=1, description="Task ids the service analyses.")
     explain: bool = Field(default=True,
                           description="Default of a request's `explain` (attribution, hybrid and llm engines).")
-    locale: str = Field(default=DEFAULT_LOCALE, description="Default crisis-resources locale of a request: zh-CN or en.")
+    locale: Locale = Field(default=DEFAULT_LOCALE, description="Default crisis-resources locale of a request: zh-CN or en.")
     max_chars: int = Field(default=DEFAULT_MAX_CHARS, ge=1, description="Longest post accepted; longer posts get an error record.")
     max_posts: int = Field(default=64, ge=1, description="Most posts in one /v1/analyze request (413 above).")
     max_body_bytes: int = Field(default=1_000_000, ge=1024, description="Largest request body in bytes (413 above).")
@@ -66,11 +67,6 @@ class ServeSettings(BaseModel):
             except KeyError as exc:  # the registry's did-you-mean message, as a validation error
                 raise ValueError(str(exc)) from None
         return tasks
-
-    @field_validator("locale")
-    @classmethod
-    def _known_locale(cls, locale: str) -> str:
-        return check_locale(locale)
 
     @model_validator(mode="after")
     def _posts_fit_the_queue(self) -> ServeSettings:

@@ -12,13 +12,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from mentalglm.data.records import Post
-from mentalglm.files import load_own_pickle, save_own_pickle
+from mentalglm.files import OwnPickle
 from mentalglm.tasks.metrics import score
 from mentalglm.tasks.schema import Task
 
@@ -64,7 +63,7 @@ class Classifier(Protocol):
 
 
 @dataclass
-class TfidfClassifier:
+class TfidfClassifier(OwnPickle):
     task_id: str
     classes: list[str]
     multi_label: bool
@@ -143,12 +142,6 @@ class TfidfClassifier:
     def decide(self, proba: np.ndarray) -> list[tuple[str, ...]]:
         return decide(proba, self.classes, self.multi_label, self.thresholds)
 
-    def save(self, path: Path) -> None:
-        save_own_pickle(self, path)
-
-    @staticmethod
-    def load(path: Path) -> TfidfClassifier:
-        return load_own_pickle(path, TfidfClassifier)
 
 
 @runtime_checkable

@@ -32,7 +32,7 @@ from mentalglm.data.loaders.cognitive_pathway import CognitivePathwayFiles
 from mentalglm.data.records import Post
 from mentalglm.data.splits import decontaminate
 from mentalglm.errors import ConfigError, MissingDataError
-from mentalglm.files import atomic_write_text, load_own_pickle, save_own_pickle
+from mentalglm.files import OwnPickle, atomic_write_text
 from mentalglm.tasks.pathway import PATHWAY_TASK_ID, SEPARATOR, parent_of, pathway_scores, with_parents
 from mentalglm.tasks.registry import get_task
 from mentalglm.train.classical import THRESHOLD_GRID, TfidfClassifier
@@ -57,7 +57,7 @@ LIMITATIONS = (
 
 
 @dataclass
-class PathwayClassifier:
+class PathwayClassifier(OwnPickle):
     """Probabilities for every label of label.txt and the hierarchical decision; the ``Classifier`` protocol."""
 
     labels: list[str]
@@ -109,12 +109,6 @@ class PathwayClassifier:
     def predict(self, texts: Sequence[str]) -> list[tuple[str, ...]]:
         return self.decide(self.predict_proba(texts))
 
-    def save(self, path: Path) -> None:
-        save_own_pickle(self, path)
-
-    @staticmethod
-    def load(path: Path) -> PathwayClassifier:
-        return load_own_pickle(path, PathwayClassifier)
 
 
 def _parent_columns(labels: Sequence[str]) -> list[tuple[int, int]]:

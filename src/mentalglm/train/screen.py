@@ -16,12 +16,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mentalglm.files import load_own_pickle, save_own_pickle
+from mentalglm.files import OwnPickle
 from mentalglm.train.classical import Classifier, TfidfClassifier, decide, tfidf_part
 from mentalglm.train.embedding import EmbeddingCache, EmbeddingClassifier, default_cache_path, embed
 
@@ -37,19 +36,13 @@ MIN_EMBEDDING_GAIN = 0.01
 
 
 @dataclass
-class ScreenGate:
+class ScreenGate(OwnPickle):
     tfidf: TfidfClassifier  # classes [CLEAR, FLAG]
     embedding: EmbeddingClassifier | None
     weight: float  # on TF-IDF
     threshold: float  # flag when P(flag) >= threshold
     read_embedding_from: float = 0.0
 
-    def save(self, path: Path) -> None:
-        save_own_pickle(self, path)
-
-    @staticmethod
-    def load(path: Path) -> ScreenGate:
-        return load_own_pickle(path, ScreenGate)
 
     @property
     def embedding_floor(self) -> float:

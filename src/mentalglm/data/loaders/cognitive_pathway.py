@@ -22,11 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from mentalglm.data.datadir import resolve_data_dir
-from mentalglm.data.readers import BadRows, Row, RowProblem, clean_text, convert, read_lines, sha256_file
+from mentalglm.data.readers import BadRows, Row, RowProblem, clean_text, convert, read_lines
 from mentalglm.data.records import Post
 from mentalglm.data.registry import DatasetLoader, LoadReport, register_dataset
 from mentalglm.data.splits import normalise_text
 from mentalglm.errors import ConfigError, MissingDataError
+from mentalglm.files import sha256_file
 from mentalglm.tasks.pathway import (
     PATHWAY_TASK_ID,
     SEPARATOR,

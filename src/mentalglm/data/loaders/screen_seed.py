@@ -11,7 +11,6 @@ must be one of that task's label ids.
 from __future__ import annotations
 
 import hashlib
-import json
 from importlib import resources
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from mentalglm.data.records import Post
 from mentalglm.data.registry import DatasetLoader, LoadReport, register_dataset
 from mentalglm.data.splits import normalise_text
 from mentalglm.errors import BadRowError, ConfigError
+from mentalglm.files import read_jsonl_lines
 
 FILES = {"suicide_risk": "suicide_screen.jsonl"}
 PARTS = ("train", "validation")
@@ -51,13 +51,15 @@ class ScreenSeed(DatasetLoader):
         task_id, which = part.rsplit(".", 1)
         labels = set(get_task(task_id).label_ids)
         path, posts = seed_path(task_id), []
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
+        for line in read_jsonl_lines(path):
+            if line.blank:
                 continue
+            number, row = line.number, line.value
             try:
-                row = json.loads(line)
+                if line.error is not None:
+                    raise line.error
                 text, label = str(row["text"]).strip(), str(row["label"])
-            except (ValueError, KeyError) as exc:
+            except (ValueError, KeyError, TypeError) as exc:
                 raise BadRowError(str(path), number, f"not a JSON object with text and label ({exc})") from None
             if label not in labels or not text:
                 raise BadRowError(str(path), number, f"label {label!r} is not one of {sorted(labels)}, or empty text")

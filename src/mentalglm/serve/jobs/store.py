@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from mentalglm.analyze.engine import InputRow
 from mentalglm.errors import MentalGLMError
-from mentalglm.files import atomic_write_text
+from mentalglm.files import atomic_write_text, cut_file, read_jsonl, read_jsonl_lines, write_jsonl
 
 ENV_VAR = "MENTALGLM_JOBS_DIR"
 log = logging.getLogger("mentalglm.serve")
@@ -87,25 +87,16 @@ def recover_results(path: Path) -> tuple[int, int, int, int]:
     if not path.exists():
         return 0, 0, 0, 0
     lines = errors = high = good = 0
-    with path.open("rb") as handle:
-        for raw in handle:
-            if not raw.endswith(b"\n"):
-                break
-            try:
-                record = json.loads(raw)
-            except ValueError:
-                break
-            if not isinstance(record, dict):
-                break
-            lines += 1
-            errors += record.get("status") == "error"
-            high += bool(record.get("high_risk"))
-            good += len(raw)
+    for line in read_jsonl_lines(path, repair_tail=True):
+        record = line.value
+        if line.error is not None or not isinstance(record, dict):
+            break
+        lines += 1
+        errors += record.get("status") == "error"
+        high += bool(record.get("high_risk"))
+        good += len(line.raw)
     if good != path.stat().st_size:
-        with path.open("r+b") as handle:
-            handle.truncate(good)
-            handle.flush()
-            os.fsync(handle.fileno())
+        cut_file(path, good)
     return lines, errors, high, good
 
 
@@ -162,18 +153,16 @@ class JobFiles:
         """The job's posts (0600, atomically) and then job.json: the job exists once job.json is on disk."""
         directory = self.folder(job.id)
         directory.mkdir(parents=True, mode=0o700)
-        lines = (json.dumps({"id": r.id, "text": r.text, "line": r.line, "error": r.error}, ensure_ascii=False)
-                 for r in rows)
-        atomic_write_text(self.input_path(job.id), "\n".join(lines) + "\n")
+        write_jsonl(self.input_path(job.id), ({"id": r.id, "text": r.text, "line": r.line, "error": r.error}
+                                              for r in rows))
         os.chmod(self.input_path(job.id), 0o600)
         self.save(job)
 
     def read_rows(self, job_id: str, start: int) -> Iterator[InputRow]:
         """The stored posts from row ``start`` on, as the reader that parsed the upload left them."""
-        with self.input_path(job_id).open(encoding="utf-8") as source:
-            for number, line in enumerate(source):
-                if number >= start:
-                    yield InputRow(**json.loads(line))
+        for number, row in read_jsonl(self.input_path(job_id)):
+            if number > start:
+                yield InputRow(**row)
 
     def save(self, job: Job) -> None:
         data = {k: v for k, v in asdict(job).items()

@@ -19,8 +19,9 @@ from collections.abc import Callable, Iterable, Sequence
 from itertools import islice
 from pathlib import Path
 
-from mentalglm.analyze.batch import Result, analyse_rows, fingerprint, result_line, run_rows
+from mentalglm.analyze.batch import analyse_rows, fingerprint, run_rows
 from mentalglm.analyze.engine import Analyzer, InputRow
+from mentalglm.analyze.outputs import Result, result_line
 from mentalglm.files import JsonlAppender
 from mentalglm.serve.jobs.store import FINISHED, ID, Job, JobError, JobFiles, JobState, log
 
