@@ -44,7 +44,7 @@ from torch import nn
 from mentalglm.data.records import Post
 from mentalglm.data.sampling import posts_sha256
 from mentalglm.errors import ConfigError
-from mentalglm.files import atomic_write_text
+from mentalglm.files import JsonlAppender, atomic_write_text, read_jsonl, read_lines, write_jsonl
 from mentalglm.seeds import DEFAULT_SEED
 from mentalglm.tasks import get_task
 from mentalglm.tasks.schema import Task
@@ -204,17 +204,18 @@ def _check_run(out: Path, identity: dict[str, Any]) -> None:
 
 
 def _trim_logs(out: Path, step: int) -> None:
-    """Drop the log rows of steps after the checkpoint: the resumed run trains them again and logs them anew."""
-    for name, step_of in ((LOG_FILE, lambda line: line.split(",", 1)[0]),
-                          (EVAL_FILE, lambda line: json.loads(line)["step"])):
-        path = out / name
-        if not path.exists():
-            continue
-        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-        kept = [line for line in lines if not line.strip() or not str(step_of(line)).isdigit()
-                or int(step_of(line)) <= step]
-        if len(kept) != len(lines):
-            atomic_write_text(path, "".join(kept))
+    """Drop the log rows of steps after the checkpoint (and a torn last row): the resumed run trains those steps
+    again and logs them anew, so each step is logged once."""
+    evaluations = out / EVAL_FILE
+    if evaluations.exists():
+        kept = [row for _, row in read_jsonl(evaluations, ConfigError, repair_tail=True) if row["step"] <= step]
+        write_jsonl(evaluations, kept)
+    steps = out / LOG_FILE
+    if steps.exists():
+        lines = [line.text(keep_end=True) for line in read_lines(steps, repair_tail=True)]
+        kept_lines = [line for line in lines if not line.split(",", 1)[0].isdigit() or int(line.split(",", 1)[0]) <= step]
+        if len(kept_lines) != len(lines):
+            atomic_write_text(steps, "".join(kept_lines))
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -296,8 +297,8 @@ def train_backbone(data: Sequence[TaskData], settings: BackboneSettings, out: Pa
         scores = evaluate(model, tokenizer, heads, data, settings, limit=settings.eval_limit)
         record = {"step": step, **scores}
         state["history"].append(record)
-        with (out / EVAL_FILE).open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        with JsonlAppender(out / EVAL_FILE) as appender:
+            appender.write([record])
         if state["best"] is None or scores["mean"] > state["best"]["mean"]:
             state["best"] = record
             save_backbone(model, heads, out / BEST_DIR, settings={"base": settings.base, "max_length": settings.max_length},
