@@ -92,3 +92,21 @@ def test_a_missing_or_other_backbone_is_refused_by_name(backbone: Path, tmp_path
         load_task_model("emotion", tmp_path)
     card = json.loads((tmp_path / "emotion.card.json").read_text(encoding="utf-8"))
     assert card["backbone"]["weight_on_tfidf"] == 0.5 and "source" in card["backbone"]
+
+
+def test_auto_reads_with_llamacpp_only_from_a_gguf_checked_faithful(backbone: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from mentalglm.train.backbone_model import GGUF_MIN_COSINE, META_FILE
+
+    copy = tmp_path / "backbone"
+    shutil.copytree(backbone, copy)
+    meta = json.loads((copy / META_FILE).read_text(encoding="utf-8"))
+    (copy / "backbone-q8_0.gguf").write_bytes(b"GGUF")
+    for cosine, expected in ((GGUF_MIN_COSINE - 0.01, "torch"), (GGUF_MIN_COSINE, "llamacpp")):
+        meta["gguf"] = {"backbone-q8_0.gguf": {"cosine_min": cosine, "same_labels": 0.98}}
+        (copy / META_FILE).write_text(json.dumps(meta), encoding="utf-8")
+        assert choose_engine(copy)[0] == expected
+    assert choose_engine(copy, "torch") == ("torch", None)  # forced, as a saved model's card forces its engine
+    (copy / "backbone-q8_0.gguf").unlink()
+    assert choose_engine(copy)[0] == "torch"  # a check whose file is gone is not trusted
