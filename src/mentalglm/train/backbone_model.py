@@ -208,15 +208,18 @@ class LlamaCppReader:
     def __init__(self, directory: Path, gguf: Path, threads: int | None = None) -> None:
         import llama_cpp
 
+        from mentalglm.backends.llamacpp import default_threads
+
         self.meta = read_backbone_meta(directory)
         self.heads = load_heads(directory, self.meta)
         if not gguf.is_file():
             raise BackboneFileError(gguf, "missing; write it with `mentalglm backbone export`")
         self.max_length = int(self.meta.get("max_length", 128))
+        threads = threads or default_threads()  # reading a post is all batch work: both counts matter
         self.llm = llama_cpp.Llama(str(gguf), embedding=True, pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN,
                                    n_ctx=self.max_length * 8, n_batch=self.max_length * 8,
-                                   n_ubatch=self.max_length * 8, n_seq_max=8, n_threads=threads or 2,
-                                   verbose=False)
+                                   n_ubatch=self.max_length * 8, n_seq_max=8, n_threads=threads,
+                                   n_threads_batch=threads, verbose=False)
 
     def pooled(self, texts: Sequence[str]) -> np.ndarray:
         out = np.zeros((len(texts), int(self.meta["hidden"])), dtype=np.float32)
