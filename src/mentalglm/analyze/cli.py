@@ -266,6 +266,10 @@ def analyze_train(
         help="A finished backbone (`mentalglm backbone train` RUN/final): each task's head, averaged with TF-IDF, "
              "replaces the tier chosen so far where it beats it on >= 95 % of paired validation resamples.")
     ] = None,
+    backbone_engine: Annotated[str, typer.Option(
+        help="How the backbone reads posts, recorded in the cards and kept: auto (llama.cpp from a GGUF that "
+             "`backbone export` checked faithful, else transformers), torch (faster once loaded, slow to start, "
+             "more memory) or llamacpp; measured in docs/backbone.md.")] = "auto",
 ) -> None:
     """Train the analyzer's classifiers (decontaminated train, tuned and calibrated on validation)."""
     from mentalglm.analyze.artifacts import default_artifacts_dir, load_task_model
@@ -278,7 +282,8 @@ def analyze_train(
     cards = train_all(data_dir, directory, comma_list(tasks),
                       c_grid=[float(c) for c in c_grid.split(",")], log=err_console.print,
                       general_negatives=general_negatives, encoder=encoder, encoder_epochs=encoder_epochs,
-                      encoder_runs=encoder_runs, encoder_seeds=encoder_seeds, backbone=backbone)
+                      encoder_runs=encoder_runs, encoder_seeds=encoder_seeds, backbone=backbone,
+                      backbone_engine=backbone_engine)
     for card in cards:
         console.print(f"model card: {card}")
     if results_dir is not None:

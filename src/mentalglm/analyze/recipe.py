@@ -149,7 +149,8 @@ def _fit_ensemble(task: Task, tfidf: TfidfClassifier, train: Sequence[Post], val
 
 
 def _fit_backbone(task: Task, tfidf: TfidfClassifier, current: Classifier, validation: Sequence[Post],
-                  backbone: Path, log: Callable[[str], None]) -> tuple[Classifier, dict[str, Any], bool]:
+                  backbone: Path, log: Callable[[str], None],
+                  engine: str = "auto") -> tuple[Classifier, dict[str, Any], bool]:
     """TF-IDF averaged with the task's backbone head (weight on validation), kept only when it beats the tier
     chosen so far (TF-IDF or the e5 ensemble) on >= 95 % of paired validation resamples, as the e5 tier must."""
     from mentalglm.analyze.ensemble import fit_ensemble
@@ -158,7 +159,7 @@ def _fit_backbone(task: Task, tfidf: TfidfClassifier, current: Classifier, valid
     from mentalglm.train.backbone_model import HEADS_FILE, read_backbone_meta, shared_backbone
 
     meta = read_backbone_meta(backbone)
-    head = shared_backbone(backbone, task.id)
+    head = shared_backbone(backbone, task.id, engine=engine)
     texts, labels = [p.text for p in validation], [p.labels for p in validation]
     fitted, record = fit_ensemble(task, tfidf, head, texts, labels)
     win = paired_win_rate(task, labels, fitted.predict(texts), current.predict(texts), n_resamples=1000)
@@ -176,7 +177,7 @@ def train_task_model(task_id: str, data_dir: str | Path | None, *, c_grid: Seque
                      log: Callable[[str], None] = print, general_negatives: int | None = None,
                      encoder: EncoderSettings | None = None, encoder_runs: Path | None = None,
                      encoder_seeds: int = 1, screen_embedding: bool = True,
-                     backbone: Path | None = None) -> TaskModel:
+                     backbone: Path | None = None, backbone_engine: str = "auto") -> TaskModel:
     """Fit on the decontaminated training pool, choose C (and thresholds) on validation, calibrate, score test.
 
     With ``encoder`` settings the TF-IDF model is then averaged with a fine-tuned encoder, or with the mean of
@@ -210,7 +211,7 @@ def train_task_model(task_id: str, data_dir: str | Path | None, *, c_grid: Seque
                 f"validation resamples (needs {MIN_WIN_RATE:.0%}); TF-IDF alone is kept")
     backbone_record: tuple[dict[str, Any], bool] | None = None
     if backbone is not None:
-        classifier, record, kept = _fit_backbone(task, best, classifier, validation, backbone, log)
+        classifier, record, kept = _fit_backbone(task, best, classifier, validation, backbone, log, backbone_engine)
         backbone_record = (record, kept)
     screen_record: dict[str, Any] | None = None
     if screen is not None:
@@ -275,14 +276,15 @@ def train_all(data_dir: str | Path | None, out: Path, tasks: Sequence[str] = CHI
               c_grid: Sequence[float] = C_GRID, log: Callable[[str], None] = print,
               general_negatives: int | None = None, encoder: bool = False, encoder_epochs: float | None = None,
               encoder_runs: Path | None = None, encoder_seeds: int | None = None,
-              backbone: Path | None = None) -> list[Path]:
+              backbone: Path | None = None, backbone_engine: str = "auto") -> list[Path]:
     """Train and save every task's model; returns the card paths."""
     cards = []
     for task_id in tasks:
         model = train_task_model(task_id, data_dir, c_grid=c_grid, log=log, general_negatives=general_negatives,
                                  encoder=encoder_settings(task_id, encoder_epochs) if encoder else None,
                                  encoder_runs=encoder_runs or out / "encoder-runs",
-                                 encoder_seeds=encoder_seeds or 1, backbone=backbone)
+                                 encoder_seeds=encoder_seeds or 1, backbone=backbone,
+                                 backbone_engine=backbone_engine)
         cards.append(save_task_model(model, out)[1])
         log(f"{task_id}: saved to {out} ({model.card['train_seconds']} s)")
     return cards
