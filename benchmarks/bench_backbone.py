@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mentalglm.evaluate.predict import machine_info, now_iso
+from mentalglm.evaluate.predict import machine_info, now_iso, timed_passes
 from mentalglm.files import atomic_write_text
 
 
@@ -43,16 +43,9 @@ def measure(backbone: Path, engine: str, posts: int, runs: int, data_dir: str | 
     from mentalglm.train.backbone import backbone_data
 
     texts = [p.text for d in backbone_data(tasks, data_dir) for p in d.validation]
-    texts = list(dict.fromkeys(texts))[: posts * runs]
-    if len(texts) < posts * runs:
-        raise SystemExit(f"only {len(texts)} distinct validation posts for {runs} passes of {posts}")
-    rates = []
-    for run in range(runs):
-        chunk = texts[run * posts:(run + 1) * posts]
-        start = time.perf_counter()
-        for head in heads:
-            head.predict(chunk)
-        rates.append(len(chunk) / (time.perf_counter() - start))
+    texts = list(dict.fromkeys(texts))
+    timings = timed_passes(texts, posts, runs, lambda chunk: [head.predict(chunk) for head in heads])
+    rates = [posts / t for t in timings]
     return {"engine": heads[0].shared.reader.engine, "tasks": tasks, "cold_start_s": round(cold, 2),
             "posts_per_s": round(statistics.median(rates), 2), "passes": [round(r, 2) for r in rates],
             "posts_per_pass": posts, "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)}

@@ -35,6 +35,7 @@ from typing import Any
 from mentalglm.analyze.engine import Analyzer
 from mentalglm.data.registry import get_loader
 from mentalglm.data.splits import load_split
+from mentalglm.evaluate.predict import timed_passes
 from mentalglm.files import atomic_write_text, read_jsonl
 from mentalglm.tasks import get_task
 from mentalglm.tasks.metrics import score
@@ -130,15 +131,10 @@ def distortion_block(analyzer: Analyzer, data_dir: Path | None) -> dict[str, Any
 def speed(analyzer: Analyzer, texts: list[str], posts: int, runs: int) -> dict[str, Any]:
     """Posts a second, labels for every task, median of ``runs`` passes, each over ``posts`` posts no earlier pass
     read (the embedding reader keeps the last few hundred posts it embedded; a repeated pass would time that)."""
-    if len(texts) < posts * runs:
-        raise SystemExit(f"speed needs {posts * runs} posts, the set has {len(texts)}: lower --speed-posts or --runs")
-    timings = []
-    for run in range(runs):
-        chunk = texts[run * posts:(run + 1) * posts]
-        started = time.perf_counter()
-        for _ in analyzer.analyze_many(chunk, batch_size=64):
-            pass
-        timings.append(time.perf_counter() - started)
+    try:
+        timings = timed_passes(texts, posts, runs, lambda chunk: list(analyzer.analyze_many(chunk, batch_size=64)))
+    except ValueError as exc:
+        raise SystemExit(f"{exc}: lower --speed-posts or --runs") from exc
     return {"posts": posts, "runs": runs, "posts_per_second_median": round(posts / statistics.median(timings), 1),
             "seconds": [round(t, 2) for t in timings], "distinct_posts_per_run": True}
 

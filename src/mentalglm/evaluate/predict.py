@@ -215,6 +215,20 @@ def machine_info() -> dict[str, Any]:
             "python": platform.python_version(), "threads_env": os.environ.get("MENTALGLM_THREADS")}
 
 
+def timed_passes(texts: Sequence[str], posts: int, runs: int, read: Callable[[list[str]], object]) -> list[float]:
+    """Seconds of ``runs`` passes of ``read`` over ``posts`` posts each, no post read by an earlier pass (readers
+    remember what they read last: a repeated pass would time the memory); too few posts is an error."""
+    if len(texts) < posts * runs:
+        raise ValueError(f"{runs} passes of {posts} distinct posts need {posts * runs}, there are {len(texts)}")
+    timings = []
+    for run in range(runs):
+        chunk = list(texts[run * posts:(run + 1) * posts])
+        started = time.perf_counter()
+        read(chunk)
+        timings.append(time.perf_counter() - started)
+    return timings
+
+
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
