@@ -49,10 +49,12 @@ from mentalglm.seeds import DEFAULT_SEED
 from mentalglm.tasks import get_task
 from mentalglm.tasks.schema import Task
 from mentalglm.train.backbone_model import (
+    ADAPTER_DIR,
     BackboneHeads,
     embed_texts,
     load_backbone_base,
     load_backbone_tokenizer,
+    load_heads,
     pooled_states,
     save_backbone,
 )
@@ -301,7 +303,7 @@ def train_backbone(data: Sequence[TaskData], settings: BackboneSettings, out: Pa
             appender.write([record])
         if state["best"] is None or scores["mean"] > state["best"]["mean"]:
             state["best"] = record
-            save_backbone(model, heads, out / BEST_DIR, settings={"base": settings.base, "max_length": settings.max_length},
+            save_backbone(model, heads, out / BEST_DIR, settings=_saved_settings(settings),
                           extra={"step": step, "validation": scores})
         log.info("step %d validation %s", step, json.dumps(scores, ensure_ascii=False))
 
@@ -344,26 +346,34 @@ def train_backbone(data: Sequence[TaskData], settings: BackboneSettings, out: Pa
             if stop_after is not None and done_here >= stop_after and finished < settings.steps:
                 save(finished)
                 return out / FINAL_DIR
-    return _finish(data, settings, out, state, tokenizer)
+    return _finish(data, settings, out, state, model, heads, tokenizer)
 
 
-def _finish(data: Sequence[TaskData], settings: BackboneSettings, out: Path, state: dict[str, Any],
-            tokenizer: Any) -> Path:
-    """Reload the best step, tune thresholds on the whole validation split, write ``final`` and ``done.json``."""
-    from mentalglm.train.backbone_model import load_backbone
+def _finish(data: Sequence[TaskData], settings: BackboneSettings, out: Path, state: dict[str, Any], model: Any,
+            heads: BackboneHeads, tokenizer: Any) -> Path:
+    """Put the best step's weights back into the model in memory (no second base is loaded), tune thresholds on
+    the whole validation split, write ``final`` and ``done.json``."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
 
-    model, heads, _ = load_backbone(out / BEST_DIR)
+    best = out / BEST_DIR
+    set_peft_model_state_dict(model, load_file(str(best / ADAPTER_DIR / "adapter_model.safetensors")))
+    heads.heads.load_state_dict(load_heads(best).heads.state_dict())
     full = evaluate(model, tokenizer, heads, data, settings, limit=None)
     for task_data in data:
         heads.thresholds[task_data.task.id] = full[task_data.task.id]["thresholds"] if task_data.task.is_multi_label \
             else []
     summary = {"best_step": state["best"]["step"], "validation": full, "history": state["history"],
                "steps": settings.steps, "settings": asdict(settings)}
-    save_backbone(model, heads, out / FINAL_DIR, settings={"base": settings.base, "max_length": settings.max_length},
-                  extra=summary)
+    save_backbone(model, heads, out / FINAL_DIR, settings=_saved_settings(settings), extra=summary)
     atomic_write_text(out / DONE_FILE, json.dumps(summary, ensure_ascii=False, indent=2))
     (out / CHECKPOINT_FILE).unlink(missing_ok=True)
     return out / FINAL_DIR
+
+
+def _saved_settings(settings: BackboneSettings) -> dict[str, Any]:
+    """What a saved backbone needs to be read again: its base and how long a post may be."""
+    return {"base": settings.base, "max_length": settings.max_length}
 
 
 def _lora_model(settings: BackboneSettings) -> Any:

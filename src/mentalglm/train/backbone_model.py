@@ -30,9 +30,11 @@ EMBED_BATCH = 16
 class BackboneFileError(MentalGLMError):
     """A backbone directory with a file missing or unreadable: which one, and how to get it back."""
 
-    def __init__(self, path: Path, reason: str) -> None:
-        super().__init__(f"backbone file {path}: {reason}; retrain with `mentalglm backbone train` or point "
-                         "--backbone at a complete directory (no other tier is used in its place)")
+    RETRAIN = ("retrain with `mentalglm backbone train` or point --backbone at a complete directory (no other tier "
+               "is used in its place)")
+
+    def __init__(self, path: Path, reason: str, fix: str = RETRAIN) -> None:
+        super().__init__(f"backbone file {path}: {reason}; {fix}")
 
 
 def _model_arguments(base: str) -> Any:
@@ -213,7 +215,7 @@ class LlamaCppReader:
         self.meta = read_backbone_meta(directory)
         self.heads = load_heads(directory, self.meta)
         if not gguf.is_file():
-            raise BackboneFileError(gguf, "missing; write it with `mentalglm backbone export`")
+            raise BackboneFileError(gguf, "missing", "write it with `mentalglm backbone export`")
         self.max_length = int(self.meta.get("max_length", 128))
         threads = threads or default_threads()  # reading a post is all batch work: both counts matter
         self.llm = llama_cpp.Llama(str(gguf), embedding=True, pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN,
@@ -342,8 +344,8 @@ def choose_engine(directory: Path, engine: str = "auto") -> tuple[str, Path | No
     faithful = sorted(name for name, rec in checked.items() if rec.get("cosine_min", 0.0) >= GGUF_MIN_COSINE)
     if engine == "llamacpp" or (engine == "auto" and faithful):
         if not checked:
-            raise BackboneFileError(directory / "backbone-q8_0.gguf", "missing; write it with `mentalglm backbone "
-                                    "export` (or use the torch engine)")
+            raise BackboneFileError(directory / "backbone-q8_0.gguf", "missing",
+                                    "write it with `mentalglm backbone export`, or read with the torch engine")
         return "llamacpp", directory / (faithful or sorted(checked))[0]
     return "torch", None
 
