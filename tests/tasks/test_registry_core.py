@@ -24,3 +24,14 @@ def test_binary_task_marks_the_positive_class():
 def test_unknown_keys_are_rejected():
     with pytest.raises(ValueError, match="unknown task keys"):
         task_from_mapping({"id": "x", "colour": "red"}, origin="test.yaml")
+
+
+def test_a_screen_source_keeps_one_label_or_any_of_a_list() -> None:
+    from mentalglm.tasks import Split
+
+    one = Split("a", "cogdis", "train", only_label="1", label="*")
+    several = Split("b", "sos_4k", "train", only_label=["1", "2"], label="*")  # type: ignore[arg-type]  # as YAML gives it
+    assert one.keeps(("1",)) and not one.keeps(("0",)) and not one.keeps(())
+    assert several.only_label == ("1", "2") and hash(several)
+    assert several.keeps(("2",)) and not several.keeps(("0",)) and not several.keeps(("10",))
+    assert Split("c", "x", "train").keeps(())

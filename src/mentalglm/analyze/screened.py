@@ -7,6 +7,7 @@ Kept apart from artifacts.py so that the screen's data (tasks/*.yaml ``screen``,
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -24,16 +25,31 @@ def flags(task: Task, posts: Sequence[Post]) -> list[bool]:
     return [bool(p.labels) and p.labels != (task.screen.none_label,) for p in posts]
 
 
+@dataclass(frozen=True)
+class GateInputs:
+    """What the gate learns from and is tuned on: the task's own posts count as flagged."""
+
+    flag: list[str]
+    clear: list[str]
+    validation: list[str]
+    validation_flag: list[bool]
+
+
+def gate_inputs(task: Task, own_train: Sequence[Post], own_validation: Sequence[Post], data: ScreenData) -> GateInputs:
+    train_flags = flags(task, data.train)
+    return GateInputs(
+        flag=[p.text for p in own_train] + [p.text for p, f in zip(data.train, train_flags, strict=True) if f],
+        clear=[p.text for p, f in zip(data.train, train_flags, strict=True) if not f],
+        validation=[p.text for p in [*own_validation, *data.validation]],
+        validation_flag=[True] * len(own_validation) + flags(task, data.validation))
+
+
 def fit_screened(task: Task, inner: Classifier, own_train: Sequence[Post], own_validation: Sequence[Post],
                  data: ScreenData, log: Callable[[str], None] = print,
                  use_embedding: bool = True) -> tuple[GatedClassifier, dict[str, Any]]:
     assert task.screen is not None
-    train_flags = flags(task, data.train)
-    flag_texts = [p.text for p in own_train] + [p.text for p, f in zip(data.train, train_flags, strict=True) if f]
-    clear_texts = [p.text for p, f in zip(data.train, train_flags, strict=True) if not f]
-    validation = [*own_validation, *data.validation]
-    gold_flags = [True] * len(own_validation) + flags(task, data.validation)
-    gate, record = fit_gate(flag_texts, clear_texts, [p.text for p in validation], gold_flags,
+    given = gate_inputs(task, own_train, own_validation, data)
+    gate, record = fit_gate(given.flag, given.clear, given.validation, given.validation_flag,
                             task.screen.max_negative_flagged, name=task.id, use_embedding=use_embedding, log=log)
     record["sources"] = [{"name": s.name, "dataset": f"{s.dataset}/{s.part}", "loaded": s.loaded,
                           "dropped_as_contaminated": s.contaminated, "dropped_as_duplicate": s.duplicates,

@@ -211,8 +211,7 @@ def classifier_posts(task: Task, posts: Sequence[Post]) -> list[Post]:
 
 def _screen_source(split: Split, root: Path, skip_bad_rows: bool, verify: bool) -> list[Post]:
     posts, _ = _load(split, root, skip_bad_rows, verify)
-    if split.only_label is not None:
-        posts = [p for p in posts if p.labels[:1] == (split.only_label,)]
+    posts = [p for p in posts if split.keeps(p.labels)]
     if split.limit and len(posts) > split.limit:
         posts = random.Random(CARVE_SEED).sample(posts, split.limit)
     if split.label is None:
@@ -221,11 +220,12 @@ def _screen_source(split: Split, root: Path, skip_bad_rows: bool, verify: bool) 
     return [Post(p.id, p.text, labels, p.source, p.meta) for p in posts]
 
 
-def screen_data(task_id: str, data_dir: str | Path | None = None, *, skip_bad_rows: bool = False,
+def screen_data(task_id: str | Task, data_dir: str | Path | None = None, *, skip_bad_rows: bool = False,
                 verify: bool = True) -> ScreenData:
     """The screen's sources, relabelled, with every post that occurs in an evaluation split of the task dropped
-    (and validation posts that occur in the screen's training posts)."""
-    task = get_task(task_id)
+    (and validation posts that occur in the screen's training posts). A Task (not its id) lets a benchmark try
+    other sources (benchmarks/screen_sources.py)."""
+    task = get_task(task_id) if isinstance(task_id, str) else task_id
     if task.screen is None:
         raise ConfigError(f"task {task.id} declares no screen")
     root = resolve_data_dir(data_dir)

@@ -49,7 +49,8 @@ def show(task_id: str) -> None:
         for role, sources in (("train", screen.train), ("validation", screen.validation), ("test", screen.test)):
             for split in sources:
                 given = {None: "", "": " as nothing", "*": " as some label"}.get(split.label, f" as {split.label}")
-                only = f" (posts labelled {split.only_label})" if split.only_label is not None else ""
+                labels = split.only_label if not isinstance(split.only_label, tuple) else "/".join(split.only_label)
+                only = f" (posts labelled {labels})" if labels is not None else ""
                 console.print(f"screen {role}: {split.dataset}/{split.part}{only}{given}"
                               + (f", {split.limit} drawn" if split.limit else "")
                               + (f", weight {split.repeat}" if split.repeat > 1 else ""))

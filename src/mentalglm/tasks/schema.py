@@ -49,14 +49,26 @@ class Split:
     dataset: str
     part: str
     note: str = ""
-    # Screen sources only: keep the posts whose first label is ``only_label``, then give every kept post ``label``
-    # ("" = nothing evident, "*" = something evident but not which label); ``limit`` posts drawn with CARVE_SEED (seeds.py).
-    only_label: str | None = None
+    # Screen sources only: keep the posts whose first label is ``only_label`` (one label, or any of a list: SOS-4K
+    # levels 1-10), then give every kept post ``label`` ("" = nothing evident, "*" = something evident but not
+    # which label); ``limit`` posts drawn with CARVE_SEED (seeds.py).
+    only_label: str | tuple[str, ...] | None = None
     label: str | None = None
     limit: int = 0
     # screen training: each post counts this many times (few invented posts beside thousands of ordinary ones);
     # invented low / high posts also teach the classifier behind the screen, with the same count
     repeat: int = 1
+
+    def __post_init__(self) -> None:
+        if isinstance(self.only_label, list):  # YAML lists: a tuple keeps the frozen split hashable
+            object.__setattr__(self, "only_label", tuple(str(label) for label in self.only_label))
+
+    def keeps(self, labels: tuple[str, ...]) -> bool:
+        """Whether a post with these labels passes ``only_label``."""
+        if self.only_label is None:
+            return True
+        allowed = (self.only_label,) if isinstance(self.only_label, str) else self.only_label
+        return labels[:1] != () and labels[0] in allowed
 
 
 @dataclass(frozen=True)
