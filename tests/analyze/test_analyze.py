@@ -87,12 +87,40 @@ def test_hybrid_explains_with_evidence_offsets_into_the_original_post(models):
     assert [n.kind for n in result.notices][0] == "not_a_diagnosis"
 
 
-def test_regenerates_once_when_the_explanation_argues_for_another_label(models):
+def test_regenerates_once_then_shows_the_attribution_when_the_explanation_argues_for_another_label(models):
     backend = FakeBackend(responses=lambda r: "帖子中“今天收到礼物”说明发帖人非常愤怒，符合愤怒的定义，整体情绪是愤怒和不满。")
     result = Analyzer(["emotion"], "hybrid", backend=backend, models=models).analyze("今天收到礼物，太开心了哈哈")
     task_result = result.tasks["emotion"]
     assert backend.calls == 2 and task_result.attempts == 2
-    assert task_result.qc_passed is False and any("no_other_label" in r for r in task_result.qc_reasons)
+    assert task_result.explanation_source == "attribution_fallback"
+    assert "no_other_label" in (task_result.fallback_reason or "") and "愤怒" not in (task_result.explanation or "")
+    assert task_result.explanation and task_result.explanation.startswith("判定为「高兴」")
+
+
+def test_a_grammar_backend_gets_a_grounded_request_and_its_reply_is_kept(models):
+    """On a backend that follows grammars the request carries one naming the decided label and the post's
+    clauses; a reply in that shape which passes the checks is shown as llm_grounded."""
+    post = "今天收到礼物，太开心了哈哈"
+
+    def reply(request):
+        assert request.settings.grammar is not None
+        # the quote alternatives: the clause the tiny classifier relied on for 高兴
+        assert request.settings.grammar.splitlines()[:2] == [
+            'root ::= "判断为「高兴」：帖子中写道“" quote "”，" reason "。" change', 'quote ::= "太开心了哈哈"']
+        return "判断为「高兴」：帖子中写道“太开心了哈哈”，直接表达了收到礼物后的喜悦和快乐。如果帖子抱怨礼物，读法就会不同。"
+
+    backend = FakeBackend(responses=reply, supports_grammar=True)
+    result = Analyzer(["emotion"], "hybrid", backend=backend, models=models).analyze(post).tasks["emotion"]
+    assert backend.calls == 1 and result.explanation_source == "llm_grounded" and result.qc_passed
+    assert [span.quote for span in result.evidence] == ["太开心了哈哈"]
+
+
+def test_a_backend_without_grammars_refuses_a_grammar_request_instead_of_ignoring_it():
+    from mentalglm.backends import GenerationRequest, GenerationSettings
+
+    backend = FakeBackend(default="任何回答")
+    result = backend.generate([GenerationRequest.from_prompt("你好", settings=GenerationSettings(grammar='root ::= "好"'))])[0]
+    assert not result.ok and "grammar" in (result.error or "") and backend.calls == 0
 
 
 def test_pii_is_scrubbed_before_the_backend_and_not_echoed(models):

@@ -60,3 +60,10 @@ def test_context_overflow_is_reported_not_truncated(backend) -> None:
     results = backend.generate([GenerationRequest.from_prompt("很" * 2000), GenerationRequest(PROMPT)])
     assert results[0].finish_reason == "error" and "context overflow" in (results[0].error or "")
     assert results[1].ok
+
+
+def test_a_grammar_constrains_the_reply(backend) -> None:
+    grammar = 'root ::= "答：" ("甲方" | "乙方") "。"'
+    result = backend.chat(PROMPT, GenerationSettings(max_new_tokens=16, grammar=grammar))
+    assert result.ok, result.error
+    assert result.text in ("答：甲方。", "答：乙方。")

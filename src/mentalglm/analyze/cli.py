@@ -88,10 +88,15 @@ def render(result: PostResult, text: str) -> Group:
             parts.append(_highlighted_explanation(task_result.explanation))
             if task_result.evidence:
                 parts.append(Text("证据 / evidence: ").append(_highlighted_post(text, task_result)))
-            if task_result.engine != "attribution":  # its explanation is the classifier's own: nothing to verify
+            if task_result.explanation_source == "attribution_fallback":
+                parts.append(Text(f"shown: the attribution sentence, because {task_result.fallback_reason}",
+                                  style="yellow"))
+            elif task_result.explanation_source in ("llm", "llm_grounded"):  # attribution: nothing to verify
                 agree = {True: "agrees", False: "DISAGREES", None: "n/a"}[task_result.verifier_agrees]
-                parts.append(Text(f"verifier {agree}; QC {'passed' if task_result.qc_passed else task_result.qc_reasons}",
-                                  style="dim"))
+                grounded = "grounded LLM (quote copied from the post); " if task_result.explanation_source == \
+                    "llm_grounded" else "LLM; "
+                parts.append(Text(f"{grounded}verifier {agree}; QC "
+                                  f"{'passed' if task_result.qc_passed else task_result.qc_reasons}", style="dim"))
         elif task_result.error:
             parts.append(Text(f"no explanation: {task_result.error}", style="yellow"))
     for notice in result.notices:

@@ -7,8 +7,9 @@ returns one TaskResult per task and post.
 
 ``labels``: the classifiers alone. ``attribution``: the classifiers decide and explain themselves (the clauses
 whose removal lowers the decided label's probability most, analyze/attribution.py). ``hybrid``: the classifiers
-decide, the LLM explains the decided labels, QC and the TF-IDF verifier check the explanation, one
-regeneration if it argues for another label. ``llm``: the LLM answers label and explanation in the C-IMHI layout
+decide, the LLM explains the decided labels (under a grammar that makes it quote the post and state the label,
+where the backend follows one: analyze/grounding.py), QC and the TF-IDF verifier check the explanation, one
+regeneration if it argues for another label, the attribution sentence if no attempt passes. ``llm``: the LLM answers label and explanation in the C-IMHI layout
 (read by the task's declared parse steps; an unreadable answer is INVALID, never a default label).
 """
 
@@ -17,11 +18,14 @@ from __future__ import annotations
 import unicodedata
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar, Protocol
+
+import numpy as np
 
 from mentalglm.analyze import attribution
 from mentalglm.analyze.artifacts import TaskModel
+from mentalglm.analyze.grounding import MAX_NEW_TOKENS, explanation_grammar, quote_choices
 from mentalglm.analyze.injection import strip_injection
 from mentalglm.analyze.normalise import normalise
 from mentalglm.analyze.schema import EngineName, EvidenceSpan, LabelScore, TaskResult
@@ -120,26 +124,33 @@ class AttributionEngine(LabelsEngine):
                     result = tasks[task.id]
                     attribution.explain(task, result, classes, pieces, drops)
                     result.explanation = scrub_output(result.explanation)
+                    result.explanation_source = "attribution"
         return per_post
 
 
 @dataclass
 class _Job:
-    """One (post, task) explanation in flight."""
+    """One (post, task) explanation in flight, with the classifier's clause effects for its fallback."""
 
     post: int
     task: Task
     labels: tuple[str, ...]
     messages: list[dict[str, str]]
     result: TaskResult
+    classes: list[str]
+    pieces: list[attribution.Clause]
+    drops: np.ndarray
+    grammar: str | None = None
 
 
 class HybridEngine(LabelsEngine):
     """The classifiers decide; the LLM explains the decided labels with the label-conditioned teacher prompt,
-    checked, regenerated on disagreement.
+    checked, regenerated on disagreement, and replaced by the attribution sentence when every attempt fails.
 
-    With ``evidence_hints`` the prompt also names the clauses the classifier relied on for those labels
-    (attribution), so a small LLM has the right words to quote.
+    On a backend that follows grammars (llama.cpp) the explanation is grounded (analyze/grounding.py): it states
+    the decided label and quotes one of the clauses the classifier relied on, by construction. Elsewhere the
+    prompt names those clauses when ``evidence_hints`` is on and the checks afterwards catch the rest. A post the
+    screen found nothing in gets the attribution's "nothing evident" sentence: no LLM, no risk wording.
     """
 
     name: ClassVar[EngineName] = "hybrid"
@@ -155,35 +166,55 @@ class HybridEngine(LabelsEngine):
         return per_post
 
     def _explain(self, run: Run, per_post: PerPost, scrubbed: Sequence[str], originals: Sequence[str]) -> None:
-        hints = self._hints(run, per_post, scrubbed) if run.evidence_hints else {}
-        jobs = [_Job(i, task, labels, teacher_messages(task, scrubbed[i], labels, few_shots=builtin_few_shots(task),
-                                                       hints=hints.get(task.id, {}).get(i, ())),
-                     per_post[i][task.id])
-                for task in run.classified_tasks for i in range(len(per_post))
-                for labels in [tuple(label.id for label in per_post[i][task.id].labels)]]
+        jobs = self._jobs(run, per_post, scrubbed, originals)
         pending = jobs
         for attempt in range(run.regenerate + 1):
             if not pending:
                 break
             settings = retry_settings(run.settings, attempt)
-            replies = run.backend.generate([GenerationRequest(job.messages, settings) for job in pending])
+            requests = [GenerationRequest(job.messages, settings if job.grammar is None else replace(
+                settings, grammar=job.grammar, max_new_tokens=max(settings.max_new_tokens, MAX_NEW_TOKENS)))
+                for job in pending]
             retry = []
-            for job, reply in zip(pending, replies, strict=True):
+            for job, reply in zip(pending, run.backend.generate(requests), strict=True):
                 if self._record(run, job, reply, attempt, scrubbed[job.post], originals[job.post]):
                     retry.append(job)
             pending = retry
+        for job in jobs:
+            result = job.result
+            if not result.explanation or not result.qc_passed or result.verifier_agrees is False:
+                self._fall_back(job, originals[job.post])
+
+    def _jobs(self, run: Run, per_post: PerPost, scrubbed: Sequence[str], originals: Sequence[str]) -> list[_Job]:
+        grounded = run.backend.supports_grammar
+        jobs = []
+        for task, classes, effects in clause_effects(run, scrubbed):
+            for i, (pieces, drops) in enumerate(effects):
+                result = per_post[i][task.id]
+                if attribution.is_none_answer(task, result):
+                    attribution.explain(task, result, classes, pieces, drops)
+                    result.explanation_source = "attribution"
+                    continue
+                labels = tuple(label.id for label in result.labels)
+                hints = self._hints(classes, labels, pieces, drops) if grounded or run.evidence_hints else []
+                messages = teacher_messages(task, scrubbed[i], labels, hints=hints, grounded=grounded,
+                                            few_shots=() if grounded else builtin_few_shots(task))
+                quotable = hints or [clause.text for clause in pieces]
+                grammar = explanation_grammar(task, labels, quotable) if grounded and quote_choices(quotable) else None
+                if grounded and grammar is None:  # nothing in the post to quote: the attribution sentence
+                    attribution.explain(task, result, classes, pieces, drops)
+                    result.explanation_source = "attribution"
+                    continue
+                jobs.append(_Job(i, task, labels, messages, result, classes, pieces, drops, grammar))
+        return jobs
 
     @staticmethod
-    def _hints(run: Run, per_post: PerPost, scrubbed: Sequence[str]) -> dict[str, dict[int, list[str]]]:
-        """Per task and post: up to three clauses of the scrubbed post supporting the decided labels, in post order."""
-        out: dict[str, dict[int, list[str]]] = {}
-        for task, classes, effects in clause_effects(run, scrubbed):
-            out[task.id] = {}
-            for i, (pieces, drops) in enumerate(effects):
-                chosen = {e.clause for label in per_post[i][task.id].labels
-                          for e in attribution.top_effects(pieces, drops, classes.index(label.id), k=2)}
-                out[task.id][i] = [c.text for c in sorted(chosen, key=lambda c: c.start)][:attribution.TOP_K]
-        return out
+    def _hints(classes: Sequence[str], labels: Sequence[str], pieces: Sequence[attribution.Clause],
+               drops: np.ndarray) -> list[str]:
+        """Up to three clauses of the scrubbed post supporting the decided labels, in post order."""
+        chosen = {e.clause for label in labels
+                  for e in attribution.top_effects(pieces, drops, list(classes).index(label), k=2)}
+        return [c.text for c in sorted(chosen, key=lambda c: c.start)][:attribution.TOP_K]
 
     @staticmethod
     def _record(run: Run, job: _Job, reply: GenerationResult, attempt: int, scrubbed: str, original: str) -> bool:
@@ -196,11 +227,27 @@ class HybridEngine(LabelsEngine):
         result.model = run.backend.model_id
         if explanation or result.explanation is None:
             result.explanation = explanation or None
+            result.explanation_source = "llm_grounded" if job.grammar is not None else "llm"
             result.evidence = evidence_spans(explanation, original)
             result.verifier_agrees = verdict.checks.get("verifier")
             result.qc_passed, result.qc_reasons = verdict.passed, verdict.reasons
             result.error = reply.error or (None if explanation else "empty explanation")
         return disagrees
+
+    @staticmethod
+    def _fall_back(job: _Job, original: str) -> None:
+        """Every LLM attempt failed its checks: show the attribution sentence instead, and say why."""
+        result = job.result
+        why = "; ".join(result.qc_reasons) or result.error or ("the verifier reads another label"
+                                                              if result.verifier_agrees is False else "no explanation")
+        attribution.explain(job.task, result, job.classes, job.pieces, job.drops)
+        result.explanation = scrub_output(result.explanation)
+        result.evidence = evidence_spans(result.explanation, original)
+        # the classifier's own evidence: nothing for QC or the verifier to judge (as with the attribution engine)
+        result.verifier_agrees, result.qc_passed, result.qc_reasons = None, None, []
+        result.explanation_source = "attribution_fallback"
+        result.fallback_reason = f"the LLM's explanation ({result.attempts} attempt(s)) failed its checks: {why}"
+        result.error = None
 
 
 class LLMEngine(Engine):

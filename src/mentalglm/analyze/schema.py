@@ -81,6 +81,11 @@ class TaskResult(BaseModel):
     qc_reasons: list[str] = Field(default_factory=list)
     attempts: int = 0
     model: str | None = Field(default=None, description="the LLM that wrote the explanation, if any")
+    explanation_source: Literal["attribution", "llm", "llm_grounded", "attribution_fallback"] | None = Field(
+        default=None, description="who wrote the explanation: the classifier's clause attribution, the LLM "
+        "(llm_grounded: under a grammar that copies its quote from the post and states the decided label), or "
+        "the attribution because every LLM attempt failed its checks (attribution_fallback, see fallback_reason)")
+    fallback_reason: str | None = Field(default=None, description="why the LLM's explanation was not shown")
     error: str | None = Field(default=None, description="why there is no explanation although one was asked for")
     training_domain_similarity: float | None = Field(
         default=None, description="P(the post resembles this task's training posts); null when the task has no check")

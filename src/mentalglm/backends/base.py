@@ -51,6 +51,9 @@ class GenerationSettings:
     max_new_tokens: int = 512
     stop: tuple[str, ...] = ()
     seed: int | None = 0
+    # A GBNF grammar the reply must follow (llama.cpp's; backends with ``supports_grammar``): the analyzer's
+    # grounded explanations build one per post so a quote is copied from the post, never recalled.
+    grammar: str | None = None
 
     def __post_init__(self) -> None:
         # Canonical types, so that 0 and 0.0 or a list and a tuple give the same cache key.
@@ -153,7 +156,8 @@ def cache_key(messages: Sequence[Mapping[str, Any]], model_id: str, settings: Ge
         "v": CACHE_KEY_VERSION,
         "model_id": model_id,
         "messages": validate_messages(messages),
-        "settings": asdict(settings),
+        # without a grammar the key is the one it was before grammars existed: caches stay valid
+        "settings": {k: v for k, v in asdict(settings).items() if not (k == "grammar" and v is None)},
     }
     canonical = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
@@ -179,6 +183,8 @@ class Backend(ABC):
     name: str = "backend"
     # Requests the engine works on at once; > 1 only for servers that batch concurrent requests (vLLM, SGLang).
     concurrency: int = 1
+    # Whether the engine constrains replies with ``GenerationSettings.grammar``; others refuse such a request.
+    supports_grammar: bool = False
 
     @property
     @abstractmethod
@@ -189,7 +195,10 @@ class Backend(ABC):
         self, requests: Sequence[GenerationRequest], *, raise_on_error: bool = False
     ) -> list[GenerationResult]:
         """Results in request order; failures are recorded in `error` unless `raise_on_error`."""
-        results = self._generate(list(requests))
+        requests = list(requests)
+        refused = {i: r for i, request in enumerate(requests) if (r := self._refusal(request)) is not None}
+        sent = iter(self._generate([request for i, request in enumerate(requests) if i not in refused]))
+        results = [refused[i] if i in refused else next(sent) for i in range(len(requests))]
         if raise_on_error:
             failures = [(i, r.error) for i, r in enumerate(results) if r.error is not None]
             if failures:
@@ -238,6 +247,8 @@ class Backend(ABC):
 
     def _guarded(self, request: GenerationRequest) -> GenerationResult:
         start = time.perf_counter()
+        if (refused := self._refusal(request)) is not None:
+            return refused
         try:
             result = self._generate_one(request)
         except Exception as exc:  # one failed request must not end the batch
@@ -245,6 +256,13 @@ class Backend(ABC):
         if not result.latency_s:
             result.latency_s = time.perf_counter() - start
         return result
+
+    def _refusal(self, request: GenerationRequest) -> GenerationResult | None:
+        """A request this engine cannot honour, answered without sending it (never silently unconstrained)."""
+        if request.settings.grammar is not None and not self.supports_grammar:
+            return GenerationResult.failure(f"{self.name} backends cannot follow a grammar (llamacpp can); "
+                                            "the request was not sent")
+        return None
 
     @abstractmethod
     def _generate_one(self, request: GenerationRequest) -> GenerationResult:

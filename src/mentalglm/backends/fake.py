@@ -28,8 +28,10 @@ class FakeBackend(Backend):
         model: str = "scripted",
         responses: Responder | Mapping[str, str] | None = None,
         default: str | None = "",
+        supports_grammar: bool = False,
     ) -> None:
         self._model = model
+        self.supports_grammar = supports_grammar  # scripted replies stand in for grammar-following ones
         self.responses = responses
         self.default = default
         self.calls = 0

@@ -44,6 +44,7 @@ class LlamaCppBackend(Backend):
     """
 
     name = "llamacpp"
+    supports_grammar = True
 
     def __init__(
         self,
@@ -103,6 +104,10 @@ class LlamaCppBackend(Backend):
             "min_p": 0.0,
             "repeat_penalty": 1.0,
         }
+        if request.settings.grammar is not None:
+            from llama_cpp import LlamaGrammar
+
+            kwargs["grammar"] = LlamaGrammar.from_string(request.settings.grammar, verbose=False)
         if not self.reuse_prompt_cache:
             self.llama.reset()  # reusing a shared prompt prefix's KV changes the floats, and seeded samples with them
         try:

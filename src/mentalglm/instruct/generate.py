@@ -55,15 +55,23 @@ def gold_names(task: Task, labels: Sequence[str]) -> str:
 
 def teacher_messages(task: Task, post_text: str, labels: Sequence[str], *,
                      few_shots: Sequence[tuple[str, Sequence[str], str]] = (),
-                     config: TeacherConfig = TeacherConfig(), hints: Sequence[str] = ()) -> list[dict[str, str]]:
+                     config: TeacherConfig = TeacherConfig(), hints: Sequence[str] = (),
+                     grounded: bool = False) -> list[dict[str, str]]:
     """Chat messages asking the teacher to justify exactly the gold label(s).
 
     ``hints`` are pieces of the post worth quoting (the analyzer passes the clauses its classifier relied on);
-    without them the prompt is byte-identical to the builder's, so its cache stays valid.
+    ``grounded``: the reply's shape is fixed by a grammar (analyze/grounding.py), so a short prompt says that
+    shape instead of the task notes and length range. Without either the prompt is byte-identical to the
+    builder's, so its cache stays valid.
     """
     template = teacher_prompt_template()
     shown = task.labels if config.all_definitions else [task.label(label_id) for label_id in labels]
     definitions = "\n".join(f"- {label.zh}：{label.definition_zh}" for label in shown)
+    if grounded:
+        user = template["grounded_user"].format(post=post_text, gold_labels=gold_names(task, labels),
+                                                label_definitions=definitions,
+                                                quotes="".join(f"“{h}”" for h in hints) or "（任选帖子中的一句）")
+        return [{"role": "system", "content": template["system"].strip()}, {"role": "user", "content": user}]
     shots = ""
     if few_shots:
         shots = template["few_shot_header"] + "\n\n".join(

@@ -105,6 +105,9 @@
       qcPassed: "质量检查通过",
       qcFailed: "质量检查未通过：{reasons}",
       attempts: "生成次数：{n}",
+      sourceGrounded: "LLM 撰写（引文从帖子原文复制）",
+      sourceLlm: "LLM 撰写",
+      sourceFallback: "LLM 的解释未通过检查，改为显示分类器归因：{reason}",
       model: "模型：{model}",
       evidenceMarkTitle: "证据：{tasks}",
       pathwayHeading: "认知路径",
@@ -211,6 +214,9 @@
       verifierDisagrees: "verifier disagrees",
       qcPassed: "quality checks passed",
       qcFailed: "quality checks failed: {reasons}",
+      sourceGrounded: "written by the LLM (quote copied from the post)",
+      sourceLlm: "written by the LLM",
+      sourceFallback: "the LLM's explanation failed its checks; the classifier's attribution is shown: {reason}",
       attempts: "attempts: {n}",
       model: "model: {model}",
       evidenceMarkTitle: "Evidence: {tasks}",
@@ -1002,6 +1008,11 @@
     }
 
     const checks = el("p", { className: "badges checks" });
+    if (task.explanation_source === "llm_grounded") checks.append(el("span", { className: "badge", text: t("sourceGrounded") }));
+    if (task.explanation_source === "llm") checks.append(el("span", { className: "badge", text: t("sourceLlm") }));
+    if (task.explanation_source === "attribution_fallback") {
+      checks.append(el("span", { className: "badge badge-warn", text: t("sourceFallback", { reason: task.fallback_reason || "—" }) }));
+    }
     if (task.verifier_agrees === true) checks.append(el("span", { className: "badge badge-ok", text: t("verifierAgrees") }));
     if (task.verifier_agrees === false) checks.append(el("span", { className: "badge badge-warn", text: t("verifierDisagrees") }));
     if (task.qc_passed === true) checks.append(el("span", { className: "badge badge-ok", text: t("qcPassed") }));
@@ -1029,7 +1040,8 @@
   const CSV_COLUMNS = [
     "id", "status", "line", "error", "text_length", "out_of_domain", "cjk_share", "high_risk", "task",
     "task_name_zh", "engine", "valid", "labels", "label_names_zh", "label_names_en", "label_confidences",
-    "explanation", "evidence", "verifier_agrees", "qc_passed", "qc_reasons", "attempts", "model", "task_error",
+    "explanation", "explanation_source", "fallback_reason", "evidence", "verifier_agrees", "qc_passed", "qc_reasons",
+    "attempts", "model", "task_error",
     "outside_training_domain", "training_domain_similarity", "pathway_sentences",
   ];
 
@@ -1060,6 +1072,8 @@
       label_names_en: (task.labels || []).map((l) => l.name_en).join(";"),
       label_confidences: (task.labels || []).map((l) => (l.confidence === null || l.confidence === undefined ? "" : l.confidence)).join(";"),
       explanation: task.explanation,
+      explanation_source: task.explanation_source,
+      fallback_reason: task.fallback_reason,
       evidence: (task.evidence || []).map((s) => s.start + "-" + s.end + ":" + s.quote).join(" | "),
       verifier_agrees: task.verifier_agrees,
       qc_passed: task.qc_passed,

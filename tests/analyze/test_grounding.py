@@ -1,0 +1,65 @@
+"""The grammar of a grounded explanation: label sentence, quote alternatives from the post, no other quotes."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+
+import pytest
+
+from mentalglm.analyze.grounding import (
+    MAX_QUOTE_CHARS,
+    explanation_grammar,
+    gbnf_literal,
+    label_statement,
+    quote_choices,
+    reason_only,
+)
+from mentalglm.backends import GenerationSettings
+from mentalglm.backends.base import cache_key
+from mentalglm.tasks import get_task
+
+
+def test_literals_escape_what_gbnf_would_read_as_syntax() -> None:
+    assert gbnf_literal('他说"别管我"\\n') == '"他说\\"别管我\\"\\\\n"'
+    assert gbnf_literal("第一行\n第二行") == '"第一行\\n第二行"'
+
+
+def test_quote_choices_are_unique_non_trivial_and_bounded() -> None:
+    long = "很" * (MAX_QUOTE_CHARS + 20)
+    assert quote_choices([" 好累 ", "好累", "啊", long]) == ["好累", "很" * MAX_QUOTE_CHARS]
+
+
+def test_the_grammar_states_the_label_and_offers_only_the_posts_clauses() -> None:
+    task = get_task("suicide_risk")
+    grammar = explanation_grammar(task, ["low"], ["活着好累", '他说"算了"'])
+    root, quote = grammar.splitlines()[:2]
+    assert root.startswith(f'root ::= "{label_statement(task, ["low"])}帖子中写道“"')
+    assert quote == 'quote ::= "活着好累" | "他说\\"算了\\""'
+    prose = re.search(r"prose ::= (.+)", grammar).group(1)  # type: ignore[union-attr]
+    assert all(mark in prose for mark in "“”「」\"。")  # the free text can neither quote nor end the sentence
+    with pytest.raises(ValueError, match="clause"):
+        explanation_grammar(task, ["low"], ["啊", " "])
+
+
+def test_reason_only_drops_the_label_sentence() -> None:
+    task = get_task("emotion")
+    text = label_statement(task, ["sad"]) + "帖子中写道“好难过”，…"
+    assert reason_only(task, ["sad"], text) == "帖子中写道“好难过”，…"
+    assert reason_only(task, ["happy"], text) == text
+
+
+def test_a_grammar_is_part_of_the_cache_key_and_its_absence_changes_no_old_key() -> None:
+    messages = [{"role": "user", "content": "帖子"}]
+    plain = cache_key(messages, "m", GenerationSettings())
+    assert cache_key(messages, "m", GenerationSettings(grammar=None)) == plain
+    assert cache_key(messages, "m", GenerationSettings(grammar='root ::= "好"')) != plain
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python is not installed")
+def test_llama_cpp_parses_the_grammar_with_awkward_clauses() -> None:
+    from llama_cpp import LlamaGrammar
+
+    grammar = explanation_grammar(get_task("cognitive_distortion"), ["labeling", "mental_filter"],
+                                  ['我就是个"废物"', "C:\\路径", "第一行\n第二行", "[括号]|或者"])
+    assert LlamaGrammar.from_string(grammar, verbose=False) is not None
