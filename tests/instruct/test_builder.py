@@ -137,3 +137,15 @@ def test_build_task_regenerates_rejected_answers_and_logs_reasons(tmp_path):
     assert all(not row["passed"] and any("evidence" in r for r in row["reasons"]) for row in first)
     assert all(s.answer.startswith("标签：") and "\n推理：帖子中“" in s.answer for s in outcome.accepted)
     json.dumps(log, ensure_ascii=False)  # the log is written as JSONL
+
+
+def test_qc_rejects_an_explanation_that_asserts_what_defines_another_label_without_naming_it() -> None:
+    from mentalglm.instruct.qc import QCConfig, check_other_labels
+    from mentalglm.tasks import get_task
+
+    task = get_task("suicide_risk")
+    contradicts = "帖子中写道“觉得自己什么都做不好”，这句话中的字眼是：自己做不好，所以是自杀意图。"
+    negated = "帖子中“活着好累”流露出痛苦和模糊的厌世想法，但没有表达明确的自杀意图、计划、方法或时间。"
+    assert "高自杀风险" in (check_other_labels(task, ["low"], contradicts, "", QCConfig()) or "")
+    assert check_other_labels(task, ["low"], negated, "", QCConfig()) is None
+    assert check_other_labels(task, ["high"], contradicts, "", QCConfig()) is None

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from mentalglm.tasks.layout import render_answer
-from mentalglm.tasks.parsing import find_mentions, parse
+from mentalglm.tasks.parsing import claimed_labels, find_mentions, parse
 from mentalglm.tasks.schema import Task
 
 _CJK = re.compile(r"[\u4e00-\u9fff]")
@@ -138,10 +138,14 @@ def check_copy(task: Task, labels: Sequence[str], explanation: str, post: str, c
 
 def check_other_labels(task: Task, labels: Sequence[str], explanation: str, post: str,
                        config: QCConfig) -> str | None:
-    """The explanation must not assert a label the gold answer does not have."""
-    others = sorted({m.label_id for m in find_mentions(task, explanation) if not m.negated} - set(labels))
-    if others:
-        return "argues for another label: " + "、".join(task.label(o).zh for o in others)
+    """The explanation must not assert a label the gold answer does not have, by name or by what defines it
+    (the label's ``claims_zh``: "所以是自杀意图" argues for high risk without naming it)."""
+    named = {m.label_id for m in find_mentions(task, explanation) if not m.negated} - set(labels)
+    claimed = claimed_labels(task, explanation) - set(labels) - named
+    if named or claimed:
+        return "argues for another label: " + "、".join(
+            [task.label(o).zh for o in sorted(named)] + [f"{task.label(o).zh}（{'、'.join(task.label(o).claims_zh)}）"
+                                                         for o in sorted(claimed)])
     return None
 
 

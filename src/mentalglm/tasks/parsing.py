@@ -223,6 +223,13 @@ def find_mentions(task: Task, text: str) -> list[Mention]:
     return mentions
 
 
+def claimed_labels(task: Task, text: str) -> set[str]:
+    """Labels whose declared ``claims_zh`` phrases occur in ``text`` without a negation in the same clause."""
+    cue_text = _mask_non_negations(text)
+    return {label.id for label in task.labels for phrase in label.claims_zh
+            for m in re.finditer(re.escape(phrase), text) if not _negated(cue_text, 0, m.start())}
+
+
 def _negated(cue_text: str, window_start: int, start: int) -> bool:
     clause_ends = list(_CLAUSE_END.finditer(cue_text, window_start, start))
     if clause_ends:

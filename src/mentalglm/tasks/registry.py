@@ -55,6 +55,7 @@ def task_from_mapping(raw: dict[str, Any], origin: str = "<mapping>") -> Task:
             definition_zh=item.get("definition_zh", "").strip(),
             synonyms=tuple(item.get("synonyms", ())),
             positive=bool(item.get("positive", False)),
+            claims_zh=tuple(item.get("claims_zh", ())),
         )
         for item in raw["labels"]
     )

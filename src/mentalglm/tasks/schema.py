@@ -33,6 +33,9 @@ class Label:
     synonyms: tuple[str, ...] = ()
     # Binary tasks mark the class whose F1 is the official score (e.g. high suicide risk).
     positive: bool = False
+    # Phrases that, asserted without negation, argue for this label in an explanation ("自杀意图" for high risk): QC
+    # rejects an explanation of another label that asserts them (instruct/qc.py). Never used to read answers.
+    claims_zh: tuple[str, ...] = ()
 
     @property
     def surface_forms(self) -> tuple[str, ...]:
