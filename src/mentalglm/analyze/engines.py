@@ -28,7 +28,7 @@ from mentalglm.analyze.artifacts import TaskModel
 from mentalglm.analyze.grounding import MAX_NEW_TOKENS, explanation_grammar, quote_choices
 from mentalglm.analyze.injection import strip_injection
 from mentalglm.analyze.normalise import normalise
-from mentalglm.analyze.schema import EngineName, EvidenceSpan, LabelScore, TaskResult
+from mentalglm.analyze.schema import EngineName, EvidenceSpan, ExplanationSource, LabelScore, TaskResult
 from mentalglm.backends.base import Backend, GenerationRequest, GenerationResult, GenerationSettings
 from mentalglm.data.pii import scrub
 from mentalglm.data.records import Post
@@ -191,21 +191,18 @@ class HybridEngine(LabelsEngine):
         for task, classes, effects in clause_effects(run, scrubbed):
             for i, (pieces, drops) in enumerate(effects):
                 result = per_post[i][task.id]
-                if attribution.is_none_answer(task, result):
-                    attribution.explain(task, result, classes, pieces, drops)
-                    result.explanation_source = "attribution"
-                    continue
                 labels = tuple(label.id for label in result.labels)
                 hints = self._hints(classes, labels, pieces, drops) if grounded or run.evidence_hints else []
-                messages = teacher_messages(task, scrubbed[i], labels, hints=hints, grounded=grounded,
-                                            few_shots=() if grounded else builtin_few_shots(task))
-                quotable = hints or [clause.text for clause in pieces]
-                grammar = explanation_grammar(task, labels, quotable) if grounded and quote_choices(quotable) else None
-                if grounded and grammar is None:  # nothing in the post to quote: the attribution sentence
-                    attribution.explain(task, result, classes, pieces, drops)
-                    result.explanation_source = "attribution"
+                quotable = quote_choices(hints or [clause.text for clause in pieces]) if grounded else []
+                job = _Job(i, task, labels, [], result, classes, pieces, drops,
+                           explanation_grammar(task, labels, quotable) if quotable else None)
+                # nothing evident (no LLM, no risk wording), or nothing in the post to quote: the attribution
+                if attribution.is_none_answer(task, result) or (grounded and not quotable):
+                    self._show_attribution(job, originals[i], "attribution")
                     continue
-                jobs.append(_Job(i, task, labels, messages, result, classes, pieces, drops, grammar))
+                job.messages = teacher_messages(task, scrubbed[i], labels, hints=hints, grounded=grounded,
+                                                few_shots=() if grounded else builtin_few_shots(task))
+                jobs.append(job)
         return jobs
 
     @staticmethod
@@ -240,14 +237,19 @@ class HybridEngine(LabelsEngine):
         result = job.result
         why = "; ".join(result.qc_reasons) or result.error or ("the verifier reads another label"
                                                               if result.verifier_agrees is False else "no explanation")
+        HybridEngine._show_attribution(job, original, "attribution_fallback")
+        result.fallback_reason = f"the LLM's explanation ({result.attempts} attempt(s)) failed its checks: {why}"
+
+    @staticmethod
+    def _show_attribution(job: _Job, original: str, source: ExplanationSource) -> None:
+        """The attribution sentence from the scrubbed post's clause effects, its evidence found in the original
+        post; the classifier's own evidence, so nothing for QC or the verifier to judge (as in that engine)."""
+        result = job.result
         attribution.explain(job.task, result, job.classes, job.pieces, job.drops)
         result.explanation = scrub_output(result.explanation)
         result.evidence = evidence_spans(result.explanation, original)
-        # the classifier's own evidence: nothing for QC or the verifier to judge (as with the attribution engine)
         result.verifier_agrees, result.qc_passed, result.qc_reasons = None, None, []
-        result.explanation_source = "attribution_fallback"
-        result.fallback_reason = f"the LLM's explanation ({result.attempts} attempt(s)) failed its checks: {why}"
-        result.error = None
+        result.explanation_source, result.error = source, None
 
 
 class LLMEngine(Engine):

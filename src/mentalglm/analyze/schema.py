@@ -63,6 +63,9 @@ class PathwayStage(BaseModel):
     confidence: float | None = Field(default=None, description="the highest probability of the part in any sentence")
 
 
+ExplanationSource = Literal["attribution", "llm", "llm_grounded", "attribution_fallback"]
+
+
 class TaskResult(BaseModel):
     task: str
     task_name_zh: str
@@ -81,7 +84,7 @@ class TaskResult(BaseModel):
     qc_reasons: list[str] = Field(default_factory=list)
     attempts: int = 0
     model: str | None = Field(default=None, description="the LLM that wrote the explanation, if any")
-    explanation_source: Literal["attribution", "llm", "llm_grounded", "attribution_fallback"] | None = Field(
+    explanation_source: ExplanationSource | None = Field(
         default=None, description="who wrote the explanation: the classifier's clause attribution, the LLM "
         "(llm_grounded: under a grammar that copies its quote from the post and states the decided label), or "
         "the attribution because every LLM attempt failed its checks (attribution_fallback, see fallback_reason)")

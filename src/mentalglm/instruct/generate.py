@@ -67,22 +67,22 @@ def teacher_messages(task: Task, post_text: str, labels: Sequence[str], *,
     template = teacher_prompt_template()
     shown = task.labels if config.all_definitions else [task.label(label_id) for label_id in labels]
     definitions = "\n".join(f"- {label.zh}：{label.definition_zh}" for label in shown)
+    quotes = "".join(f"“{h}”" for h in hints)
     if grounded:
         user = template["grounded_user"].format(post=post_text, gold_labels=gold_names(task, labels),
-                                                label_definitions=definitions,
-                                                quotes="".join(f"“{h}”" for h in hints) or "（任选帖子中的一句）")
-        return [{"role": "system", "content": template["system"].strip()}, {"role": "user", "content": user}]
-    shots = ""
-    if few_shots:
-        shots = template["few_shot_header"] + "\n\n".join(
-            template["few_shot"].format(post=p, gold_labels=gold_names(task, ls), explanation=e)
-            for p, ls, e in few_shots) + "\n\n"
-    user = template["user"].format(
-        task_name=task.name_zh, task_description=task.description_zh, label_definitions=definitions,
-        post=post_text, gold_labels=gold_names(task, labels), few_shots=shots,
-        min_chars=config.min_chars, max_chars=config.max_chars)
-    if hints:
-        user += "\n" + template["hint"].format(quotes="".join(f"“{h}”" for h in hints))
+                                                label_definitions=definitions, quotes=quotes or "（任选帖子中的一句）")
+    else:
+        shots = ""
+        if few_shots:
+            shots = template["few_shot_header"] + "\n\n".join(
+                template["few_shot"].format(post=p, gold_labels=gold_names(task, ls), explanation=e)
+                for p, ls, e in few_shots) + "\n\n"
+        user = template["user"].format(
+            task_name=task.name_zh, task_description=task.description_zh, label_definitions=definitions,
+            post=post_text, gold_labels=gold_names(task, labels), few_shots=shots,
+            min_chars=config.min_chars, max_chars=config.max_chars)
+        if hints:
+            user += "\n" + template["hint"].format(quotes=quotes)
     return [{"role": "system", "content": template["system"].strip()}, {"role": "user", "content": user}]
 
 
