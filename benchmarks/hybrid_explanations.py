@@ -1,7 +1,7 @@
 """How good are the hybrid engine's LLM explanations? Per task, over the first N validation posts (never test).
 
 The hybrid engine as it runs: on llama.cpp the explanation is generated under a per-post grammar that states the
-decided label and copies its quote from the clauses the classifier relied on (analyze/grounding.py); an
+decided label and copies its quote from the clauses the classifier relied on (instruct/grounding.py); an
 explanation that fails QC or the verifier is redrawn once, then replaced by the attribution sentence. Counted
 per task: who wrote the shown explanation (llm_grounded / attribution_fallback / attribution for "nothing
 evident"), the share of LLM explanations kept (passed QC and the verifier, at most one redraw), whether every quote
@@ -24,11 +24,11 @@ from typing import Any
 
 from mentalglm.analyze.engine import Analyzer
 from mentalglm.analyze.engines import verdict_on
-from mentalglm.analyze.grounding import reason_only
 from mentalglm.backends import create_backend
 from mentalglm.data.splits import canonical_splits
 from mentalglm.evaluate.predict import machine_info, now_iso
 from mentalglm.files import atomic_write_text
+from mentalglm.instruct.grounding import reason_only
 from mentalglm.instruct.qc import grounded_share
 from mentalglm.tasks import CHINESE_MAIN_TASKS, get_task
 

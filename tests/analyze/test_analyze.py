@@ -99,20 +99,27 @@ def test_regenerates_once_then_shows_the_attribution_when_the_explanation_argues
 
 def test_a_grammar_backend_gets_a_grounded_request_and_its_reply_is_kept(models):
     """On a backend that follows grammars the request carries one naming the decided label and the post's
-    clauses; a reply in that shape which passes the checks is shown as llm_grounded."""
+    clauses; a reply in that shape which passes the checks is shown as llm_grounded, followed by what the
+    classifier decides without the quoted clause (measured, not written by the LLM)."""
     post = "今天收到礼物，太开心了哈哈"
 
     def reply(request):
         assert request.settings.grammar is not None
-        # the quote alternatives: the clause the tiny classifier relied on for 高兴
+        # the quote alternatives: the clause the tiny classifier relied on for 高兴; no 如果-sentence to write
         assert request.settings.grammar.splitlines()[:2] == [
-            'root ::= "判断为「高兴」：帖子中写道“" quote "”，" reason "。" change', 'quote ::= "太开心了哈哈"']
-        return "判断为「高兴」：帖子中写道“太开心了哈哈”，直接表达了收到礼物后的喜悦和快乐。如果帖子抱怨礼物，读法就会不同。"
+            'root ::= "判断为「高兴」：帖子中写道“" quote "”，" reason "。"', 'quote ::= "太开心了哈哈"']
+        return "判断为「高兴」：帖子中写道“太开心了哈哈”，直接表达了收到礼物后的喜悦和快乐。"
 
     backend = FakeBackend(responses=reply, supports_grammar=True)
-    result = Analyzer(["emotion"], "hybrid", backend=backend, models=models).analyze(post).tasks["emotion"]
+    analyzer = Analyzer(["emotion"], "hybrid", backend=backend, models=models)
+    result = analyzer.analyze(post).tasks["emotion"]
     assert backend.calls == 1 and result.explanation_source == "llm_grounded" and result.qc_passed
     assert [span.quote for span in result.evidence] == ["太开心了哈哈"]
+    without = Analyzer(["emotion"], "labels", models=models).analyze("今天收到礼物").tasks["emotion"]
+    decided = "、".join(label.name_zh for label in without.labels)
+    ending = result.explanation.removeprefix(reply(backend.requests[0]))
+    assert ending == (f"如果去掉这句，分类器会改判为「{decided}」。" if decided != "高兴"
+                      else "即使去掉这句，分类器仍判为「高兴」：帖子的其他内容也支持这一判断。")
 
 
 def test_a_backend_without_grammars_refuses_a_grammar_request_instead_of_ignoring_it():

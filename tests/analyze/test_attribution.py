@@ -10,27 +10,28 @@ from mentalglm.analyze import attribution
 from mentalglm.analyze.engine import Analyzer
 from mentalglm.analyze.engines import classifier_view
 from mentalglm.analyze.schema import LabelScore, TaskResult
+from mentalglm.instruct.grounding import MAX_UNITS, clauses
 from mentalglm.tasks import get_task
 
 
 def test_clauses_keep_offsets_into_the_post() -> None:
     post = "最近睡不着，觉得好累。 药已经攒够了\n不想再坚持了!! I am so tired"
-    pieces = attribution.clauses(post)
+    pieces = clauses(post)
     assert [c.text for c in pieces] == ["最近睡不着", "觉得好累", "药已经攒够了", "不想再坚持了", "I am so tired"]
     assert all(post[c.start:c.end] == c.text for c in pieces)
 
 
 def test_long_posts_are_merged_into_a_bounded_number_of_units() -> None:
     post = "，".join(f"第{i}句话" for i in range(200))
-    pieces = attribution.clauses(post)
-    assert len(pieces) <= attribution.MAX_UNITS
+    pieces = clauses(post)
+    assert len(pieces) <= MAX_UNITS
     assert pieces[0].start == 0 and pieces[-1].end == len(post)
     assert all(post[c.start:c.end] == c.text for c in pieces)
 
 
 def test_a_post_without_boundaries_is_one_clause_and_blank_text_none() -> None:
-    assert [c.text for c in attribution.clauses("  活着好累  ")] == ["活着好累"]
-    assert attribution.clauses(" ，。 ") == []
+    assert [c.text for c in clauses("  活着好累  ")] == ["活着好累"]
+    assert clauses(" ，。 ") == []
 
 
 def _result(task_id: str, label_ids: list[str]) -> TaskResult:
@@ -42,7 +43,7 @@ def _result(task_id: str, label_ids: list[str]) -> TaskResult:
 
 def test_explanation_quotes_the_clauses_with_the_largest_drop_for_the_decided_label() -> None:
     post = "今天下雨，药已经攒够了，明天见"
-    pieces = attribution.clauses(post)
+    pieces = clauses(post)
     drops = np.array([[0.01, -0.01], [-0.30, 0.30], [0.05, -0.05]])  # columns: low, high
     result = _result("suicide_risk", ["high"])
     attribution.explain(get_task("suicide_risk"), result, ["low", "high"], pieces, drops)
@@ -54,7 +55,7 @@ def test_explanation_quotes_the_clauses_with_the_largest_drop_for_the_decided_la
 
 
 def test_a_negative_decision_still_names_the_clause_that_raises_the_risk() -> None:
-    pieces = attribution.clauses("工作好累，药已经攒够了")
+    pieces = clauses("工作好累，药已经攒够了")
     drops = np.array([[0.20, -0.20], [-0.015, 0.015]])
     result = _result("suicide_risk", ["low"])
     attribution.explain(get_task("suicide_risk"), result, ["low", "high"], pieces, drops)
@@ -63,7 +64,7 @@ def test_a_negative_decision_still_names_the_clause_that_raises_the_risk() -> No
 
 
 def test_no_decisive_clause_is_said_plainly() -> None:
-    pieces = attribution.clauses("今天天气不错")
+    pieces = clauses("今天天气不错")
     result = _result("emotion", ["happy"])
     classes = [label.id for label in get_task("emotion").labels]
     attribution.explain(get_task("emotion"), result, classes, pieces, np.zeros((1, len(classes))))

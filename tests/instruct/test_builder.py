@@ -149,3 +149,32 @@ def test_qc_rejects_an_explanation_that_asserts_what_defines_another_label_witho
     assert "高自杀风险" in (check_other_labels(task, ["low"], contradicts, "", QCConfig()) or "")
     assert check_other_labels(task, ["low"], negated, "", QCConfig()) is None
     assert check_other_labels(task, ["high"], contradicts, "", QCConfig()) is None
+
+
+def test_grounded_drafts_ask_under_the_posts_grammar_and_pass_qc(tmp_path):
+    """On a grammar-following teacher every request carries the post's grammar: the gold label stated, one of the
+    post's own clauses as the only quotable text; a reply in that shape passes QC's grounding and label checks."""
+    from mentalglm.instruct.grounding import label_statement
+
+    def grounded_teacher(request) -> str:
+        grammar = request.settings.grammar
+        assert grammar is not None
+        statement = re.search(r'root ::= "(.*?)帖子中写道“"', grammar).group(1)
+        quote = re.search(r'quote ::= "(.*?)"', grammar).group(1)
+        return f"{statement}帖子中写道“{quote}”，这句话直接说出了帖子作者当下的处境和打算。如果帖子只是在抱怨日常小事，判断会不同。"
+
+    backend = FakeBackend("scripted", responses=grounded_teacher, supports_grammar=True)
+    drafts = list(generate_explanations(SUICIDE, POSTS, backend, ResultCache(tmp_path / "c.jsonl"),
+                                        settings=GenerationSettings(max_new_tokens=64), grounded=True))
+    assert backend.calls == 4
+    for draft in drafts:
+        assert draft.explanation.startswith(label_statement(SUICIDE, draft.post.labels))
+        assert check_sample(SUICIDE, draft.post.labels, draft.explanation, draft.post.text).passed
+
+    def free_teacher(request) -> str:  # grounded=False (the --free-form builder): the long prompt, no grammar
+        assert request.settings.grammar is None and "专家标注" in request.messages[-1]["content"]
+        return good_teacher(request)
+
+    free = FakeBackend("scripted", responses=free_teacher, supports_grammar=True)
+    list(generate_explanations(SUICIDE, POSTS[:1], free, ResultCache(tmp_path / "f.jsonl"), settings=GenerationSettings()))
+    assert free.calls == 1

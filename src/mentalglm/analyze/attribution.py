@@ -13,30 +13,19 @@ the clause that raises the positive class most, so the wording a reviewer should
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from mentalglm.analyze.schema import EvidenceSpan, TaskResult
+from mentalglm.instruct.grounding import Clause, clauses
 from mentalglm.tasks import Task
 
-# Clause boundaries: Chinese and Western clause punctuation, line breaks, and spaces next to Chinese text
-# (Weibo posts often separate clauses with a space; spaces between English words do not cut).
-_BOUNDARY = re.compile(r"[，。！？；：,.!?;:…~～\n\r]+|(?<=[^\x00-\x7f])\s+|\s+(?=[^\x00-\x7f])")
-MAX_UNITS = 40  # longer posts merge neighbouring clauses into this many units (bounded cost per post)
 MIN_DROP = 0.02  # a clause counts as evidence when removing it lowers the label's probability by this much
 RISK_MIN_RISE = 0.01  # a post decided negative names the clause raising the positive class by at least this
 TOP_K = 3
 METHOD = "clause occlusion on the classifier"
-
-
-@dataclass(frozen=True)
-class Clause:
-    start: int
-    end: int
-    text: str
 
 
 @dataclass(frozen=True)
@@ -45,28 +34,6 @@ class ClauseEffect:
 
     clause: Clause
     drop: float
-
-
-def clauses(text: str, max_units: int = MAX_UNITS) -> list[Clause]:
-    """The post's clauses with ``[start, end)`` offsets into ``text``, surrounding spaces trimmed."""
-    pieces: list[Clause] = []
-    at = 0
-    for match in [*_BOUNDARY.finditer(text), None]:
-        end = match.start() if match else len(text)
-        piece = text[at:end]
-        stripped = piece.strip()
-        if stripped:
-            start = at + piece.index(stripped)
-            pieces.append(Clause(start, start + len(stripped), stripped))
-        at = match.end() if match else len(text)
-    if len(pieces) <= max_units:
-        return pieces
-    size = -(-len(pieces) // max_units)
-    merged = []
-    for i in range(0, len(pieces), size):
-        group = pieces[i:i + size]
-        merged.append(Clause(group[0].start, group[-1].end, text[group[0].start:group[-1].end]))
-    return merged
 
 
 def without(text: str, clause: Clause) -> str:

@@ -8,7 +8,7 @@ returns one TaskResult per task and post.
 ``labels``: the classifiers alone. ``attribution``: the classifiers decide and explain themselves (the clauses
 whose removal lowers the decided label's probability most, analyze/attribution.py). ``hybrid``: the classifiers
 decide, the LLM explains the decided labels (under a grammar that makes it quote the post and state the label,
-where the backend follows one: analyze/grounding.py), QC and the TF-IDF verifier check the explanation, one
+where the backend follows one: instruct/grounding.py), QC and the TF-IDF verifier check the explanation, one
 regeneration if it argues for another label, the attribution sentence if no attempt passes. ``llm``: the LLM answers label and explanation in the C-IMHI layout
 (read by the task's declared parse steps; an unreadable answer is INVALID, never a default label).
 """
@@ -25,7 +25,6 @@ import numpy as np
 
 from mentalglm.analyze import attribution
 from mentalglm.analyze.artifacts import TaskModel
-from mentalglm.analyze.grounding import MAX_NEW_TOKENS, explanation_grammar, quote_choices
 from mentalglm.analyze.injection import strip_injection
 from mentalglm.analyze.normalise import normalise
 from mentalglm.analyze.schema import EngineName, EvidenceSpan, ExplanationSource, LabelScore, TaskResult
@@ -34,6 +33,13 @@ from mentalglm.data.pii import scrub
 from mentalglm.data.records import Post
 from mentalglm.evaluate.predict import LLMSystem
 from mentalglm.instruct.generate import builtin_few_shots, clean_explanation, retry_settings, teacher_messages
+from mentalglm.instruct.grounding import (
+    MAX_NEW_TOKENS,
+    Clause,
+    explanation_grammar,
+    quote_choices,
+    quoted_clause,
+)
 from mentalglm.instruct.qc import Verdict, apply_verifier, check_sample, evidence_quotes
 from mentalglm.tasks import Task
 from mentalglm.tasks.parsing import read_answer
@@ -138,7 +144,7 @@ class _Job:
     messages: list[dict[str, str]]
     result: TaskResult
     classes: list[str]
-    pieces: list[attribution.Clause]
+    pieces: list[Clause]
     drops: np.ndarray
     grammar: str | None = None
 
@@ -147,7 +153,7 @@ class HybridEngine(LabelsEngine):
     """The classifiers decide; the LLM explains the decided labels with the label-conditioned teacher prompt,
     checked, regenerated on disagreement, and replaced by the attribution sentence when every attempt fails.
 
-    On a backend that follows grammars (llama.cpp) the explanation is grounded (analyze/grounding.py): it states
+    On a backend that follows grammars (llama.cpp) the explanation is grounded (instruct/grounding.py): it states
     the decided label and quotes one of the clauses the classifier relied on, by construction. Elsewhere the
     prompt names those clauses when ``evidence_hints`` is on and the checks afterwards catch the rest. A post the
     screen found nothing in gets the attribution's "nothing evident" sentence: no LLM, no risk wording.
@@ -184,6 +190,20 @@ class HybridEngine(LabelsEngine):
             result = job.result
             if not result.explanation or not result.qc_passed or result.verifier_agrees is False:
                 self._fall_back(job, originals[job.post])
+            elif job.grammar is not None:
+                result.explanation += self._what_would_change(run, job, scrubbed[job.post])
+
+    @staticmethod
+    def _what_would_change(run: Run, job: _Job, scrubbed: str) -> str:
+        """What would change the reading, measured rather than guessed: the classifier's decision on the post
+        without the clause the explanation quotes (a small LLM asked for it wrote empty or wrong sentences)."""
+        clause = quoted_clause(job.result.explanation or "", job.pieces)
+        if clause is None:
+            return ""
+        labels, _ = run.models[job.task.id].predict([classifier_view(attribution.without(scrubbed, clause))])[0]
+        if set(labels) == set(job.labels):
+            return f"即使去掉这句，分类器仍判为「{decided_names(job.task, job.labels)}」：帖子的其他内容也支持这一判断。"
+        return f"如果去掉这句，分类器会改判为「{decided_names(job.task, labels)}」。"
 
     def _jobs(self, run: Run, per_post: PerPost, scrubbed: Sequence[str], originals: Sequence[str]) -> list[_Job]:
         grounded = run.backend.supports_grammar
@@ -195,18 +215,18 @@ class HybridEngine(LabelsEngine):
                 hints = self._hints(classes, labels, pieces, drops) if grounded or run.evidence_hints else []
                 quotable = quote_choices(hints or [clause.text for clause in pieces]) if grounded else []
                 job = _Job(i, task, labels, [], result, classes, pieces, drops,
-                           explanation_grammar(task, labels, quotable) if quotable else None)
+                           explanation_grammar(task, labels, quotable, ask_change=False) if quotable else None)
                 # nothing evident (no LLM, no risk wording), or nothing in the post to quote: the attribution
                 if attribution.is_none_answer(task, result) or (grounded and not quotable):
                     self._show_attribution(job, originals[i], "attribution")
                     continue
                 job.messages = teacher_messages(task, scrubbed[i], labels, hints=hints, grounded=grounded,
-                                                few_shots=() if grounded else builtin_few_shots(task))
+                                                ask_change=False, few_shots=() if grounded else builtin_few_shots(task))
                 jobs.append(job)
         return jobs
 
     @staticmethod
-    def _hints(classes: Sequence[str], labels: Sequence[str], pieces: Sequence[attribution.Clause],
+    def _hints(classes: Sequence[str], labels: Sequence[str], pieces: Sequence[Clause],
                drops: np.ndarray) -> list[str]:
         """Up to three clauses of the scrubbed post supporting the decided labels, in post order."""
         chosen = {e.clause for label in labels
@@ -294,6 +314,14 @@ ENGINES: dict[EngineName, Engine] = {engine.name: engine for engine in (
 
 
 # --- what the engines share ----------------------------------------------------------------------------
+
+
+def decided_names(task: Task, labels: Sequence[str]) -> str:
+    """Decided labels by their Chinese names; an empty decision of a screened task is its "nothing evident"."""
+    names = [task.label(label).zh for label in labels]
+    if not names and task.screen is not None:
+        return task.screen.none_zh
+    return "、".join(names)
 
 
 def classifier_view(text: str) -> str:

@@ -22,10 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from mentalglm.analyze import attribution
 from mentalglm.analyze.engine import Analyzer, classifier_view
 from mentalglm.analyze.schema import EvidenceSpan, PostResult, TaskResult
 from mentalglm.evaluate.predict import machine_info, now_iso
+from mentalglm.instruct.grounding import clauses
 from mentalglm.instruct.qc import grounded_share
 from mentalglm.seeds import DEFAULT_SEED
 from mentalglm.tasks import get_task
@@ -61,7 +61,7 @@ def keep(text: str, ranges: Sequence[tuple[int, int]]) -> str:
 
 def random_clauses(text: str, chars: int, rng: np.random.Generator) -> list[tuple[int, int]]:
     """Random clauses of the post whose total length is closest to ``chars`` (at least one clause)."""
-    pieces = attribution.clauses(text)
+    pieces = clauses(text)
     if not pieces:
         return []
     chosen: list[tuple[int, int]] = []

@@ -39,6 +39,11 @@ def build(
         help="Use explanations that come with the data (SOS-4K) instead of generating them; they still go through QC.")
     ] = False,
     verifier: Annotated[str, typer.Option(help="Independent verifier: tfidf or none.")] = "tfidf",
+    grounded: Annotated[bool, typer.Option(
+        "--grounded/--free-form",
+        help="On llama.cpp teachers, generate under a per-post grammar: the gold label stated, one of the post's own "
+             "clauses quoted (never recalled). --free-form: the longer prompt with few-shots, checked by QC only.")
+    ] = True,
     n_ctx: Annotated[int, typer.Option(help="Context size for llama.cpp teachers.")] = 4096,
     formats: Annotated[str, typer.Option("--format", help="chat, alpaca, hf")] = "chat,alpaca,hf",
     concurrency: Annotated[int | None, typer.Option(
@@ -60,6 +65,7 @@ def build(
         raise typer.BadParameter("--verifier must be tfidf or none")
     config = BuildConfig(tasks=task_ids, per_task=per_task, split=split, seed=seed, max_attempts=max_attempts,
                          few_shot=few_shot, use_source_explanations=source_explanations, verifier=verifier,
+                         grounded=grounded,
                          settings=GenerationSettings(temperature=temperature, max_new_tokens=max_new_tokens, seed=seed))
     # Reusing the KV of the shared prompt prefix saves about a second a post on CPU; results are cached by
     # content anyway, so bit-exact repeatability between batch and single runs is not needed here.

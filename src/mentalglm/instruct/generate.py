@@ -28,6 +28,7 @@ from mentalglm.backends.base import (
 from mentalglm.data.pii import scrub
 from mentalglm.data.records import Post
 from mentalglm.files import JsonlAppender, read_jsonl_lines
+from mentalglm.instruct.grounding import MAX_NEW_TOKENS, clauses, explanation_grammar, quote_choices
 from mentalglm.tasks.layout import LABEL_SEPARATOR, REASON_PREFIX
 from mentalglm.tasks.schema import Task
 
@@ -56,21 +57,24 @@ def gold_names(task: Task, labels: Sequence[str]) -> str:
 def teacher_messages(task: Task, post_text: str, labels: Sequence[str], *,
                      few_shots: Sequence[tuple[str, Sequence[str], str]] = (),
                      config: TeacherConfig = TeacherConfig(), hints: Sequence[str] = (),
-                     grounded: bool = False) -> list[dict[str, str]]:
+                     grounded: bool = False, ask_change: bool = True) -> list[dict[str, str]]:
     """Chat messages asking the teacher to justify exactly the gold label(s).
 
     ``hints`` are pieces of the post worth quoting (the analyzer passes the clauses its classifier relied on);
-    ``grounded``: the reply's shape is fixed by a grammar (analyze/grounding.py), so a short prompt says that
-    shape instead of the task notes and length range. Without either the prompt is byte-identical to the
-    builder's, so its cache stays valid.
+    ``grounded``: the reply's shape is fixed by a grammar (instruct/grounding.py), so a short prompt says that
+    shape instead of the task notes and length range (``ask_change``: the shape ends with a 如果-sentence).
+    Without either the prompt is byte-identical to the free-form builder's, so its cache stays valid.
     """
     template = teacher_prompt_template()
     shown = task.labels if config.all_definitions else [task.label(label_id) for label_id in labels]
     definitions = "\n".join(f"- {label.zh}：{label.definition_zh}" for label in shown)
     quotes = "".join(f"“{h}”" for h in hints)
+    system = template["system"]
     if grounded:
+        system = template["grounded_system"]
         user = template["grounded_user"].format(post=post_text, gold_labels=gold_names(task, labels),
-                                                label_definitions=definitions, quotes=quotes or "（任选帖子中的一句）")
+                                                label_definitions=definitions, quotes=quotes or "（任选帖子中的一句）",
+                                                ending=template["grounded_endings"]["change" if ask_change else "reason"])
     else:
         shots = ""
         if few_shots:
@@ -83,7 +87,7 @@ def teacher_messages(task: Task, post_text: str, labels: Sequence[str], *,
             min_chars=config.min_chars, max_chars=config.max_chars)
         if hints:
             user += "\n" + template["hint"].format(quotes=quotes)
-    return [{"role": "system", "content": template["system"].strip()}, {"role": "user", "content": user}]
+    return [{"role": "system", "content": system.strip()}, {"role": "user", "content": user}]
 
 
 def builtin_few_shots(task: Task) -> list[tuple[str, Sequence[str], str]]:
@@ -183,6 +187,7 @@ def generate_explanations(
     few_shots: Sequence[tuple[str, Sequence[str], str]] = (),
     batch_size: int = 8,
     on_progress: Callable[[int, int], None] | None = None,
+    grounded: bool = False,
 ) -> Iterator[Draft]:
     """Yield one Draft per post, in post order; cached results are reused, new ones are cached as they arrive.
 
@@ -190,7 +195,9 @@ def generate_explanations(
     in flight; each answer is cached the moment it is back (possibly before earlier ones), so a kill loses
     only the requests in flight. ``attempt`` > 0 asks for a different sample (seed and temperature change)
     when QC rejected an earlier one, and is part of the cache key so retries are cached too. A prompt that
-    occurs twice is asked once.
+    occurs twice is asked once. ``grounded`` (on a backend that follows grammars): the reply is generated under
+    the post's grounded grammar (instruct/grounding.py), so it states the gold label and quotes one of the post's
+    own clauses by construction.
     """
     plan: deque[Draft | tuple[Post, int]] = deque()
     sent: list[tuple[Post, str]] = []
@@ -207,8 +214,13 @@ def generate_explanations(
                 plan.append(Draft(post, task.id, None, attempt, "", error=reason))
                 continue
             text = scrub(post.text).text if config.scrub_pii else post.text
-            messages = teacher_messages(task, text, post.labels, few_shots=few_shots, config=config)
-            key = cache_key(messages, backend.model_id, try_settings)
+            quotable = quote_choices([clause.text for clause in clauses(text)]) if grounded else []
+            messages = teacher_messages(task, text, post.labels, config=config, grounded=bool(quotable),
+                                        few_shots=() if quotable else few_shots)
+            settings_now = replace(try_settings, grammar=explanation_grammar(task, post.labels, quotable),
+                                   max_new_tokens=max(try_settings.max_new_tokens, MAX_NEW_TOKENS)) \
+                if quotable else try_settings
+            key = cache_key(messages, backend.model_id, settings_now)
             record = cache_store.get(key)
             if record is not None:
                 plan.append(_draft_from_record(post, task, attempt, key, record, cached=True))
@@ -218,7 +230,7 @@ def generate_explanations(
                 index_of_key[key] = len(sent)
                 plan.append((post, len(sent)))
                 sent.append((post, key))
-                yield GenerationRequest(messages=messages, settings=try_settings)
+                yield GenerationRequest(messages=messages, settings=settings_now)
 
     def keep(i: int, result: GenerationResult) -> None:
         post, key = sent[i]

@@ -59,6 +59,9 @@ class BuildConfig:
     few_shot: int = 1
     use_source_explanations: bool = False
     verifier: str = "tfidf"  # tfidf | none
+    # On a teacher that follows grammars (llama.cpp): the grounded shape of instruct/grounding.py, so every draft
+    # states its gold label and quotes the post; off, or on other teachers, the free-form prompt with few-shots.
+    grounded: bool = True
     settings: GenerationSettings = field(default_factory=lambda: GenerationSettings(max_new_tokens=256))
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     qc: QCConfig = field(default_factory=QCConfig)
@@ -185,7 +188,8 @@ def _drafts(task: Task, posts: Sequence[Post], backend: Backend | None, cache_st
                 progress.update(total)
         for draft in generate_explanations(task, to_generate, backend, cache_store, settings=config.settings,
                                            config=config.teacher, attempt=attempt, few_shots=few_shots,
-                                           batch_size=config.batch_size, on_progress=tick):
+                                           batch_size=config.batch_size, on_progress=tick,
+                                           grounded=config.grounded and backend.supports_grammar):
             drafts.append(draft)
             outcome.cached += draft.cached
             outcome.generated += not draft.cached and draft.error is None
@@ -230,6 +234,7 @@ def run_build(config: BuildConfig, data_dir: Path | None, out_dir: Path, backend
         "settings": asdict(config.settings),
         "teacher_prompt_version": teacher_prompt_template()["version"],
         "verifier": config.verifier,
+        "grounded": bool(config.grounded and backend is not None and backend.supports_grammar),
         "seconds": round(elapsed, 1),
         "posts_per_s": round(sum(o.requested for o in outcomes) / elapsed, 4) if elapsed else None,
         "first_attempt_qc": summary,
@@ -247,7 +252,7 @@ def run_build(config: BuildConfig, data_dir: Path | None, out_dir: Path, backend
     from mentalglm.instruct.card import dataset_card
 
     atomic_write_text(out_dir / "README.md", dataset_card({config.split: samples}, {
-        "Teacher": {"model": report["teacher"], "settings": report["settings"],
+        "Teacher": {"model": report["teacher"], "settings": report["settings"], "grounded": report["grounded"],
                     "prompt": teacher_prompt_template()},
         "Quality control": {k: report[k] for k in ("first_attempt_qc", "tasks")},
         "Decontamination": decontamination, "PII placeholders inserted": exported["pii_replaced"]}))

@@ -61,6 +61,12 @@ def normalise(text: str) -> str:
     return "".join(ch for ch in unicodedata.normalize("NFKC", text).lower() if ch.isalnum())
 
 
+# A run this long shared with a label's definition is the prompt read back, not an explanation ("这句原话表达了失落、
+# 难过、遗憾、孤独、失望或哀伤等消极情绪"); shorter shared phrases ("没有表达明确的自杀意图") are how one argues a label.
+MAX_DEFINITION_RUN = 16
+_CONTRADICTION = re.compile(r"与[^，。；]{0,12}(定义|标注|标签)(并)?不(符|一致)|(并)?不(符合|属于|支持)(该|这一|此|这个)?(标注|定义|标签|类别|判断)")
+
+
 def _longest_common_run(a: str, b: str) -> int:
     """Length of the longest common substring (dynamic programming; explanations are short)."""
     if not a or not b:
@@ -133,7 +139,17 @@ def check_copy(task: Task, labels: Sequence[str], explanation: str, post: str, c
         definition = normalise(label.definition_zh)
         if definition and len(definition) >= 15 and definition in expl and len(expl) < 1.3 * len(definition):
             return "copies a label definition from the prompt"
+        if definition and _longest_common_run(expl, definition) >= MAX_DEFINITION_RUN:
+            return f"repeats {MAX_DEFINITION_RUN}+ characters of the definition of {label.zh} instead of explaining"
     return None
+
+
+def check_contradiction(task: Task, labels: Sequence[str], explanation: str, post: str,
+                        config: QCConfig) -> str | None:
+    """An explanation must not say that its own label does not fit ("…这与自杀风险的定义不符", written by the 0.5B
+    for a post it was asked to explain as low risk)."""
+    match = _CONTRADICTION.search(explanation)
+    return f"says the label does not fit ({match.group(0)!r})" if match else None
 
 
 def check_other_labels(task: Task, labels: Sequence[str], explanation: str, post: str,
@@ -167,6 +183,7 @@ CHECKS: dict[str, CheckFn] = {
     "not_refusal": check_refusal,
     "not_copy": check_copy,
     "no_other_label": check_other_labels,
+    "not_contradicting": check_contradiction,
     "evidence": check_evidence,
 }
 

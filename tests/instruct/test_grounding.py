@@ -7,7 +7,9 @@ import re
 
 import pytest
 
-from mentalglm.analyze.grounding import (
+from mentalglm.backends import GenerationSettings
+from mentalglm.backends.base import cache_key
+from mentalglm.instruct.grounding import (
     MAX_QUOTE_CHARS,
     explanation_grammar,
     gbnf_literal,
@@ -15,8 +17,6 @@ from mentalglm.analyze.grounding import (
     quote_choices,
     reason_only,
 )
-from mentalglm.backends import GenerationSettings
-from mentalglm.backends.base import cache_key
 from mentalglm.tasks import get_task
 
 
@@ -30,12 +30,25 @@ def test_quote_choices_are_unique_non_trivial_and_bounded() -> None:
     assert quote_choices([" 好累 ", "好累", "啊", long]) == ["好累", "很" * MAX_QUOTE_CHARS]
 
 
+def test_quotes_are_cut_at_quotation_marks_and_pii_placeholders() -> None:
+    """A nested quotation would end the explanation's quote early; a placeholder is not in the original post."""
+    from mentalglm.instruct.qc import grounded_share
+
+    choices = quote_choices(["他说“别管我了”然后走了", "打我电话[电话]我一直在"])
+    assert choices == ["他说", "别管我了", "然后走了", "打我电话", "我一直在"]
+    original = "他说“别管我了”然后走了，打我电话13812345678我一直在"
+    task = get_task("suicide_risk")
+    for choice in choices:
+        explanation = f"{label_statement(task, ['low'])}帖子中写道“{choice}”，说明情绪低落。"
+        assert grounded_share(explanation, original, task) == 1.0
+
+
 def test_the_grammar_states_the_label_and_offers_only_the_posts_clauses() -> None:
     task = get_task("suicide_risk")
     grammar = explanation_grammar(task, ["low"], ["活着好累", '他说"算了"'])
     root, quote = grammar.splitlines()[:2]
     assert root.startswith(f'root ::= "{label_statement(task, ["low"])}帖子中写道“"')
-    assert quote == 'quote ::= "活着好累" | "他说\\"算了\\""'
+    assert quote == 'quote ::= "活着好累" | "他说" | "算了"'
     prose = re.search(r"prose ::= (.+)", grammar).group(1)  # type: ignore[union-attr]
     assert all(mark in prose for mark in "“”「」\"。")  # the free text can neither quote nor end the sentence
     with pytest.raises(ValueError, match="clause"):
