@@ -5,7 +5,8 @@ decided label and copies its quote from the clauses the classifier relied on (in
 explanation that fails QC or the verifier is redrawn once, then replaced by the attribution sentence. Counted
 per task: who wrote the shown explanation (llm_grounded / attribution_fallback / attribution for "nothing
 evident"), the share of LLM explanations kept (passed QC and the verifier, at most one redraw), whether every quote
-of a shown explanation occurs in the post, the TF-IDF verifier on a kept explanation's prose alone (without the
+of a shown explanation occurs in the post (and how many quote nothing: the attribution sentence when no clause
+alone carries the decision), the TF-IDF verifier on a kept explanation's prose alone (without the
 label sentence the grammar writes), redraws, and the seconds of one task's analysis with its explanation
 (median over posts, one post at a time). Explanations quote dataset posts, so none is written to the results.
 
@@ -45,7 +46,7 @@ def measure(analyzer: Analyzer, task_id: str, posts: list[str]) -> dict[str, Any
         alone = verdict_on(analyzer.models, task, labels, prose, post).checks.get("verifier") \
             if result.explanation_source in ("llm_grounded", "llm") else None
         rows.append({"source": result.explanation_source, "qc": bool(result.qc_passed),
-                     "quotes_found": grounded_share(result.explanation or "", post, task) == 1.0,
+                     "quotes": grounded_share(result.explanation or "", post, task),
                      "verifier": result.verifier_agrees, "verifier_prose_alone": alone, "attempts": result.attempts,
                      "explanation": result.explanation, "fallback_reason": result.fallback_reason})
     llm = [r for r in rows if r["source"] in ("llm_grounded", "llm", "attribution_fallback")]  # the LLM was asked
@@ -59,7 +60,10 @@ def measure(analyzer: Analyzer, task_id: str, posts: list[str]) -> dict[str, Any
             "llm_kept": round(len(kept) / len(llm), 4) if llm else None,
             "kept_qc_passed": share("qc", kept), "kept_verifier_agrees": share("verifier", kept),
             "kept_verifier_prose_alone": share("verifier_prose_alone", kept),
-            "shown_quotes_found": share("quotes_found", [r for r in rows if r["source"] != "attribution"]),
+            # of the shown explanations that quote the post (not the "nothing evident" sentence): every quote found
+            "shown_quotes_found": share("quotes_found", [{"quotes_found": r["quotes"] == 1.0} for r in rows
+                                                          if r["source"] != "attribution" and r["quotes"] is not None]),
+            "shown_quoting_nothing": sum(r["source"] != "attribution" and r["quotes"] is None for r in rows),
             "regenerated": round(sum(r["attempts"] > 1 for r in llm) / len(llm), 4) if llm else None,
             "seconds_median": round(statistics.median(seconds), 2), "seconds_mean": round(statistics.mean(seconds), 2),
             "fallback_reasons": [r["fallback_reason"] for r in rows if r["fallback_reason"]][:10]}

@@ -76,3 +76,19 @@ def test_llama_cpp_parses_the_grammar_with_awkward_clauses() -> None:
     grammar = explanation_grammar(get_task("cognitive_distortion"), ["labeling", "mental_filter"],
                                   ['我就是个"废物"', "C:\\路径", "第一行\n第二行", "[括号]|或者"])
     assert LlamaGrammar.from_string(grammar, verbose=False) is not None
+
+
+def test_quotable_part_is_the_longest_piece_a_reader_finds_in_the_post() -> None:
+    from mentalglm.instruct.grounding import quotable_part
+
+    assert quotable_part("他说“别管我了”然后一个人走了") == "然后一个人走了"
+    assert quotable_part("打我电话[电话]") == "打我电话"
+    assert quotable_part("好") == "好"  # nothing quotable: the clause as it is
+
+
+def test_a_measured_change_naming_nothing_evident_is_a_verdict_not_a_missing_quote() -> None:
+    from mentalglm.instruct.qc import grounded_share
+
+    task = get_task("cognitive_distortion")
+    explanation = "判断为「乱贴标签」：帖子中写道“我就是个废物”，用一个词否定了整个人。如果去掉这句，分类器会改判为「未见明显认知歪曲」。"
+    assert grounded_share(explanation, "考试又没过，我就是个废物。", task) == 1.0

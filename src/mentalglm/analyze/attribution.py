@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mentalglm.analyze.schema import EvidenceSpan, TaskResult
-from mentalglm.instruct.grounding import Clause, clauses
+from mentalglm.instruct.grounding import Clause, clauses, quotable_part
 from mentalglm.tasks import Task
 
 MIN_DROP = 0.02  # a clause counts as evidence when removing it lowers the label's probability by this much
@@ -86,7 +86,8 @@ def top_effects(pieces: Sequence[Clause], drops: np.ndarray, column: int, k: int
 
 
 def _quotes(effects: Sequence[ClauseEffect]) -> str:
-    return "".join(f"“{e.clause.text}”" for e in effects)
+    """The clauses as quotations a reader (and QC) finds in the post: no nested quotation marks, no placeholders."""
+    return "".join(f"“{quotable_part(e.clause.text)}”" for e in effects)
 
 
 def is_none_answer(task: Task, result: TaskResult) -> bool:

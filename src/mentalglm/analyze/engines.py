@@ -45,8 +45,6 @@ from mentalglm.tasks import Task
 from mentalglm.tasks.parsing import read_answer
 from mentalglm.train.classical import TfidfVerifier
 
-# Checks whose failure means the explanation argues for another label than the decided one.
-_DISAGREEMENT = ("generated", "layout", "no_other_label", "verifier")
 PerPost = list[dict[str, TaskResult]]  # per post: task id -> its result
 
 
@@ -235,10 +233,12 @@ class HybridEngine(LabelsEngine):
 
     @staticmethod
     def _record(run: Run, job: _Job, reply: GenerationResult, attempt: int, scrubbed: str, original: str) -> bool:
-        """Store an attempt's explanation; True when it disagrees with the label and may be redrawn."""
+        """Store an attempt's explanation; True when it fails its checks and may be redrawn."""
         explanation = scrub_output(clean_explanation(reply.text)) if reply.ok else None
         verdict = verdict_on(run.models, job.task, job.labels, explanation, scrubbed)
-        disagrees = any(not verdict.checks.get(name, True) for name in _DISAGREEMENT)
+        # Any failed check is redrawn: one that is only shown as a fallback (a definition read back, a label said
+        # not to fit) wastes the LLM as much as one that argues another label.
+        disagrees = not verdict.passed
         result = job.result
         result.attempts = attempt + 1
         result.model = run.backend.model_id

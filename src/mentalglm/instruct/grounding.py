@@ -98,6 +98,11 @@ def quote_choices(clauses: Sequence[str]) -> list[str]:
     return out
 
 
+def quotable_part(text: str) -> str:
+    """The longest piece of a clause that can be quoted (see quote_choices); the clause itself when none is."""
+    return max(quote_choices([text]), key=len, default=text)
+
+
 def explanation_grammar(task: Task, labels: Sequence[str], clauses: Sequence[str], *, ask_change: bool = True) -> str:
     """The GBNF grammar of one grounded explanation; ``clauses`` must come from the post itself.
 

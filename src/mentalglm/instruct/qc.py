@@ -89,11 +89,13 @@ def evidence_quotes(explanation: str) -> list[str]:
 def grounded_share(explanation: str, post: str, task: Task | None = None) -> float | None:
     """Share of quoted evidence that occurs in the post (None when nothing is quoted).
 
-    Quoted label names (“愤怒”) are the verdict, not evidence, and are left out.
+    Quoted label names (“愤怒”, or a screened task's 「未见明显认知歪曲」) are the verdict, not evidence, and are left out.
     """
     quotes = evidence_quotes(explanation)
     if task is not None:
-        quotes = [q for q in quotes if task.label_by_any_name(q) is None and q not in task.question]
+        verdicts = {task.screen.none_zh} if task.screen is not None else set()
+        quotes = [q for q in quotes
+                  if task.label_by_any_name(q) is None and q not in verdicts and q not in task.question]
     if not quotes:
         return None
     post_norm = normalise(post)
