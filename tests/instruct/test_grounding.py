@@ -92,3 +92,5 @@ def test_a_measured_change_naming_nothing_evident_is_a_verdict_not_a_missing_quo
     task = get_task("cognitive_distortion")
     explanation = "判断为「乱贴标签」：帖子中写道“我就是个废物”，用一个词否定了整个人。如果去掉这句，分类器会改判为「未见明显认知歪曲」。"
     assert grounded_share(explanation, "考试又没过，我就是个废物。", task) == 1.0
+    several = "判断为「乱贴标签、以偏概全」：帖子中写道“我就是个废物”，用一个词否定了整个人。"
+    assert grounded_share(several, "考试又没过，我就是个废物。", task) == 1.0

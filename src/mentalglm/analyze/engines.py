@@ -42,6 +42,7 @@ from mentalglm.instruct.grounding import (
 )
 from mentalglm.instruct.qc import Verdict, apply_verifier, check_sample, evidence_quotes
 from mentalglm.tasks import Task
+from mentalglm.tasks.layout import LABEL_SEPARATOR
 from mentalglm.tasks.parsing import read_answer
 from mentalglm.train.classical import TfidfVerifier
 
@@ -321,7 +322,7 @@ def decided_names(task: Task, labels: Sequence[str]) -> str:
     names = [task.label(label).zh for label in labels]
     if not names and task.screen is not None:
         return task.screen.none_zh
-    return "、".join(names)
+    return LABEL_SEPARATOR.join(names)
 
 
 def classifier_view(text: str) -> str:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from mentalglm.tasks.layout import render_answer
+from mentalglm.tasks.layout import LABEL_SEPARATOR, render_answer
 from mentalglm.tasks.parsing import claimed_labels, find_mentions, parse
 from mentalglm.tasks.schema import Task
 
@@ -94,8 +94,12 @@ def grounded_share(explanation: str, post: str, task: Task | None = None) -> flo
     quotes = evidence_quotes(explanation)
     if task is not None:
         verdicts = {task.screen.none_zh} if task.screen is not None else set()
-        quotes = [q for q in quotes
-                  if task.label_by_any_name(q) is None and q not in verdicts and q not in task.question]
+
+        def is_verdict(quote: str) -> bool:  # a label name, a list of them (「以偏概全、乱贴标签」) or "nothing evident"
+            names = quote.split(LABEL_SEPARATOR)
+            return quote in verdicts or all(task.label_by_any_name(name) is not None for name in names)
+
+        quotes = [q for q in quotes if not is_verdict(q) and q not in task.question]
     if not quotes:
         return None
     post_norm = normalise(post)
