@@ -32,7 +32,13 @@ from mentalglm.backends.base import Backend, GenerationRequest, GenerationResult
 from mentalglm.data.pii import scrub
 from mentalglm.data.records import Post
 from mentalglm.evaluate.predict import LLMSystem
-from mentalglm.instruct.generate import builtin_few_shots, clean_explanation, retry_settings, teacher_messages
+from mentalglm.instruct.generate import (
+    builtin_few_shots,
+    clean_explanation,
+    gold_names,
+    retry_settings,
+    teacher_messages,
+)
 from mentalglm.instruct.grounding import (
     MAX_NEW_TOKENS,
     Clause,
@@ -42,7 +48,6 @@ from mentalglm.instruct.grounding import (
 )
 from mentalglm.instruct.qc import Verdict, apply_verifier, check_sample, evidence_quotes
 from mentalglm.tasks import Task
-from mentalglm.tasks.layout import LABEL_SEPARATOR
 from mentalglm.tasks.parsing import read_answer
 from mentalglm.train.classical import TfidfVerifier
 
@@ -319,10 +324,9 @@ ENGINES: dict[EngineName, Engine] = {engine.name: engine for engine in (
 
 def decided_names(task: Task, labels: Sequence[str]) -> str:
     """Decided labels by their Chinese names; an empty decision of a screened task is its "nothing evident"."""
-    names = [task.label(label).zh for label in labels]
-    if not names and task.screen is not None:
+    if not labels and task.screen is not None:
         return task.screen.none_zh
-    return LABEL_SEPARATOR.join(names)
+    return gold_names(task, labels)
 
 
 def classifier_view(text: str) -> str:
