@@ -104,6 +104,32 @@ def test_a_grounded_explanation_passes():
     assert check_sample(SUICIDE, ["high"], text, POSTS[0].text).passed
 
 
+def test_a_conditional_sentence_may_name_what_would_change_the_reading():
+    """"如果…就会是高自杀风险" is the counterfactual the issue asks for, not an argument for the other label."""
+    base = "帖子中“药已经准备好了”说明发帖人已有具体的自杀方法和准备行为，“今晚就结束这一切”给出了明确的时间。"
+    for change in ("如果帖子中没有提到药和时间，那么就不符合该标注。", "如果没有这些准备，就会是低自杀风险。"):
+        assert check_sample(SUICIDE, ["high"], base + change, POSTS[0].text).passed
+    asserted = base.replace("说明", "但整体属于低自杀风险，说明")
+    assert not check_sample(SUICIDE, ["high"], asserted, POSTS[0].text).checks["no_other_label"]
+
+
+def test_the_verifier_reads_neither_conditions_nor_denials():
+    from mentalglm.instruct.qc import asserted_part, verifier_reading
+
+    text = "判断为「低自杀风险」：帖子中写道“好累啊”，这表明作者感到疲惫，但没有表达自杀意图。如果提到自杀计划，就会是高风险。"
+    assert asserted_part(text) == "判断为「低自杀风险」：帖子中写道“好累啊”，这表明作者感到疲惫，但没有表达自杀意图。"
+    assert verifier_reading(text) == "判断为「低自杀风险」：帖子中写道“好累啊”，这表明作者感到疲惫，"
+
+
+def test_prose_that_goes_on_copying_the_post_is_rejected():
+    post = "饭饭，她觉得自己没用，记性越来越差，什么都能忘，跟闺蜜出去买衣服"
+    copied = "帖子中写道“饭饭”，她觉得自己没用，记性越来越差，什么都能忘，这说明作者在贬低自己。"
+    verdict = check_sample(SUICIDE, ["low"], copied, post)
+    assert not verdict.checks["not_copy"] and "outside its quotation" in verdict.reasons[0]
+    own_words = "帖子中写道“她觉得自己没用，记性越来越差”，作者在用一次健忘全盘否定自己，情绪低落但没有计划。"
+    assert check_sample(SUICIDE, ["low"], own_words, post).checks["not_copy"]
+
+
 def test_near_duplicates():
     a = "帖子中“药已经准备好了”说明发帖人已有具体的自杀方法和准备行为。"
     assert near_duplicates([a, a + "。", "完全不同的一段解释文字，讲的是另一件事情和其他内容。"], 0.85) == {1}

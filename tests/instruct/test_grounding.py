@@ -27,7 +27,9 @@ def test_literals_escape_what_gbnf_would_read_as_syntax() -> None:
 
 def test_quote_choices_are_unique_non_trivial_and_bounded() -> None:
     long = "很" * (MAX_QUOTE_CHARS + 20)
-    assert quote_choices([" 好累 ", "好累", "啊", long]) == ["好累", "很" * MAX_QUOTE_CHARS]
+    assert quote_choices([" 好累 ", "好累", "啊"]) == ["好累"]
+    assert quote_choices([" 好累 ", "好累", "啊", long]) == ["很" * MAX_QUOTE_CHARS]  # short ones only when alone
+    assert quote_choices(["对啊", "活着好累啊"]) == ["活着好累啊"]
 
 
 def test_quotes_are_cut_at_quotation_marks_and_pii_placeholders() -> None:
@@ -35,7 +37,8 @@ def test_quotes_are_cut_at_quotation_marks_and_pii_placeholders() -> None:
     from mentalglm.instruct.qc import grounded_share
 
     choices = quote_choices(["他说“别管我了”然后走了", "打我电话[电话]我一直在"])
-    assert choices == ["他说", "别管我了", "然后走了", "打我电话", "我一直在"]
+    assert choices == ["别管我了", "然后走了", "打我电话", "我一直在"]
+    assert quote_choices(["他说“别管”"]) == ["他说", "别管"]
     original = "他说“别管我了”然后走了，打我电话13812345678我一直在"
     task = get_task("suicide_risk")
     for choice in choices:
@@ -45,10 +48,10 @@ def test_quotes_are_cut_at_quotation_marks_and_pii_placeholders() -> None:
 
 def test_the_grammar_states_the_label_and_offers_only_the_posts_clauses() -> None:
     task = get_task("suicide_risk")
-    grammar = explanation_grammar(task, ["low"], ["活着好累", '他说"算了"'])
+    grammar = explanation_grammar(task, ["low"], ["活着好累", '他说"算了吧，走了"'])
     root, quote = grammar.splitlines()[:2]
     assert root.startswith(f'root ::= "{label_statement(task, ["low"])}帖子中写道“"')
-    assert quote == 'quote ::= "活着好累" | "他说" | "算了"'
+    assert quote == 'quote ::= "活着好累" | "算了吧，走了"'
     prose = re.search(r"prose ::= (.+)", grammar).group(1)  # type: ignore[union-attr]
     assert all(mark in prose for mark in "“”「」\"。")  # the free text can neither quote nor end the sentence
     with pytest.raises(ValueError, match="clause"):

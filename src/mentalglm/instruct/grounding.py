@@ -33,7 +33,7 @@ MAX_QUOTE_CHARS = 60  # a longer clause is offered cut at this length (still a s
 # Free text: any character but quotation marks, sentence ends and line breaks, so one sentence, quoting nothing.
 _PROSE_CHAR = r'[^“”"「」『』《》\n\r。！？!?]'
 REASON_CHARS = (8, 60)
-CHANGE_CHARS = (4, 36)
+CHANGE_CHARS = (4, 56)  # at 36 the teacher's 如果-sentences were cut mid-clause ("…那么判断就。")
 # Tokens the shape needs at most (Qwen: ~1 token per 1-1.5 Chinese characters), so replies are never cut short.
 MAX_NEW_TOKENS = 192
 
@@ -85,18 +85,22 @@ def gbnf_literal(text: str) -> str:
 # post the LLM reads has "[电话]" where the original has the number).
 _UNQUOTABLE = re.compile("|".join([r'[“”"「」『』‘’]', *(re.escape(p) for p in PLACEHOLDERS.values())]))
 MIN_QUOTE_CHARS = 2
+# Shorter quotes are offered only when a post has nothing longer: given "对啊" or a name beside real clauses, the
+# 1.5B teacher chose them and then had nothing to explain (read in the grounded build's rejected drafts).
+INFORMATIVE_QUOTE_CHARS = 4
 
 
 def quote_choices(clauses: Sequence[str]) -> list[str]:
     """The post's clauses as offered to the LLM: the parts without quotation marks or PII placeholders, unique,
-    non-trivial, at most MAX_QUOTE_CHARS long."""
+    non-trivial (INFORMATIVE_QUOTE_CHARS long where the post has such parts), at most MAX_QUOTE_CHARS long."""
     out: list[str] = []
     for clause in clauses:
         for part in _UNQUOTABLE.split(clause):
             piece = part.strip()[:MAX_QUOTE_CHARS].strip()
             if len(piece) >= MIN_QUOTE_CHARS and piece not in out:
                 out.append(piece)
-    return out
+    informative = [piece for piece in out if len(piece) >= INFORMATIVE_QUOTE_CHARS]
+    return informative or out
 
 
 def quotable_part(text: str) -> str:

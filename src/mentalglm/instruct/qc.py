@@ -63,8 +63,34 @@ def normalise(text: str) -> str:
 
 # A run this long shared with a label's definition is the prompt read back, not an explanation ("这句原话表达了失落、
 # 难过、遗憾、孤独、失望或哀伤等消极情绪"); shorter shared phrases ("没有表达明确的自杀意图") are how one argues a label.
+# The same bound holds for the post outside the quotation marks: prose that goes on copying the post after its quote
+# ("…”，她觉得自己没用，记性越来越差，什么都能忘…") explains nothing.
 MAX_DEFINITION_RUN = 16
 _CONTRADICTION = re.compile(r"与[^，。；]{0,12}(定义|标注|标签)(并)?不(符|一致)|(并)?不(符合|属于|支持)(该|这一|此|这个)?(标注|定义|标签|类别|判断)")
+
+
+# A sentence that opens with a condition says what would change the reading ("如果帖子中提到自杀计划，标注就会变为高自杀
+#风险"): the issue asks explanations for it, so it may name other labels and say the label would no longer fit. The
+# checks of what an explanation asserts (other labels, contradiction, the verifier) read the other sentences.
+_CONDITIONAL = re.compile(r"^(?:但是?|而且?|不过|反之|相反)?[，,]?(?:如果|假如|假设|倘若|要是|若|一旦)")
+_SENTENCE = re.compile(r"[^。！？!?\n]+[。！？!?\n]*")
+
+
+def asserted_part(explanation: str) -> str:
+    """The explanation without its conditional sentences: what it asserts about this post."""
+    return "".join(s for s in _SENTENCE.findall(explanation) if not _CONDITIONAL.match(s.strip()))
+
+
+# The verifier is a bag-of-n-grams model trained on posts: it cannot read negation, so "但没有表达明确的自杀意图" in an
+# explanation of low risk reads as high risk to it (14 of 40 first drafts of the 1.5B teacher). It reads the
+# explanation without the clauses that deny something.
+_DENIAL = re.compile(r"没有|没什么|并未|未曾|不是|并非|不会|不再|而非|无明显|未见|不存在|不涉及|不属于")
+_CLAUSE = re.compile(r"[^，,；;。！？!?\n]+[，,；;。！？!?\n]*")
+
+
+def verifier_reading(explanation: str) -> str:
+    """What the verifier reads: the asserted sentences without clauses that deny (see _DENIAL)."""
+    return "".join(c for c in _CLAUSE.findall(asserted_part(explanation)) if not _DENIAL.search(c))
 
 
 def _longest_common_run(a: str, b: str) -> int:
@@ -141,6 +167,8 @@ def check_copy(task: Task, labels: Sequence[str], explanation: str, post: str, c
     expl, src = normalise(explanation), normalise(post)
     if expl and _longest_common_run(expl, src) / len(expl) > config.max_copy_share:
         return "copies the post instead of explaining it"
+    if _longest_common_run(normalise(_QUOTE.sub("", explanation)), src) >= MAX_DEFINITION_RUN:
+        return f"copies {MAX_DEFINITION_RUN}+ characters of the post outside its quotation instead of explaining"
     for label in task.labels:  # copying a definition from the prompt is not an explanation either
         definition = normalise(label.definition_zh)
         if definition and len(definition) >= 15 and definition in expl and len(expl) < 1.3 * len(definition):
@@ -154,14 +182,16 @@ def check_contradiction(task: Task, labels: Sequence[str], explanation: str, pos
                         config: QCConfig) -> str | None:
     """An explanation must not say that its own label does not fit ("…这与自杀风险的定义不符", written by the 0.5B
     for a post it was asked to explain as low risk)."""
-    match = _CONTRADICTION.search(explanation)
+    match = _CONTRADICTION.search(asserted_part(explanation))
     return f"says the label does not fit ({match.group(0)!r})" if match else None
 
 
 def check_other_labels(task: Task, labels: Sequence[str], explanation: str, post: str,
                        config: QCConfig) -> str | None:
     """The explanation must not assert a label the gold answer does not have, by name or by what defines it
-    (the label's ``claims_zh``: "所以是自杀意图" argues for high risk without naming it)."""
+    (the label's ``claims_zh``: "所以是自杀意图" argues for high risk without naming it). A conditional sentence
+    ("如果帖子中提到自杀计划，就会是高自杀风险") names what would change the reading and asserts nothing."""
+    explanation = asserted_part(explanation)
     named = {m.label_id for m in find_mentions(task, explanation) if not m.negated} - set(labels)
     claimed = claimed_labels(task, explanation) - set(labels) - named
     if named or claimed:
@@ -210,10 +240,11 @@ def check_sample(task: Task, labels: Sequence[str], explanation: str | None, pos
 
 def apply_verifier(task: Task, verifier: Verifier, items: Sequence[tuple[Sequence[str], str]],
                    verdicts: Sequence[Verdict]) -> None:
-    """Add the verifier's check: the label predicted from the explanation alone must match the gold."""
+    """Add the verifier's check: the label predicted from the explanation alone (what it asserts: without the
+    conditional sentences about what would change it, nor the clauses that deny) must match the gold."""
     if not items:
         return
-    predictions = verifier.predict(task, [explanation for _, explanation in items])
+    predictions = verifier.predict(task, [verifier_reading(explanation) for _, explanation in items])
     for (gold, _), predicted, verdict in zip(items, predictions, verdicts, strict=True):
         if task.is_multi_label:
             ok = bool(set(predicted) & set(gold)) and not (set(predicted) - set(gold))
