@@ -102,3 +102,39 @@ def test_embedding_floor_skips_only_posts_that_no_e5_answer_could_flag() -> None
     full = weight * p_tfidf + (1 - weight) * 1.0 >= threshold  # every post read with the most flagging e5 answer
     assert (flagged == full).all()
     assert 0 < counting.read < len(posts)
+
+
+def test_a_second_reader_flags_what_the_gate_misses_within_the_same_budget() -> None:
+    """The gate learns "from the tree hole" (chatter included); a reader of high risk alone catches a plain plan."""
+    chatter = ["哈哈哈有人吗", "今天吃了什么", "在吗在吗", "晚安大家", "有人陪我聊天吗", "好无聊啊"]
+    plans = ["药已经攒够了，周五晚上就吃掉", "遗书写好了，明天从楼上跳下去", "刀片准备好了，今晚就动手结束"]
+    ordinary = [*CLEAR_POSTS, "周五晚上和同事去吃火锅", "明天去楼下取快递", "今晚看电影"]
+    validation = ["周末去超市买了面包", "有人一起看电影吗", "面馆的面好吃", "药攒够了，今晚就动手", "在吗有人吗"]
+    gold, carries = [False, False, False, True, True], [False, False, False, True, False]
+    alone, _ = fit_gate(chatter * 3 + plans, ordinary, validation, gold, 0.0, name="t", use_embedding=False,
+                        log=lambda _: None)
+    assert alone.flag_proba(validation)[3] < alone.threshold  # the gate alone misses the plan
+    gate, record = fit_gate(chatter * 3 + plans, ordinary, validation, gold, 0.0, name="t", use_embedding=False,
+                            log=lambda _: None, also=("high", plans, chatter * 3 + ordinary, carries))
+    assert record["also_flag"]["kept"] and gate.also is not None
+    assert record["also_flag"]["chosen"]["recall_high"] == 1.0
+    assert record["also_flag"]["validation_gate_alone"]["recall_high"] == 0.0
+    flagged = gate.flag_proba(validation) >= gate.threshold
+    assert flagged.tolist() == [False, False, False, True, True]  # the budget (none of the negatives) holds
+
+
+def test_the_second_reader_is_rescaled_onto_the_gates_threshold() -> None:
+    from mentalglm.train.screen import _rescale
+
+    p = np.array([0.0, 0.2, 0.4, 0.7, 1.0])
+    mapped = _rescale(p, 0.4, 0.8)
+    assert mapped[0] == 0.0 and mapped[-1] == 1.0 and np.isclose(mapped[2], 0.8)
+    assert np.all(np.diff(mapped) > 0)  # monotone: the order of posts is kept
+
+
+def test_a_gate_saved_before_the_second_reader_loads_without_one(tmp_path) -> None:
+    gate = _gate()
+    del gate.__dict__["also"], gate.__dict__["also_threshold"]  # as pickled by the earlier class
+    gate.save(tmp_path / "screen.pkl")
+    loaded = ScreenGate.load(tmp_path / "screen.pkl")
+    assert loaded.also is None and len(loaded.flag_proba(["周末去超市"])) == 1

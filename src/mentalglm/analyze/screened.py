@@ -33,15 +33,25 @@ class GateInputs:
     clear: list[str]
     validation: list[str]
     validation_flag: list[bool]
+    # the task's ``also_flag`` second reader: (label, its posts, every other training post, validation carries it)
+    also: tuple[str, list[str], list[str], list[bool]] | None = None
 
 
 def gate_inputs(task: Task, own_train: Sequence[Post], own_validation: Sequence[Post], data: ScreenData) -> GateInputs:
+    assert task.screen is not None
     train_flags = flags(task, data.train)
+    validation = [*own_validation, *data.validation]
+    also = None
+    if task.screen.also_flag is not None:
+        label = task.screen.also_flag
+        every = [*own_train, *data.train]
+        also = (label, [p.text for p in every if label in p.labels], [p.text for p in every if label not in p.labels],
+                [label in p.labels for p in validation])
     return GateInputs(
         flag=[p.text for p in own_train] + [p.text for p, f in zip(data.train, train_flags, strict=True) if f],
         clear=[p.text for p, f in zip(data.train, train_flags, strict=True) if not f],
-        validation=[p.text for p in [*own_validation, *data.validation]],
-        validation_flag=[True] * len(own_validation) + flags(task, data.validation))
+        validation=[p.text for p in validation],
+        validation_flag=[True] * len(own_validation) + flags(task, data.validation), also=also)
 
 
 def fit_screened(task: Task, inner: Classifier, own_train: Sequence[Post], own_validation: Sequence[Post],
@@ -50,13 +60,14 @@ def fit_screened(task: Task, inner: Classifier, own_train: Sequence[Post], own_v
     assert task.screen is not None
     given = gate_inputs(task, own_train, own_validation, data)
     gate, record = fit_gate(given.flag, given.clear, given.validation, given.validation_flag,
-                            task.screen.max_negative_flagged, name=task.id, use_embedding=use_embedding, log=log)
+                            task.screen.max_negative_flagged, name=task.id, use_embedding=use_embedding, log=log,
+                            also=given.also)
     record["sources"] = [{"name": s.name, "dataset": f"{s.dataset}/{s.part}", "loaded": s.loaded,
                           "dropped_as_contaminated": s.contaminated, "dropped_as_duplicate": s.duplicates,
                           "kept": s.kept} for s in data.sources]
-    by_weight = record["validation_by_weight"][str(record["weight_on_tfidf"])]
+    shown = record["validation_with_cascade"]  # as the analyzer decides: cascade and second reader included
     log(f"{task.id}: screen weight on TF-IDF {record['weight_on_tfidf']}, validation recall "
-        f"{by_weight['recall']:.1%} with {by_weight['negatives_flagged']:.1%} of negatives flagged")
+        f"{shown['recall']:.1%} with {shown['negatives_flagged']:.1%} of negatives flagged")
     return GatedClassifier(gate, inner, task.screen.none_label), record
 
 

@@ -97,9 +97,12 @@ def _screen(raw: dict[str, Any] | None, ids: list[str], origin: str) -> Screen |
                     validation=tuple(Split(**s) for s in raw.get("validation", ())),
                     test=tuple(Split(**s) for s in raw.get("test", ())),
                     none_label=raw.get("none_label"),
-                    max_negative_flagged=float(raw.get("max_negative_flagged", 0.01)))
-    if screen.none_label is not None and screen.none_label not in ids:
-        raise ValueError(f"{origin}: screen.none_label {screen.none_label!r} is not a label id ({', '.join(ids)})")
+                    max_negative_flagged=float(raw.get("max_negative_flagged", 0.01)),
+                    also_flag=raw.get("also_flag"))
+    for field_name in ("none_label", "also_flag"):
+        value = getattr(screen, field_name)
+        if value is not None and value not in ids:
+            raise ValueError(f"{origin}: screen.{field_name} {value!r} is not a label id ({', '.join(ids)})")
     return screen
 
 

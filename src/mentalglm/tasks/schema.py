@@ -93,6 +93,9 @@ class Screen:
     test: tuple[Split, ...] = ()  # held out: reported on the model card, never tuned on
     none_label: str | None = None
     max_negative_flagged: float = 0.01
+    # A label whose posts a second reader learns against every other post; a post either reader flags is flagged
+    # (train/screen.py: the gate reads "at risk at all", and scores an explicit plan in plain words only middling).
+    also_flag: str | None = None
 
 
 @dataclass(frozen=True)

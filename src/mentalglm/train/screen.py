@@ -10,12 +10,20 @@ post when P(flag) is under a threshold set on validation so that at most ``max_n
 validation posts are flagged. A cascade keeps the stream fast: a post whose TF-IDF P(flag) is below
 ``read_embedding_from`` (set under 98 % of the positive validation posts), or so low that even an e5 P(flag) of 1
 could not lift the average to the threshold, is cleared without the e5 read (the second rule changes no decision).
+
+A task may declare ``also_flag``: a second reader of the same two kinds learns that label's posts against everything
+else, and a post either reader flags is flagged. Why: the suicide gate learns "written in a suicide tree hole", which
+is mostly the forum's everyday chatter, and scores an explicit plan in plain wording only middling. The budget is
+shared: the share left to the gate and the second reader's threshold are chosen on validation so that the union
+still flags at most ``max_negative_flagged`` of the negatives. Measured for suicide risk (``also_flag: high``) and
+not adopted: validation high-risk recall 77 % -> 90 % at the same 0.5 %, invented plans missed 17.5 % -> 1.2 %,
+but ordinary posts of a set never trained on put at high risk 0.2 % -> 1.1 % (results/screening/second-reader.md).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -30,9 +38,39 @@ WEIGHT_GRID = tuple(round(w, 2) for w in np.arange(0.0, 1.001, 0.1))
 # The cascade reads e5 from half the TF-IDF P(flag) of the 2nd-percentile positive validation post: the lowest one
 # alone (cognitive distortion: 0.017) sent 88 % of ordinary posts through e5, 29 posts/s for the three tasks.
 CASCADE_QUANTILE, CASCADE_MARGIN = 0.02, 0.5
+# Shares of the false-flag budget tried for the gate when a second reader takes the rest.
+GATE_SHARES = (0.6, 0.7, 0.8, 0.9)
 # e5 is kept only when it adds this much validation recall at the declared false-flag rate (it costs ~20 ms a post
 # it reads); 5-fold CV of the suicide gate on SOS-HL: 90.2 % recall with e5 at weight 0.3, 89.0 % without
 MIN_EMBEDDING_GAIN = 0.01
+
+
+@dataclass
+class Reader:
+    """Char TF-IDF averaged with frozen e5 (``weight`` on TF-IDF): P(its positive class) of a post."""
+
+    tfidf: TfidfClassifier  # classes [negative, positive]
+    embedding: EmbeddingClassifier | None
+    weight: float
+    read_embedding_from: float = 0.0  # TF-IDF P under which e5 is not read (the cascade)
+
+    def tfidf_proba(self, texts: Sequence[str]) -> np.ndarray:
+        return self.tfidf.predict_proba(list(texts))[:, 1] if texts else np.zeros(0)
+
+    def average(self, p_tfidf: np.ndarray, texts: Sequence[str], read: np.ndarray) -> np.ndarray:
+        """The average where ``read`` (indices) says to read e5; TF-IDF alone elsewhere."""
+        out = p_tfidf.copy()
+        if self.embedding is not None and self.weight < 1.0 and len(read):
+            e = self.embedding.predict_proba([texts[i] for i in read])[:, 1]
+            out[read] = self.weight * p_tfidf[read] + (1.0 - self.weight) * e
+        return out
+
+
+def _rescale(p: np.ndarray, source: float, target: float) -> np.ndarray:
+    """Monotone piecewise-linear map of [0, 1] onto itself sending ``source`` to ``target``: the second reader's
+    P(label) on the gate's scale, so that one threshold decides for both."""
+    source = min(max(source, 1e-9), 1.0 - 1e-9)
+    return np.where(p < source, p * target / source, target + (p - source) * (1.0 - target) / (1.0 - source))
 
 
 @dataclass
@@ -42,6 +80,8 @@ class ScreenGate(OwnPickle):
     weight: float  # on TF-IDF
     threshold: float  # flag when P(flag) >= threshold
     read_embedding_from: float = 0.0
+    also: Reader | None = None  # the second reader of the task's ``also_flag`` label (None for gates saved before)
+    also_threshold: float = 1.0  # the second reader flags when its P >= this
 
 
     @property
@@ -52,18 +92,35 @@ class ScreenGate(OwnPickle):
             return self.read_embedding_from
         return max(self.read_embedding_from, (self.threshold - (1.0 - self.weight)) / self.weight)
 
+    @property
+    def reader(self) -> Reader:
+        return Reader(self.tfidf, self.embedding, self.weight, self.read_embedding_from)
+
     def flag_proba(self, texts: Sequence[str]) -> np.ndarray:
-        """P(flag) for each post; a post cleared without the e5 read keeps its TF-IDF P(flag)."""
+        """P(flag) for each post; a post cleared without the e5 read keeps its TF-IDF P(flag). With a second
+        reader: the larger of the gate's P(flag) and the second reader's P on the gate's scale."""
         texts = list(texts)
         p = self.tfidf.predict_proba(texts)[:, 1] if texts else np.zeros(0)
-        if self.embedding is None or self.weight >= 1.0 or not texts:
-            return p
-        read = np.flatnonzero(p >= self.embedding_floor)
-        out = p.copy()
-        if len(read):
-            e = self.embedding.predict_proba([texts[i] for i in read])[:, 1]
-            out[read] = self.weight * p[read] + (1.0 - self.weight) * e
-        return out
+        read = p >= self.embedding_floor
+        if self.also is None:
+            return self.reader.average(p, texts, np.flatnonzero(read))
+        q = self.also.tfidf_proba(texts)
+        read_also = q >= self.also_floor
+        either = np.flatnonzero(read | read_also)  # e5 is read once a post (embed() keeps recent vectors)
+        gate = self.reader.average(p, texts, either)
+        also = _rescale(self.also.average(q, texts, either), self.also_threshold, self.threshold)
+        return np.maximum(gate, also)
+
+    @property
+    def also_floor(self) -> float:
+        """The second reader's cascade floor, as ``embedding_floor`` is the gate's."""
+        assert self.also is not None
+        if self.also.embedding is None or self.also.weight >= 1.0:
+            return 1.0 + 1e-9  # nothing to read
+        if self.also.weight <= 0.0:
+            return self.also.read_embedding_from
+        return max(self.also.read_embedding_from,
+                   (self.also_threshold - (1.0 - self.also.weight)) / self.also.weight)
 
 
 @dataclass
@@ -115,22 +172,57 @@ def threshold_for(negatives: np.ndarray, max_flagged: float) -> float:
     return float(np.nextafter(above, 1.0))
 
 
+def _reader_probabilities(name: str, positive: Sequence[str], negative: Sequence[str], validation_texts: Sequence[str],
+                          use_embedding: bool, C: float, log: Any,
+                          classes: tuple[str, str]) -> tuple[TfidfClassifier, EmbeddingClassifier | None, np.ndarray,
+                                                             np.ndarray | None]:
+    """Both kinds of reader fitted on ``positive`` against ``negative``, and their P(positive) on validation."""
+    texts = [*positive, *negative]
+    y = np.array([1] * len(positive) + [0] * len(negative))
+    tfidf = TfidfClassifier(name, list(classes), multi_label=False, C=C).fit(
+        texts, [(classes[1],) if v else (classes[0],) for v in y])
+    p_tfidf = tfidf.predict_proba(list(validation_texts))[:, 1]
+    if not use_embedding:
+        return tfidf, None, p_tfidf, None
+    log(f"{name}: embeds {len(texts)} training and {len(validation_texts)} validation posts with e5")
+    cache = EmbeddingCache(default_cache_path())
+    embedding = EmbeddingClassifier(list(classes), C=C).fit_embeddings(embed(texts, progress=True, cache=cache), y)
+    return tfidf, embedding, p_tfidf, embedding.proba_from_embeddings(embed(list(validation_texts), progress=True,
+                                                                             cache=cache))[:, 1]
+
+
+def _cascade_floor(p_tfidf: np.ndarray, positives: np.ndarray) -> float:
+    return float(np.quantile(p_tfidf[positives], CASCADE_QUANTILE)) * CASCADE_MARGIN if positives.any() else 0.0
+
+
+def _union_threshold(gate: np.ndarray, also: np.ndarray, negatives: np.ndarray, gate_threshold: float,
+                     max_flagged: float) -> float:
+    """The lowest threshold of the second reader at which gate-or-reader flags at most ``max_flagged`` of the
+    negatives (1.0 + eps, flagging nothing, when the gate alone uses the whole budget)."""
+    allowed = int(np.floor(max_flagged * int(negatives.sum())))
+    by_gate = gate[negatives] >= gate_threshold
+    candidates = np.sort(also[negatives][~by_gate])[::-1]  # negatives the gate does not flag, most likely first
+    room = allowed - int(by_gate.sum())
+    if room < 0 or not len(candidates):
+        return float(np.nextafter(1.0, 2.0))
+    above = candidates[room] if room < len(candidates) else 0.0
+    return float(np.nextafter(above, 1.0))
+
+
 def fit_gate(flag_texts: Sequence[str], clear_texts: Sequence[str], validation_texts: Sequence[str],
              validation_flag: Sequence[bool], max_negative_flagged: float, *, name: str,
-             use_embedding: bool = True, C: float = 4.0, log: Any = print) -> tuple[ScreenGate, dict[str, Any]]:
-    """Fit both readers, choose the TF-IDF weight by validation recall at the allowed false-flag rate."""
-    texts = [*flag_texts, *clear_texts]
-    y = np.array([1] * len(flag_texts) + [0] * len(clear_texts))
-    tfidf = TfidfClassifier(f"{name}.screen", [CLEAR, FLAG], multi_label=False, C=C).fit(
-        texts, [(FLAG,) if v else (CLEAR,) for v in y])
+             use_embedding: bool = True, C: float = 4.0, log: Any = print,
+             also: tuple[str, Sequence[str], Sequence[str], Sequence[bool]] | None = None,
+             ) -> tuple[ScreenGate, dict[str, Any]]:
+    """Fit both readers, choose the TF-IDF weight by validation recall at the allowed false-flag rate.
+
+    ``also`` = (label, its training posts, every other training post, which validation posts carry it): the
+    second reader (module docstring), kept only when it adds MIN_EMBEDDING_GAIN of validation recall of either
+    kind (flagged posts, or posts with the label) without losing any of the other.
+    """
     gold = np.asarray(validation_flag, dtype=bool)
-    p_tfidf = tfidf.predict_proba(list(validation_texts))[:, 1]
-    embedding, p_embed = None, None
-    if use_embedding:
-        log(f"{name}: screen embeds {len(texts)} training and {len(validation_texts)} validation posts with e5")
-        cache = EmbeddingCache(default_cache_path())
-        embedding = EmbeddingClassifier([CLEAR, FLAG], C=C).fit_embeddings(embed(texts, progress=True, cache=cache), y)
-        p_embed = embedding.proba_from_embeddings(embed(list(validation_texts), progress=True, cache=cache))[:, 1]
+    tfidf, embedding, p_tfidf, p_embed = _reader_probabilities(f"{name}.screen", flag_texts, clear_texts,
+                                                               validation_texts, use_embedding, C, log, (CLEAR, FLAG))
     tried: dict[float, dict[str, float]] = {}
     for weight in WEIGHT_GRID if p_embed is not None else (1.0,):
         p = p_tfidf if p_embed is None else weight * p_tfidf + (1 - weight) * p_embed
@@ -140,13 +232,18 @@ def fit_gate(flag_texts: Sequence[str], clear_texts: Sequence[str], validation_t
     weight = max(tried, key=lambda w: (round(tried[w]["recall"], 4), w))  # ties: the cheaper, more TF-IDF
     if tried[weight]["recall"] - tried[1.0]["recall"] < MIN_EMBEDDING_GAIN:
         weight = 1.0
-    low_positive = float(np.quantile(p_tfidf[gold], CASCADE_QUANTILE)) if gold.any() else 0.0
     gate = ScreenGate(tfidf, embedding if weight < 1.0 else None, weight, tried[weight]["threshold"],
-                      read_embedding_from=low_positive * CASCADE_MARGIN if weight < 1.0 else 0.0)
+                      read_embedding_from=_cascade_floor(p_tfidf, gold) if weight < 1.0 else 0.0)
+    also_record = None
+    if also is not None:
+        gate, also_record = _fit_also(gate, also, p_tfidf if p_embed is None else weight * p_tfidf + (1 - weight)
+                                      * p_embed, validation_texts, gold, max_negative_flagged, use_embedding, C,
+                                      name, log)
     cascaded = gate.flag_proba(list(validation_texts)) >= gate.threshold
     skipped = float((p_tfidf[~gold] < gate.embedding_floor).mean()) if gate.embedding is not None else 1.0
     record = {
-        "kind": "char TF-IDF (1-3) + LR" + (" averaged with frozen e5-small + LR" if gate.embedding else ""),
+        "kind": "char TF-IDF (1-3) + LR" + (" averaged with frozen e5-small + LR" if gate.embedding else "")
+                + (f", or a second such reader of {also[0]}" if gate.also is not None and also else ""),
         "train_posts": {"flag": len(flag_texts), "clear": len(clear_texts)},
         "validation_posts": {"flag": int(gold.sum()), "clear": int((~gold).sum())},
         "max_negative_flagged": max_negative_flagged, "weight_on_tfidf": weight,
@@ -156,8 +253,55 @@ def fit_gate(flag_texts: Sequence[str], clear_texts: Sequence[str], validation_t
                                     "negatives_flagged": round(float(cascaded[~gold].mean()), 4)},
         "validation_by_weight": {str(w): {k: round(v, 4) for k, v in r.items()} for w, r in tried.items()},
     }
+    if also_record is not None:
+        record["also_flag"] = also_record
     return gate, record
 
 
-__all__ = ["CLEAR", "FLAG", "NO_LABEL", "Classifier", "GatedClassifier", "ScreenGate", "decide", "fit_gate",
+def _fit_also(gate: ScreenGate, also: tuple[str, Sequence[str], Sequence[str], Sequence[bool]], p_gate: np.ndarray,
+              validation_texts: Sequence[str], gold: np.ndarray, max_flagged: float, use_embedding: bool, C: float,
+              name: str, log: Any) -> tuple[ScreenGate, dict[str, Any]]:
+    """The second reader, its weight and the gate's share of the budget, by validation recall of the label's
+    posts, then of all flagged posts; the gate as it was when no choice beats it on both."""
+    label, positive, negative, carries = also
+    has_label = np.asarray(carries, dtype=bool)
+    tfidf, embedding, q_tfidf, q_embed = _reader_probabilities(f"{name}.screen.{label}", positive, negative,
+                                                               validation_texts, use_embedding, C, log,
+                                                               (f"not_{label}", label))
+    negatives = ~gold
+
+    def measured(flagged: np.ndarray) -> dict[str, float]:
+        return {"recall": round(float(flagged[gold].mean()), 4),
+                f"recall_{label}": round(float(flagged[has_label].mean()), 4) if has_label.any() else 0.0,
+                "negatives_flagged": round(float(flagged[negatives].mean()), 4)}
+
+    alone = measured(p_gate >= gate.threshold)
+    options: list[tuple[tuple[float, float], dict[str, Any]]] = []
+    for weight in WEIGHT_GRID if q_embed is not None else (1.0,):
+        q = q_tfidf if q_embed is None else weight * q_tfidf + (1 - weight) * q_embed
+        for share in GATE_SHARES:
+            gate_threshold = threshold_for(p_gate[negatives], share * max_flagged)
+            also_threshold = _union_threshold(p_gate, q, negatives, gate_threshold, max_flagged)
+            result = measured((p_gate >= gate_threshold) | (q >= also_threshold))
+            options.append(((result[f"recall_{label}"], result["recall"]),
+                            {"weight_on_tfidf": weight, "gate_share": share, "gate_threshold": gate_threshold,
+                             "threshold": also_threshold, **result}))
+    (key, best) = max(options, key=lambda o: (o[0], o[1]["weight_on_tfidf"]))
+    gain = (best[f"recall_{label}"] - alone[f"recall_{label}"], best["recall"] - alone["recall"])
+    kept = max(gain) >= MIN_EMBEDDING_GAIN and min(gain) >= 0.0
+    record = {"label": label, "kept": kept, "train_posts": {label: len(positive), "other": len(negative)},
+              "validation_gate_alone": alone, "chosen": {k: (round(v, 6) if isinstance(v, float) else v)
+                                                         for k, v in best.items()}}
+    log(f"{name}: second reader of {label}: validation recall of {label} {alone[f'recall_{label}']:.1%} -> "
+        f"{best[f'recall_{label}']:.1%}, of all flagged {alone['recall']:.1%} -> {best['recall']:.1%} "
+        f"({'kept' if kept else 'not kept'})")
+    if not kept:
+        return gate, record
+    w = best["weight_on_tfidf"]
+    reader = Reader(tfidf, embedding if w < 1.0 else None, w,
+                    _cascade_floor(q_tfidf, has_label) if w < 1.0 else 0.0)
+    return replace(gate, threshold=best["gate_threshold"], also=reader, also_threshold=best["threshold"]), record
+
+
+__all__ = ["CLEAR", "FLAG", "NO_LABEL", "Classifier", "GatedClassifier", "Reader", "ScreenGate", "decide", "fit_gate",
            "threshold_for"]
