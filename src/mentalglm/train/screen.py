@@ -54,6 +54,15 @@ class Reader:
     weight: float
     read_embedding_from: float = 0.0  # TF-IDF P under which e5 is not read (the cascade)
 
+    def floor(self, threshold: float) -> float:
+        """TF-IDF P under which e5 is not read: the cascade's floor, or higher where even an e5 P of 1 could not
+        lift the average to ``threshold`` (skipping those posts changes no decision); above 1 without e5."""
+        if self.embedding is None or self.weight >= 1.0:
+            return float("inf")
+        if self.weight <= 0.0:
+            return self.read_embedding_from
+        return max(self.read_embedding_from, (threshold - (1.0 - self.weight)) / self.weight)
+
     def tfidf_proba(self, texts: Sequence[str]) -> np.ndarray:
         return self.tfidf.predict_proba(list(texts))[:, 1] if texts else np.zeros(0)
 
@@ -86,11 +95,8 @@ class ScreenGate(OwnPickle):
 
     @property
     def embedding_floor(self) -> float:
-        """TF-IDF P(flag) under which e5 is not read: the cascade's floor, or higher where even an e5 P(flag)
-        of 1 could not lift the average to the threshold (skipping those posts changes no decision)."""
-        if self.weight <= 0.0:
-            return self.read_embedding_from
-        return max(self.read_embedding_from, (self.threshold - (1.0 - self.weight)) / self.weight)
+        """TF-IDF P(flag) under which e5 is not read (``Reader.floor`` at the gate's threshold)."""
+        return self.reader.floor(self.threshold)
 
     @property
     def reader(self) -> Reader:
@@ -105,23 +111,11 @@ class ScreenGate(OwnPickle):
         if self.also is None:
             return self.reader.average(p, texts, np.flatnonzero(read))
         q = self.also.tfidf_proba(texts)
-        read_also = q >= self.also_floor
+        read_also = q >= self.also.floor(self.also_threshold)
         either = np.flatnonzero(read | read_also)  # e5 is read once a post (embed() keeps recent vectors)
         gate = self.reader.average(p, texts, either)
         also = _rescale(self.also.average(q, texts, either), self.also_threshold, self.threshold)
         return np.maximum(gate, also)
-
-    @property
-    def also_floor(self) -> float:
-        """The second reader's cascade floor, as ``embedding_floor`` is the gate's."""
-        assert self.also is not None
-        if self.also.embedding is None or self.also.weight >= 1.0:
-            return 1.0 + 1e-9  # nothing to read
-        if self.also.weight <= 0.0:
-            return self.also.read_embedding_from
-        return max(self.also.read_embedding_from,
-                   (self.also_threshold - (1.0 - self.also.weight)) / self.also.weight)
-
 
 @dataclass
 class GatedClassifier:
@@ -286,7 +280,7 @@ def _fit_also(gate: ScreenGate, also: tuple[str, Sequence[str], Sequence[str], S
             options.append(((result[f"recall_{label}"], result["recall"]),
                             {"weight_on_tfidf": weight, "gate_share": share, "gate_threshold": gate_threshold,
                              "threshold": also_threshold, **result}))
-    (key, best) = max(options, key=lambda o: (o[0], o[1]["weight_on_tfidf"]))
+    _, best = max(options, key=lambda o: (o[0], o[1]["weight_on_tfidf"]))
     gain = (best[f"recall_{label}"] - alone[f"recall_{label}"], best["recall"] - alone["recall"])
     kept = max(gain) >= MIN_EMBEDDING_GAIN and min(gain) >= 0.0
     record = {"label": label, "kept": kept, "train_posts": {label: len(positive), "other": len(negative)},
