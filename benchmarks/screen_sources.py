@@ -20,6 +20,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from mentalglm.analyze.screened import gate_inputs
 from mentalglm.data.splits import canonical_splits, screen_data
 from mentalglm.tasks import Split, get_task
@@ -35,6 +37,11 @@ CANDIDATES: dict[str, tuple[Split, ...]] = {
 CANDIDATES["+sos4k+sos1k"] = CANDIDATES["+sos4k"] + CANDIDATES["+sos1k"]
 CANDIDATES["+sos4k+sos1k+synthetic"] = CANDIDATES["+sos4k+sos1k"] + (
     Split("sos1k_synthetic", "sos_1k", "synthetic", only_label=AT_RISK_LEVELS, label="*", limit=4000),)
+# SOS-1K's LLM-written posts of the plan / method / time levels only, as "high": more varied plans and farewells than
+# the invented ones, without the milder levels that taught the gate that sadness is "flag"
+PLAN_LEVELS = tuple(str(level) for level in range(7, 11))
+CANDIDATES["+synthetic-plans"] = (
+    Split("sos1k_synthetic_plans", "sos_1k", "synthetic", only_label=PLAN_LEVELS, label="high", limit=3000),)
 
 
 def measure(task_id: str, data_dir: str, names: list[str]) -> dict[str, Any]:
@@ -51,9 +58,11 @@ def measure(task_id: str, data_dir: str, names: list[str]) -> dict[str, Any]:
                                 task.screen.max_negative_flagged, name=f"{task.id}{name}")
         own = len(splits["validation"])  # the task's own validation posts come first and are all flagged
         decided = gate.flag_proba(given.validation) >= gate.threshold
+        high = np.array(["high" in p.labels for p in [*splits["validation"], *data.validation]])
         out[name] = {"train_posts": record["train_posts"], "weight_on_tfidf": record["weight_on_tfidf"],
                      "validation_with_cascade": record["validation_with_cascade"],
                      "own_validation_recall": round(float(decided[:own].mean()), 4),
+                     "high_recall": round(float(decided[high].mean()), 4),
                      "invented_and_other_flagged_recall": round(float(decided[own:][
                          [bool(f) for f in given.validation_flag[own:]]].mean()), 4)
                      if any(given.validation_flag[own:]) else None,
