@@ -11,7 +11,12 @@ the invented third; no test split, no hand-written benchmark set):
   never read). A post is flagged when the gate flags it or the head's P(high) reaches a threshold; the gate's
   share of the budget and the head's threshold are chosen together so that at most the declared share of negative
   validation posts is flagged. Both are chosen and scored on the same posts, so these recalls are optimistic:
-  they say whether the lever is worth a held-out test, not what it would score.
+  they say whether the lever is worth a held-out test, not what it would score;
+- ``gate_head`` (with ``--backbone``): a logistic regression on the backbone's pooled states trained for the gate's
+  own question (the gate's "flag" posts against the "clear" ones it scores at least ``HEAD_TRAIN_FLOOR``, the only
+  ones a cascade would show it, and ``HEAD_EASY_CLEAR`` others), read on the same posts; flagged by the union as
+  above, or by the average of the two P(flag) with the threshold set at the budget. Pooled states are cached in
+  ``--cache`` (a rerun reads only posts it has not read).
 
     MENTALGLM_DATA_DIR=../shared/data python benchmarks/screen_cascade_reader.py \
         --backbone runs/backbone/best --out results/screen-sources/cascade-reader.json
@@ -35,6 +40,7 @@ from mentalglm.tasks import get_task
 from mentalglm.train.screen import GATE_SHARES, _union_threshold, fit_gate, threshold_for
 
 FLOORS = (0.1, 0.2, 0.3)
+HEAD_TRAIN_FLOOR, HEAD_EASY_CLEAR = 0.1, 300
 ORDINARY_SOURCE = "smp2020_ewect"
 INVENTED_SOURCE = "screen_seed"
 
@@ -43,7 +49,54 @@ def rates(flagged: np.ndarray, groups: dict[str, np.ndarray]) -> dict[str, float
     return {name: round(float(flagged[mask].mean()), 4) for name, mask in groups.items() if mask.any()}
 
 
-def measure(data_dir: str, backbone: Path | None, threads: int) -> dict[str, Any]:
+def pooled_states(reader: Any, texts: list[str], cache: Path) -> np.ndarray:
+    """The reader's pooled state of each text, through an .npz cache keyed by the backbone's heads file and the
+    text (saved every 64 posts)."""
+    import hashlib
+
+    salt = hashlib.sha256((reader.directory / "heads.safetensors").read_bytes()).hexdigest()
+
+    def key(text: str) -> str:
+        return hashlib.sha256(f"{salt}\n{text}".encode()).hexdigest()[:24]
+
+    known: dict[str, np.ndarray] = {}
+    if cache.is_file():
+        with np.load(cache) as stored:
+            known = dict(zip(stored["keys"].tolist(), stored["vectors"], strict=True))
+    missing = list(dict.fromkeys(t for t in texts if key(t) not in known))
+    for start in range(0, len(missing), 8):
+        chunk = missing[start:start + 8]
+        known.update(zip((key(t) for t in chunk), reader.pooled(chunk), strict=True))
+        if (start // 8) % 8 == 7 or start + 8 >= len(missing):
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(cache.with_suffix(".tmp.npz"), keys=np.array(list(known)), vectors=np.stack(list(known.values())))
+            cache.with_suffix(".tmp.npz").replace(cache)
+            print(f"pooled {min(start + 8, len(missing))}/{len(missing)}", flush=True)
+    return np.stack([known[key(t)] for t in texts]) if texts else np.zeros((0, 0), dtype=np.float32)
+
+
+def joint_best(p_gate: np.ndarray, p_reader: np.ndarray, eligible: np.ndarray, at_risk: np.ndarray, budget: float,
+               groups: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The union of gate and reader (reader read only where ``eligible``) with the budget shared, the gate's share
+    chosen by validation recall; and the average of the two where read, thresholded at the budget."""
+    best: dict[str, Any] | None = None
+    ordinary_read = round(float(eligible[groups["ordinary_flagged"]].mean()), 4)
+    for share in (*GATE_SHARES, 1.0):
+        gate_threshold = threshold_for(p_gate[~at_risk], share * budget)
+        also = np.where(eligible, p_reader, 0.0)
+        reader_threshold = _union_threshold(p_gate, also, ~at_risk, gate_threshold, budget)
+        flagged = (p_gate >= gate_threshold) | (also >= reader_threshold)
+        row = {"gate_share": share, "reader_threshold": round(min(reader_threshold, 1.0), 4),
+               "ordinary_read": ordinary_read, **rates(flagged, groups)}
+        if best is None or row["at_risk_recall"] > best["at_risk_recall"]:
+            best = row
+    averaged = np.where(eligible, (p_gate + p_reader) / 2, p_gate)
+    threshold = threshold_for(averaged[~at_risk], budget)
+    return {"union": best, "average": {"threshold": round(threshold, 4), "ordinary_read": ordinary_read,
+                                       **rates(averaged >= threshold, groups)}}
+
+
+def measure(data_dir: str, backbone: Path | None, threads: int, cache: Path) -> dict[str, Any]:
     task = get_task("suicide_risk")
     assert task.screen is not None
     splits, _ = canonical_splits(task.id, data_dir, include_extra=False)
@@ -76,32 +129,50 @@ def measure(data_dir: str, backbone: Path | None, threads: int) -> dict[str, Any
     read = np.flatnonzero(p_gate >= min(FLOORS))
     started = time.perf_counter()
     reader = TorchReader(backbone)
+    reader.directory = backbone  # type: ignore[attr-defined]  # the cache key's backbone
     loaded = time.perf_counter() - started
     classes = reader.heads.tasks[task.id][0]
     p_high = np.zeros(len(posts))
     started = time.perf_counter()
-    for start in range(0, len(read), 8):
-        chunk = read[start:start + 8]
-        p_high[chunk] = reader.heads.probabilities(task.id, reader.pooled([posts[i].text for i in chunk]))[
-            :, classes.index("high")]
+    p_high[read] = reader.heads.probabilities(task.id, pooled_states(reader, [posts[i].text for i in read], cache))[
+        :, classes.index("high")]
     seconds = time.perf_counter() - started
     out["backbone"] = {"directory": str(backbone), "step": reader.meta.get("step"), "load_seconds": round(loaded, 1),
-                       "posts_read": int(len(read)), "read_seconds": round(seconds, 1), "by_floor": {}}
-    for floor in FLOORS:
-        eligible = p_gate >= floor
-        best: dict[str, Any] | None = None
-        for share in (*GATE_SHARES, 1.0):
-            gate_threshold = threshold_for(p_gate[~at_risk], share * budget)
-            also = np.where(eligible, p_high, 0.0)
-            head_threshold = _union_threshold(p_gate, also, ~at_risk, gate_threshold, budget)
-            flagged = (p_gate >= gate_threshold) | (also >= head_threshold)
-            row = {"gate_share": share, "head_threshold": round(min(head_threshold, 1.0), 4),
-                   "ordinary_read": round(float(eligible[groups["ordinary_flagged"]].mean()), 4),
-                   **rates(flagged, groups)}
-            if best is None or row["at_risk_recall"] > best["at_risk_recall"]:
-                best = row
-        out["backbone"]["by_floor"][str(floor)] = best
+                       "posts_read": int(len(read)), "read_seconds": round(seconds, 1),
+                       "suicide_head": {str(floor): joint_best(p_gate, p_high, p_gate >= floor, at_risk, budget, groups)
+                                        for floor in FLOORS}}
+    out["backbone"]["gate_head"] = gate_head(reader, gate, given, posts, p_gate, at_risk, budget, groups, cache)
     return out
+
+
+def gate_head(reader: Any, gate: Any, given: Any, posts: list[Any], p_gate: np.ndarray, at_risk: np.ndarray,
+              budget: float, groups: dict[str, np.ndarray], cache: Path) -> dict[str, Any]:
+    """A logistic regression on pooled states for flag-or-clear, trained on the posts a cascade would show it."""
+    import random
+
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    flag = list(dict.fromkeys(given.flag))
+    clear = list(dict.fromkeys(given.clear))
+    p_clear = gate.flag_proba(clear)
+    hard = [t for t, p in zip(clear, p_clear, strict=True) if p >= HEAD_TRAIN_FLOOR]
+    easy = random.Random(13).sample([t for t, p in zip(clear, p_clear, strict=True) if p < HEAD_TRAIN_FLOOR],
+                                    HEAD_EASY_CLEAR)
+    texts = [*flag, *hard, *easy]
+    started = time.perf_counter()
+    x = pooled_states(reader, texts, cache)
+    y = np.array([1] * len(flag) + [0] * (len(hard) + len(easy)))
+    head = make_pipeline(StandardScaler(), LogisticRegression(C=0.05, max_iter=3000, class_weight="balanced"))
+    head.fit(x, y)
+    read = np.flatnonzero(p_gate >= min(FLOORS))
+    p_head = np.zeros(len(posts))
+    p_head[read] = head.predict_proba(pooled_states(reader, [posts[i].text for i in read], cache))[:, 1]
+    return {"train_posts": {"flag": len(flag), "clear_scored_at_least": len(hard), "clear_other": len(easy)},
+            "seconds": round(time.perf_counter() - started, 1),
+            "by_floor": {str(floor): joint_best(p_gate, p_head, p_gate >= floor, at_risk, budget, groups)
+                         for floor in FLOORS}}
 
 
 def main() -> None:
@@ -110,9 +181,11 @@ def main() -> None:
     parser.add_argument("--backbone", type=Path, default=None)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--cache", type=Path, default=Path("runs/screen-cascade-reader/pooled.npz"),
+                        help="pooled states already read (resumes an interrupted run)")
     args = parser.parse_args()
     result = {"machine": f"{platform.machine()}, {platform.node()}",
-              **measure(str(resolve_data_dir(args.data_dir)), args.backbone, args.threads)}
+              **measure(str(resolve_data_dir(args.data_dir)), args.backbone, args.threads, args.cache)}
     print(json.dumps(result, ensure_ascii=False, indent=1))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -35,7 +35,6 @@ from mentalglm.evaluate.predict import LLMSystem
 from mentalglm.instruct.generate import (
     builtin_few_shots,
     clean_explanation,
-    gold_names,
     retry_settings,
     teacher_messages,
 )
@@ -48,6 +47,7 @@ from mentalglm.instruct.grounding import (
 )
 from mentalglm.instruct.qc import Verdict, apply_verifier, check_sample, evidence_quotes
 from mentalglm.tasks import Task
+from mentalglm.tasks.layout import label_names
 from mentalglm.tasks.parsing import read_answer
 from mentalglm.train.classical import TfidfVerifier
 
@@ -326,7 +326,7 @@ def decided_names(task: Task, labels: Sequence[str]) -> str:
     """Decided labels by their Chinese names; an empty decision of a screened task is its "nothing evident"."""
     if not labels and task.screen is not None:
         return task.screen.none_zh
-    return gold_names(task, labels)
+    return label_names(task, labels)
 
 
 def classifier_view(text: str) -> str:

@@ -29,7 +29,7 @@ from mentalglm.data.pii import scrub
 from mentalglm.data.records import Post
 from mentalglm.files import JsonlAppender, read_jsonl_lines
 from mentalglm.instruct.grounding import MAX_NEW_TOKENS, clauses, explanation_grammar, quote_choices
-from mentalglm.tasks.layout import LABEL_SEPARATOR, REASON_PREFIX
+from mentalglm.tasks.layout import REASON_PREFIX, label_names
 from mentalglm.tasks.schema import Task
 
 
@@ -50,8 +50,6 @@ class TeacherConfig:
     all_definitions: bool = False
 
 
-def gold_names(task: Task, labels: Sequence[str]) -> str:
-    return LABEL_SEPARATOR.join(task.label(label).zh for label in labels)
 
 
 def teacher_messages(task: Task, post_text: str, labels: Sequence[str], *,
@@ -72,18 +70,18 @@ def teacher_messages(task: Task, post_text: str, labels: Sequence[str], *,
     system = template["system"]
     if grounded:
         system = template["grounded_system"]
-        user = template["grounded_user"].format(post=post_text, gold_labels=gold_names(task, labels),
+        user = template["grounded_user"].format(post=post_text, gold_labels=label_names(task, labels),
                                                 label_definitions=definitions, quotes=quotes or "（任选帖子中的一句）",
                                                 ending=template["grounded_endings"]["change" if ask_change else "reason"])
     else:
         shots = ""
         if few_shots:
             shots = template["few_shot_header"] + "\n\n".join(
-                template["few_shot"].format(post=p, gold_labels=gold_names(task, ls), explanation=e)
+                template["few_shot"].format(post=p, gold_labels=label_names(task, ls), explanation=e)
                 for p, ls, e in few_shots) + "\n\n"
         user = template["user"].format(
             task_name=task.name_zh, task_description=task.description_zh, label_definitions=definitions,
-            post=post_text, gold_labels=gold_names(task, labels), few_shots=shots,
+            post=post_text, gold_labels=label_names(task, labels), few_shots=shots,
             min_chars=config.min_chars, max_chars=config.max_chars)
         if hints:
             user += "\n" + template["hint"].format(quotes=quotes)

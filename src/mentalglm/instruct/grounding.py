@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from mentalglm.data.pii import PLACEHOLDERS
 from mentalglm.tasks import Task
-from mentalglm.tasks.layout import LABEL_SEPARATOR
+from mentalglm.tasks.layout import label_names
 
 # Clause boundaries: Chinese and Western clause punctuation, line breaks, and spaces next to Chinese text
 # (Weibo posts often separate clauses with a space; spaces between English words do not cut).
@@ -71,7 +71,7 @@ def clauses(text: str, max_units: int = MAX_UNITS) -> list[Clause]:
 
 def label_statement(task: Task, labels: Sequence[str]) -> str:
     """The sentence every grounded explanation starts with: the decided label(s) by name."""
-    return f"判断为「{LABEL_SEPARATOR.join(task.label(label).zh for label in labels)}」："
+    return f"判断为「{label_names(task, labels)}」："
 
 
 def gbnf_literal(text: str) -> str:

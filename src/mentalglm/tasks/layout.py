@@ -26,6 +26,12 @@ def render_labels(task: Task, label_ids: Sequence[str]) -> str:
     return LABEL_SEPARATOR.join(names) if names else NO_LABEL_ZH
 
 
+def label_names(task: Task, label_ids: Sequence[str]) -> str:
+    """Chinese names of ``label_ids`` in the order given: how prompts and the grounded label sentence name the
+    gold or decided labels (unsorted, so that a cached prompt stays byte-identical)."""
+    return LABEL_SEPARATOR.join(task.label(label_id).zh for label_id in label_ids)
+
+
 def render_answer(task: Task, label_ids: Sequence[str], explanation: str | None) -> str:
     """``标签：<names>`` and, when there is an explanation, ``\\n推理：<explanation>``."""
     answer = LABEL_PREFIX + render_labels(task, label_ids)
