@@ -25,6 +25,7 @@ the invented third; no test split, no hand-written benchmark set):
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import platform
 import time
@@ -49,13 +50,9 @@ def rates(flagged: np.ndarray, groups: dict[str, np.ndarray]) -> dict[str, float
     return {name: round(float(flagged[mask].mean()), 4) for name, mask in groups.items() if mask.any()}
 
 
-def pooled_states(reader: Any, texts: list[str], cache: Path) -> np.ndarray:
-    """The reader's pooled state of each text, through an .npz cache keyed by the backbone's heads file and the
-    text (saved every 64 posts)."""
-    import hashlib
-
-    salt = hashlib.sha256((reader.directory / "heads.safetensors").read_bytes()).hexdigest()
-
+def pooled_states(reader: Any, texts: list[str], cache: Path, salt: str) -> np.ndarray:
+    """The reader's pooled state of each text, through an .npz cache keyed by ``salt`` (the backbone's heads file
+    digest: another checkpoint reads afresh) and the text; saved every 64 posts."""
     def key(text: str) -> str:
         return hashlib.sha256(f"{salt}\n{text}".encode()).hexdigest()[:24]
 
@@ -76,9 +73,10 @@ def pooled_states(reader: Any, texts: list[str], cache: Path) -> np.ndarray:
 
 
 def joint_best(p_gate: np.ndarray, p_reader: np.ndarray, eligible: np.ndarray, at_risk: np.ndarray, budget: float,
-               groups: dict[str, np.ndarray]) -> dict[str, Any]:
+               groups: dict[str, np.ndarray], *, average: bool) -> dict[str, Any]:
     """The union of gate and reader (reader read only where ``eligible``) with the budget shared, the gate's share
-    chosen by validation recall; and the average of the two where read, thresholded at the budget."""
+    chosen by validation recall; with ``average`` (a reader of the same P(flag)), also the mean of the two where
+    read, thresholded at the budget."""
     best: dict[str, Any] | None = None
     ordinary_read = round(float(eligible[groups["ordinary_flagged"]].mean()), 4)
     for share in (*GATE_SHARES, 1.0):
@@ -90,6 +88,8 @@ def joint_best(p_gate: np.ndarray, p_reader: np.ndarray, eligible: np.ndarray, a
                "ordinary_read": ordinary_read, **rates(flagged, groups)}
         if best is None or row["at_risk_recall"] > best["at_risk_recall"]:
             best = row
+    if not average:
+        return {"union": best}
     averaged = np.where(eligible, (p_gate + p_reader) / 2, p_gate)
     threshold = threshold_for(averaged[~at_risk], budget)
     return {"union": best, "average": {"threshold": round(threshold, 4), "ordinary_read": ordinary_read,
@@ -129,24 +129,26 @@ def measure(data_dir: str, backbone: Path | None, threads: int, cache: Path) -> 
     read = np.flatnonzero(p_gate >= min(FLOORS))
     started = time.perf_counter()
     reader = TorchReader(backbone)
-    reader.directory = backbone  # type: ignore[attr-defined]  # the cache key's backbone
+    salt = hashlib.sha256((backbone / "heads.safetensors").read_bytes()).hexdigest()
     loaded = time.perf_counter() - started
     classes = reader.heads.tasks[task.id][0]
     p_high = np.zeros(len(posts))
     started = time.perf_counter()
-    p_high[read] = reader.heads.probabilities(task.id, pooled_states(reader, [posts[i].text for i in read], cache))[
-        :, classes.index("high")]
+    p_high[read] = reader.heads.probabilities(task.id, pooled_states(reader, [posts[i].text for i in read], cache,
+                                                                          salt))[:, classes.index("high")]
     seconds = time.perf_counter() - started
     out["backbone"] = {"directory": str(backbone), "step": reader.meta.get("step"), "load_seconds": round(loaded, 1),
                        "posts_read": int(len(read)), "read_seconds": round(seconds, 1),
-                       "suicide_head": {str(floor): joint_best(p_gate, p_high, p_gate >= floor, at_risk, budget, groups)
+                       "suicide_head": {str(floor): joint_best(p_gate, p_high, p_gate >= floor, at_risk, budget, groups,
+                                                             average=False)
                                         for floor in FLOORS}}
-    out["backbone"]["gate_head"] = gate_head(reader, gate, given, posts, p_gate, at_risk, budget, groups, cache)
+    out["backbone"]["gate_head"] = gate_head(reader, gate, given, posts, p_gate, at_risk, budget, groups, cache,
+                                           salt)
     return out
 
 
 def gate_head(reader: Any, gate: Any, given: Any, posts: list[Any], p_gate: np.ndarray, at_risk: np.ndarray,
-              budget: float, groups: dict[str, np.ndarray], cache: Path) -> dict[str, Any]:
+              budget: float, groups: dict[str, np.ndarray], cache: Path, salt: str) -> dict[str, Any]:
     """A logistic regression on pooled states for flag-or-clear, trained on the posts a cascade would show it."""
     import random
 
@@ -162,16 +164,16 @@ def gate_head(reader: Any, gate: Any, given: Any, posts: list[Any], p_gate: np.n
                                     HEAD_EASY_CLEAR)
     texts = [*flag, *hard, *easy]
     started = time.perf_counter()
-    x = pooled_states(reader, texts, cache)
+    x = pooled_states(reader, texts, cache, salt)
     y = np.array([1] * len(flag) + [0] * (len(hard) + len(easy)))
     head = make_pipeline(StandardScaler(), LogisticRegression(C=0.05, max_iter=3000, class_weight="balanced"))
     head.fit(x, y)
     read = np.flatnonzero(p_gate >= min(FLOORS))
     p_head = np.zeros(len(posts))
-    p_head[read] = head.predict_proba(pooled_states(reader, [posts[i].text for i in read], cache))[:, 1]
+    p_head[read] = head.predict_proba(pooled_states(reader, [posts[i].text for i in read], cache, salt))[:, 1]
     return {"train_posts": {"flag": len(flag), "clear_scored_at_least": len(hard), "clear_other": len(easy)},
             "seconds": round(time.perf_counter() - started, 1),
-            "by_floor": {str(floor): joint_best(p_gate, p_head, p_gate >= floor, at_risk, budget, groups)
+            "by_floor": {str(floor): joint_best(p_gate, p_head, p_gate >= floor, at_risk, budget, groups, average=True)
                          for floor in FLOORS}}
 
 

@@ -50,8 +50,6 @@ class TeacherConfig:
     all_definitions: bool = False
 
 
-
-
 def teacher_messages(task: Task, post_text: str, labels: Sequence[str], *,
                      few_shots: Sequence[tuple[str, Sequence[str], str]] = (),
                      config: TeacherConfig = TeacherConfig(), hints: Sequence[str] = (),
