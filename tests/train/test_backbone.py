@@ -162,3 +162,18 @@ def test_a_resumed_run_logs_each_step_once(tiny: Path, data: list[TaskData], tmp
     assert steps == [str(s) for s in range(1, 13)]
     evaluated = [json.loads(line)["step"] for line in (tmp_path / EVAL_FILE).read_text(encoding="utf-8").splitlines()]
     assert evaluated == [6, 12]
+
+
+def test_a_shallower_backbone_trains_saves_and_merges_with_its_layer_count(tiny: Path, data: list[TaskData],
+                                                                           tmp_path: Path) -> None:
+    from mentalglm.train.backbone_model import ADAPTER_DIR
+    from mentalglm.train.export import merge_adapter
+
+    final = train_backbone(data, _settings(tiny, steps=3, eval_every=3, layers=1), tmp_path / "run")
+    model, _heads, meta = load_backbone(final, merge=True)
+    assert meta["layers"] == 1
+    assert model.config.num_hidden_layers == 1 and len(model.get_decoder().layers) == 1
+    merged = merge_adapter(final / ADAPTER_DIR, tmp_path / "merged")  # what `backbone export` converts to GGUF
+    assert json.loads((merged / "config.json").read_text(encoding="utf-8"))["num_hidden_layers"] == 1
+    with pytest.raises(ConfigError, match="num_layers 5 is outside 1..2"):
+        train_backbone(data, _settings(tiny, steps=3, layers=5), tmp_path / "too-deep")

@@ -73,6 +73,7 @@ class BackboneSettings:
     """What a run is made of; ``run.json`` keeps it so that a rerun resumes only the same run."""
 
     base: str = "embedded:qwen2.5-0.5b"
+    layers: int | None = None  # keep only the base's first N decoder layers (None: all)
     tasks: tuple[str, ...] = ("emotion", "cognitive_distortion", "suicide_risk")
     task_weights: tuple[float, ...] = (0.35, 0.45, 0.2)
     steps: int = 1800
@@ -96,6 +97,8 @@ class BackboneSettings:
         for name in ("steps", "batch_size", "max_length", "eval_every", "checkpoint_every", "lora_rank"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1")
+        if self.layers is not None and self.layers < 1:
+            raise ConfigError("layers must be >= 1 (or None for all)")
 
     def identity(self) -> dict[str, Any]:
         """The settings that change what is trained (evaluation and checkpoint cadence do not)."""
@@ -103,6 +106,8 @@ class BackboneSettings:
         for name in ("eval_every", "checkpoint_every", "eval_limit"):
             kept.pop(name)
         kept["tasks"], kept["task_weights"] = list(self.tasks), list(self.task_weights)
+        if self.layers is None:  # runs from before the option existed resume unchanged
+            kept.pop("layers")
         return kept
 
 
@@ -373,13 +378,13 @@ def _finish(data: Sequence[TaskData], settings: BackboneSettings, out: Path, sta
 
 def _saved_settings(settings: BackboneSettings) -> dict[str, Any]:
     """What a saved backbone needs to be read again: its base and how long a post may be."""
-    return {"base": settings.base, "max_length": settings.max_length}
+    return {"base": settings.base, "layers": settings.layers, "max_length": settings.max_length}
 
 
 def _lora_model(settings: BackboneSettings) -> Any:
     from peft import LoraConfig, get_peft_model
 
-    base = load_backbone_base(settings.base)
+    base = load_backbone_base(settings.base, settings.layers)
     lora = LoraConfig(r=settings.lora_rank, lora_alpha=settings.lora_alpha, lora_dropout=settings.lora_dropout,
                       target_modules=LORA_TARGETS)
     return get_peft_model(base, lora)

@@ -13,12 +13,20 @@ from typing import Annotated
 import typer
 
 from mentalglm.console import make_console
+from mentalglm.errors import ConfigError
 
 console = make_console(stderr=True)
 app = typer.Typer(help="The backbone tier: one LoRA adapter on the embedded Qwen 0.5B shared by all tasks, "
                        "one small head per task.", no_args_is_help=True)
 
 DEFAULT_OUT = Path("runs/backbone")
+
+
+def _weights(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(part) for part in text.split(","))
+    except ValueError as exc:
+        raise ConfigError(f"--task-weights {text!r}: give numbers separated by commas, e.g. 0.5,0.35,0.15") from exc
 
 
 @app.command()
@@ -31,6 +39,10 @@ def train(
     threads: Annotated[int | None, typer.Option(help="torch threads (default: $OMP_NUM_THREADS or all cores).")] = None,
     base: Annotated[str, typer.Option(help="Base model: embedded:<name>, or a local transformers directory.")]
     = "embedded:qwen2.5-0.5b",
+    layers: Annotated[int | None, typer.Option(help="Keep only the base's first N decoder layers: a shallower "
+                                                    "model, N/total of the compute (default: all).")] = None,
+    task_weights: Annotated[str | None, typer.Option(help="Share of steps per task, comma-separated in task order "
+                                                          "(default 0.35,0.45,0.2).")] = None,
 ) -> None:
     """Train, or resume, the backbone; a finished run is reported, not retrained."""
     import torch
@@ -40,8 +52,11 @@ def train(
 
     if threads or os.environ.get("OMP_NUM_THREADS"):
         torch.set_num_threads(threads or int(os.environ["OMP_NUM_THREADS"]))
-    settings = BackboneSettings(base=base, steps=steps)
-    console.print(f"backbone: {base} + LoRA r={settings.lora_rank}, heads for {', '.join(settings.tasks)}; "
+    weights = {} if task_weights is None else {"task_weights": _weights(task_weights)}
+    settings = BackboneSettings(base=base, steps=steps, layers=layers, **weights)
+    cut = f" (first {layers} layers)" if layers else ""
+    console.print(f"backbone: {base}{cut} + LoRA r={settings.lora_rank}, heads for {', '.join(settings.tasks)} "
+                  f"(step shares {', '.join(f'{w:g}' for w in settings.task_weights)}); "
                   f"{steps} steps of {settings.batch_size} posts in {out} (resumable)")
     data = backbone_data(settings.tasks, data_dir)
     for task_data in data:

@@ -37,10 +37,10 @@ class BackboneFileError(MentalGLMError):
         super().__init__(f"backbone file {path}: {reason}; {fix}")
 
 
-def _model_arguments(base: str) -> Any:
+def _model_arguments(base: str, layers: int | None = None) -> Any:
     from mentalglm.train.config import ModelArguments
 
-    return ModelArguments(name_or_path=base, dtype="float32")
+    return ModelArguments(name_or_path=base, dtype="float32", num_layers=layers)
 
 
 def load_backbone_tokenizer(base: str) -> Any:
@@ -49,11 +49,12 @@ def load_backbone_tokenizer(base: str) -> Any:
     return load_tokenizer(_model_arguments(base))
 
 
-def load_backbone_base(base: str) -> Any:
-    """The causal LM (float32); the heads read its transformer, the LM head writes explanations."""
+def load_backbone_base(base: str, layers: int | None = None) -> Any:
+    """The causal LM (float32), cut to its first ``layers`` decoder layers when given; the heads read its
+    transformer, the LM head writes explanations."""
     from mentalglm.train.sft import load_base_model
 
-    return load_base_model(_model_arguments(base))
+    return load_base_model(_model_arguments(base, layers))
 
 
 def _transformer(model: Any) -> Any:
@@ -122,7 +123,7 @@ def save_backbone(model: Any, heads: BackboneHeads, directory: Path, *, settings
     model.save_pretrained(directory / ADAPTER_DIR)
     # how to load the base again: `mentalglm export --adapter DIR/adapter --gguf` merges and converts it
     atomic_write_text(directory / ADAPTER_DIR / BASE_FILE,
-                      json.dumps(asdict(_model_arguments(settings["base"])), indent=1))
+                      json.dumps(asdict(_model_arguments(settings["base"], settings.get("layers"))), indent=1))
     save_file({k: v.detach().cpu().contiguous() for k, v in heads.heads.state_dict().items()},
               str(directory / HEADS_FILE))
     meta = {**settings, "tasks": {task: {"classes": classes, "multi_label": multi, "thresholds": heads.thresholds[task]}
@@ -170,7 +171,7 @@ def load_backbone(directory: Path, *, merge: bool = False) -> tuple[Any, Backbon
     if not (adapter / "adapter_config.json").exists():
         raise BackboneFileError(adapter / "adapter_config.json", "missing")
     try:
-        model = PeftModel.from_pretrained(load_backbone_base(meta["base"]), str(adapter))
+        model = PeftModel.from_pretrained(load_backbone_base(meta["base"], meta.get("layers")), str(adapter))
     except (OSError, RuntimeError, ValueError) as exc:
         raise BackboneFileError(adapter, f"unreadable ({type(exc).__name__}: {exc})") from exc
     if merge:

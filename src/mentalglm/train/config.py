@@ -41,6 +41,9 @@ class ModelArguments:
     gguf_file: str | None = _help("GGUF file name inside `name_or_path` to dequantise (needs the `gguf` package).",
                                   None)
     dtype: str = _help("Weights dtype: bfloat16, float16, float32 or auto.", "bfloat16")
+    num_layers: int | None = _help(
+        "Keep only the first N decoder layers (a shallower model: about N/total of the compute a token); "
+        "None keeps them all.", None)
     trust_remote_code: bool = _help("Allow the model's own Python code (GLM-4 checkpoints need it).", False)
     chat_template: str | None = _help(
         "Jinja chat template replacing the tokenizer's (a path to a .jinja file or the template itself); "

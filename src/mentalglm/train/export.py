@@ -11,6 +11,7 @@ offline, the error says how to point at a llama.cpp checkout instead.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -151,9 +152,7 @@ def merge_adapter(adapter: Path, out: Path, *, base: str | None = None, dtype: s
                           "at <output_dir>/<stage>/adapter")
     arguments = base_arguments(adapter)
     if base:
-        arguments = ModelArguments(name_or_path=base, dtype=arguments.dtype,
-                                   trust_remote_code=arguments.trust_remote_code,
-                                   chat_template=arguments.chat_template)
+        arguments = dataclasses.replace(arguments, name_or_path=base, gguf_file=None)
     if dtype:
         arguments.dtype = dtype
     model = PeftModel.from_pretrained(load_base_model(arguments), str(adapter))

@@ -145,16 +145,33 @@ def load_base_model(model: ModelArguments) -> Any:
     source, gguf = resolve_model_source(model)
     kwargs: dict[str, Any] = {"dtype": _dtype(model.dtype), "trust_remote_code": model.trust_remote_code}
     if not gguf:
-        return AutoModelForCausalLM.from_pretrained(source, **kwargs)
+        return keep_layers(AutoModelForCausalLM.from_pretrained(source, **kwargs), model.num_layers)
     from transformers import GgufConfig
 
     # transformers 5 keeps GGUF blocks packed by default, and packed weights cannot be trained or merged:
     # unpack them into a plain dense model and drop the quantizer, so PEFT and the Trainer see ordinary weights.
-    model = AutoModelForCausalLM.from_pretrained(source, gguf_file=gguf, **kwargs,
-                                                 quantization_config=GgufConfig(gguf_file=gguf, dequantize=True))
-    quantizer = getattr(model, "hf_quantizer", None)
+    loaded = AutoModelForCausalLM.from_pretrained(source, gguf_file=gguf, **kwargs,
+                                                  quantization_config=GgufConfig(gguf_file=gguf, dequantize=True))
+    quantizer = getattr(loaded, "hf_quantizer", None)
     if quantizer is not None:
-        quantizer.remove_quantization_config(model)
+        quantizer.remove_quantization_config(loaded)
+    return keep_layers(loaded, model.num_layers)
+
+
+def keep_layers(model: Any, num_layers: int | None) -> Any:
+    """The model cut to its first ``num_layers`` decoder layers (config included, so that a merged copy saves and
+    converts to GGUF as the shallower model); None leaves it whole."""
+    if num_layers is None:
+        return model
+    layers = model.get_decoder().layers
+    if not 1 <= num_layers <= len(layers):
+        raise ConfigError(f"num_layers {num_layers} is outside 1..{len(layers)} (the base has {len(layers)} layers)")
+    model.get_decoder().layers = type(layers)(list(layers)[:num_layers])
+    model.config.num_hidden_layers = num_layers
+    for name in ("layer_types",):  # per-layer lists in newer configs must match the layer count
+        value = getattr(model.config, name, None)
+        if isinstance(value, list):
+            setattr(model.config, name, value[:num_layers])
     return model
 
 
