@@ -55,7 +55,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--backbone", type=Path, required=True)
     parser.add_argument("--out", type=Path, default=Path("results/backbone"))
-    parser.add_argument("--engines", default="torch,llamacpp")
+    parser.add_argument("--engines", default="torch,torch-int8,llamacpp")
     parser.add_argument("--posts", type=int, default=64)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--data-dir", default=os.environ.get("MENTALGLM_DATA_DIR"))

@@ -177,3 +177,31 @@ def test_a_shallower_backbone_trains_saves_and_merges_with_its_layer_count(tiny:
     assert json.loads((merged / "config.json").read_text(encoding="utf-8"))["num_hidden_layers"] == 1
     with pytest.raises(ConfigError, match="num_layers 5 is outside 1..2"):
         train_backbone(data, _settings(tiny, steps=3, layers=5), tmp_path / "too-deep")
+
+
+def test_the_merged_copy_reads_as_the_adapter_does_and_int8_is_chosen_only_once_checked(
+        tiny: Path, data: list[TaskData], tmp_path: Path) -> None:
+    from mentalglm.train.backbone_model import (
+        ADAPTER_DIR,
+        ADAPTER_WEIGHTS,
+        MERGED_DIR,
+        TorchReader,
+        check_engines,
+        choose_engine,
+        merge_for_reading,
+    )
+
+    final = train_backbone(data, _settings(tiny, steps=3, eval_every=3), tmp_path / "run")
+    texts = {"emotion": ["今天很开心", "我不想活了，真的很累"], "suicide_risk": ["他们都看不起我"]}
+    slow = TorchReader(final).pooled(texts["emotion"])
+    assert choose_engine(final) == ("torch", None)
+    merge_for_reading(final)
+    assert np.allclose(TorchReader(final).pooled(texts["emotion"]), slow, atol=1e-5)
+    records = check_engines(final, None, texts)
+    assert records["int8"]["posts"] == 3 and records["int8"]["cosine_min"] > 0.9
+    assert choose_engine(final) == (("torch-int8", None) if records["int8"]["cosine_min"] >= 0.99 else ("torch", None))
+    assert choose_engine(final, "torch") == ("torch", None)
+    adapter = final / ADAPTER_DIR / ADAPTER_WEIGHTS
+    adapter.write_bytes(adapter.read_bytes() + b" ")  # another adapter in its place
+    with pytest.raises(BackboneFileError, match=f"{MERGED_DIR}: merged from another adapter"):
+        TorchReader(final)

@@ -272,9 +272,9 @@ def analyze_train(
              "replaces the tier chosen so far where it beats it on >= 95 % of paired validation resamples.")
     ] = None,
     backbone_engine: Annotated[str, typer.Option(
-        help="How the backbone reads posts, recorded in the cards and kept: auto (llama.cpp from a GGUF that "
-             "`backbone export` checked faithful, else transformers), torch (faster once loaded, slow to start, "
-             "more memory) or llamacpp; measured in docs/backbone.md.")] = "auto",
+        help="How the backbone reads posts, recorded in the cards and kept: auto (the fastest engine "
+             "`backbone export` checked close to transformers float32: torch-int8, else llama.cpp, else torch), "
+             "torch, torch-int8 or llamacpp; measured in docs/backbone.md.")] = "auto",
 ) -> None:
     """Train the analyzer's classifiers (decontaminated train, tuned and calibrated on validation)."""
     from mentalglm.analyze.artifacts import default_artifacts_dir, load_task_model

@@ -82,17 +82,18 @@ def export(
     data_dir: Annotated[Path | None, typer.Option(help="Data directory: validation posts for the check.")] = None,
     check_posts: Annotated[int, typer.Option(help="Validation posts per task read by both engines.")] = 50,
 ) -> None:
-    """Merge the adapter into the base, convert it to GGUF for llama.cpp, and check that llama.cpp's pooled
-    states give the heads the same labels as transformers' (recorded in backbone.json)."""
+    """Merge the adapter into the base (``merged/``, which the torch engines start from in seconds), convert it
+    to GGUF for llama.cpp, and check that the faster engines (llama.cpp, torch int8) give the heads the same labels
+    as transformers float32 on validation posts (recorded in backbone.json; ``auto`` reads only with a close one)."""
     from mentalglm.train.backbone import backbone_data
-    from mentalglm.train.backbone_model import check_gguf, export_gguf, read_backbone_meta
+    from mentalglm.train.backbone_model import check_engines, export_gguf, read_backbone_meta
 
     meta = read_backbone_meta(backbone)
     path = export_gguf(backbone, gguf_type)
     console.print(f"[green]GGUF[/green] {path}")
     data = backbone_data(list(meta["tasks"]), data_dir)
     texts = {d.task.id: [p.text for p in d.validation[:check_posts]] for d in data}
-    record = check_gguf(backbone, path, texts)
-    console.print(f"llama.cpp against transformers on {record['posts']} validation posts: pooled cosine min "
-                  f"{record['cosine_min']:.4f}, same labels {record['same_labels']:.1%}, largest probability gap "
-                  f"{record['max_probability_gap']:.3f}")
+    for name, record in check_engines(backbone, path, texts).items():
+        console.print(f"{name} against transformers float32 on {record['posts']} validation posts: pooled cosine "
+                      f"min {record['cosine_min']:.4f}, same labels {record['same_labels']:.1%}, largest "
+                      f"probability gap {record['max_probability_gap']:.3f}")

@@ -23,6 +23,8 @@ from mentalglm.train.classical import decide
 from mentalglm.train.encoder_classifier import probabilities
 
 ADAPTER_DIR, HEADS_FILE, META_FILE = "adapter", "heads.safetensors", "backbone.json"
+MERGED_DIR, MERGED_STAMP, ADAPTER_WEIGHTS = "merged", "mentalglm_merged.json", "adapter_model.safetensors"
+EXPORT_AGAIN = "write it again with `mentalglm backbone export`"
 BASE_FILE = "mentalglm_base.json"  # train/sft.py's name: export reads it
 EMBED_BATCH = 16
 
@@ -189,17 +191,81 @@ def check_tasks(meta: dict[str, Any], tasks: Sequence[str]) -> None:
 
 
 class TorchReader:
-    """Pooled states from the base with the adapter merged in (transformers, float32)."""
+    """Pooled states from the base with the adapter merged in (transformers, float32); ``int8`` quantises the
+    decoder's linear layers dynamically (torch's x86 int8 kernels: about twice the speed of float32 here).
 
-    engine = "torch"
+    Loads ``merged/`` (written by ``backbone export``) when it is there and was merged from this adapter: seconds,
+    against a minute or more to dequantise the GGUF base and merge the adapter at every start."""
 
-    def __init__(self, directory: Path, max_length: int | None = None) -> None:
-        self.model, self.heads, self.meta = load_backbone(directory, merge=True)
+    def __init__(self, directory: Path, max_length: int | None = None, *, int8: bool = False) -> None:
+        self.engine = "torch-int8" if int8 else "torch"
+        self.meta = read_backbone_meta(directory)
+        merged = directory / MERGED_DIR
+        if (merged / MERGED_STAMP).is_file():
+            self.model, self.heads = load_merged(directory), load_heads(directory, self.meta)
+        else:
+            self.model, self.heads, self.meta = load_backbone(directory, merge=True)
+        if int8:
+            self.model = quantise_int8(self.model)
         self.tokenizer = load_backbone_tokenizer(self.meta["base"])
         self.max_length = int(max_length or self.meta.get("max_length", 128))
 
     def pooled(self, texts: Sequence[str]) -> np.ndarray:
         return embed_texts(self.model, self.tokenizer, texts, self.max_length)
+
+
+def quantise_int8(model: Any) -> Any:
+    """The decoder's linear layers as int8 with dynamic activation scales (weights per channel); pooling never reads
+    the LM head, so it is left alone."""
+    import warnings
+
+    decoder = _transformer(model)
+    with warnings.catch_warnings():  # torch marks torch.ao.quantization deprecated; 2.13 (pinned) has it all
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.ao.quantization.quantize_dynamic(decoder, {nn.Linear: torch.ao.quantization.per_channel_dynamic_qconfig},
+                                               dtype=torch.qint8, inplace=True)
+    return model
+
+
+def merge_for_reading(directory: Path) -> Path:
+    """``merged/``: the adapter folded into the base, saved as safetensors (float32) with the SHA-256 of the
+    adapter it came from, so that a reader starts in seconds and never reads a copy of another adapter."""
+    import shutil
+    import tempfile
+
+    from mentalglm.files import sha256_file
+    from mentalglm.train.export import merge_adapter
+
+    meta = read_backbone_meta(directory)
+    target = directory / MERGED_DIR
+    with tempfile.TemporaryDirectory(prefix="backbone-merged-", dir=directory) as scratch:
+        staged = merge_adapter(directory / ADAPTER_DIR, Path(scratch) / MERGED_DIR, base=meta["base"], dtype="float32")
+        stamp = {"adapter_sha256": sha256_file(directory / ADAPTER_DIR / ADAPTER_WEIGHTS)}
+        atomic_write_text(staged / MERGED_STAMP, json.dumps(stamp, indent=1) + "\n")
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.move(staged, target)
+    return target
+
+
+def load_merged(directory: Path) -> Any:
+    """The merged copy, after checking that it was merged from this directory's adapter."""
+    from transformers import AutoModelForCausalLM
+
+    from mentalglm.files import sha256_file
+
+    merged, adapter = directory / MERGED_DIR, directory / ADAPTER_DIR / ADAPTER_WEIGHTS
+    try:
+        stamp = json.loads((merged / MERGED_STAMP).read_text(encoding="utf-8"))
+        same = stamp["adapter_sha256"] == sha256_file(adapter)
+    except (OSError, ValueError, KeyError) as exc:
+        raise BackboneFileError(merged / MERGED_STAMP, f"unreadable ({exc})", EXPORT_AGAIN) from exc
+    if not same:
+        raise BackboneFileError(merged, f"merged from another adapter than {adapter}", EXPORT_AGAIN)
+    try:
+        return AutoModelForCausalLM.from_pretrained(str(merged), dtype=torch.float32).eval()
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise BackboneFileError(merged, f"unreadable ({type(exc).__name__}: {exc})", EXPORT_AGAIN) from exc
 
 
 class LlamaCppReader:
@@ -286,69 +352,84 @@ def gguf_path(directory: Path, gguf_type: str) -> Path:
 
 
 def export_gguf(directory: Path, gguf_type: str = "q8_0") -> Path:
-    """The adapter merged into the base and converted to GGUF beside the heads (``backbone-<type>.gguf``)."""
+    """The merged model (``merged/``, written first when missing) converted to GGUF beside the heads
+    (``backbone-<type>.gguf``)."""
     import shutil
-    import tempfile
 
-    from mentalglm.train.export import convert_to_gguf, find_converter, merge_adapter
+    from mentalglm.train.export import convert_to_gguf, find_converter
 
-    meta = read_backbone_meta(directory)
     find_converter(fetch=True)  # fail before the slow merge when there is none to be had
+    merged = directory / MERGED_DIR
+    if not (merged / MERGED_STAMP).is_file():
+        merge_for_reading(directory)
+    load_merged(directory)  # a copy merged from another adapter is named, not converted
     target = gguf_path(directory, gguf_type)
-    with tempfile.TemporaryDirectory(prefix="backbone-merged-", dir=directory) as merged:
-        merge_adapter(directory / ADAPTER_DIR, Path(merged), base=meta["base"], dtype="float32")
-        partial = target.with_name(target.name + ".partial")
-        convert_to_gguf(Path(merged), partial, gguf_type)
-        shutil.move(partial, target)
+    partial = target.with_name(target.name + ".partial")
+    convert_to_gguf(merged, partial, gguf_type)
+    shutil.move(partial, target)
     return target
 
 
-def check_gguf(directory: Path, gguf: Path, texts: dict[str, list[str]]) -> dict[str, Any]:
-    """Both engines on the same posts: pooled-state cosine, label agreement, largest probability gap; the record
-    is kept in backbone.json under ``gguf`` (the analyzer reads the GGUF only when a check is recorded)."""
-    torch_reader, cpp_reader = TorchReader(directory), LlamaCppReader(directory, gguf)
+def agreement(reference: Any, other: Any, texts: dict[str, list[str]]) -> dict[str, Any]:
+    """Two readers on the same posts: pooled-state cosine, label agreement, largest probability gap."""
+    heads = reference.heads
     cosines, same, gaps = [], [], []
     for task_id, task_texts in texts.items():
-        a, b = torch_reader.pooled(task_texts), cpp_reader.pooled(task_texts)
+        a, b = reference.pooled(task_texts), other.pooled(task_texts)
         cosines += list((a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12))
-        pa, pb = torch_reader.heads.probabilities(task_id, a), torch_reader.heads.probabilities(task_id, b)
-        same += [x == y for x, y in zip(torch_reader.heads.decide(task_id, pa), torch_reader.heads.decide(task_id, pb),
-                                        strict=True)]
+        pa, pb = heads.probabilities(task_id, a), heads.probabilities(task_id, b)
+        same += [x == y for x, y in zip(heads.decide(task_id, pa), heads.decide(task_id, pb), strict=True)]
         gaps.append(float(np.abs(pa - pb).max()) if len(pa) else 0.0)
-    record = {"file": gguf.name, "posts": len(same), "cosine_min": round(float(min(cosines, default=1.0)), 5),
-              "same_labels": round(float(np.mean(same)) if same else 1.0, 4),
-              "max_probability_gap": round(max(gaps, default=0.0), 4)}
+    return {"posts": len(same), "cosine_min": round(float(min(cosines, default=1.0)), 5),
+            "same_labels": round(float(np.mean(same)) if same else 1.0, 4),
+            "max_probability_gap": round(max(gaps, default=0.0), 4)}
+
+
+def check_engines(directory: Path, gguf: Path | None, texts: dict[str, list[str]]) -> dict[str, dict[str, Any]]:
+    """The faster engines against transformers float32 on the same posts, kept in backbone.json (``gguf`` per
+    file, ``int8``): the analyzer's ``auto`` reads with an engine only when its check is recorded and close."""
+    reference = TorchReader(directory)
+    records = {"int8": agreement(reference, TorchReader(directory, int8=True), texts)}
+    if gguf is not None:
+        records["gguf"] = {"file": gguf.name, **agreement(reference, LlamaCppReader(directory, gguf), texts)}
     meta = read_backbone_meta(directory)
-    meta.setdefault("gguf", {})[gguf.name] = record
+    meta["int8"] = records["int8"]
+    if gguf is not None:
+        meta.setdefault("gguf", {})[gguf.name] = records["gguf"]
     atomic_write_text(directory / META_FILE, json.dumps(meta, ensure_ascii=False, indent=1) + "\n")
-    return record
+    return records
 
 
-ENGINES = ("auto", "torch", "llamacpp")
+ENGINES = ("auto", "torch", "torch-int8", "llamacpp")
 # The q8_0 export of the first real run: min cosine 0.9992 over 150 validation posts, 98 % identical labels
 # (the rest on a threshold), largest probability gap 0.017 (`backbone export`); a GGUF below this floor is not
 # read unless forced.
 GGUF_MIN_COSINE = 0.999
+INT8_MIN_COSINE = 0.99  # per-channel int8 weights round more than q8_0's 32-value blocks
 
 
 def choose_engine(directory: Path, engine: str = "auto") -> tuple[str, Path | None]:
-    """(engine, GGUF) for reading posts; ``torch`` / ``llamacpp`` force one.
+    """(engine, GGUF) for reading posts; ``torch``, ``torch-int8`` and ``llamacpp`` force one.
 
-    ``auto`` reads with llama.cpp when ``backbone export`` wrote a GGUF whose pooled states matched transformers'
-    (cosine >= ``GGUF_MIN_COSINE`` on every checked validation post), else with transformers. The analyzer tunes
-    its weights and thresholds on the engine that reads and records it, so a saved model keeps reading with it.
+    ``auto`` reads with the fastest engine whose check ``backbone export`` recorded as close to transformers
+    float32 (benchmarks/bench_backbone.py, docs/backbone.md): torch int8 from the merged copy, else llama.cpp on
+    a GGUF (pooled cosine >= ``GGUF_MIN_COSINE`` on every checked post), else transformers float32. The analyzer
+    tunes its weights and thresholds on the engine that reads and records it, so a saved model keeps reading with it.
     """
     if engine not in ENGINES:
         raise ConfigError(f"backbone engine {engine!r} is not one of {', '.join(ENGINES)}")
-    checked = {name: rec for name, rec in read_backbone_meta(directory).get("gguf", {}).items()
-               if (directory / name).is_file()}
+    meta = read_backbone_meta(directory)
+    if engine == "auto" and (directory / MERGED_DIR / MERGED_STAMP).is_file() \
+            and meta.get("int8", {}).get("cosine_min", 0.0) >= INT8_MIN_COSINE:
+        return "torch-int8", None
+    checked = {name: rec for name, rec in meta.get("gguf", {}).items() if (directory / name).is_file()}
     faithful = sorted(name for name, rec in checked.items() if rec.get("cosine_min", 0.0) >= GGUF_MIN_COSINE)
     if engine == "llamacpp" or (engine == "auto" and faithful):
         if not checked:
             raise BackboneFileError(directory / "backbone-q8_0.gguf", "missing",
                                     "write it with `mentalglm backbone export`, or read with the torch engine")
         return "llamacpp", directory / (faithful or sorted(checked))[0]
-    return "torch", None
+    return ("torch-int8" if engine == "torch-int8" else "torch"), None
 
 
 _SHARED: dict[tuple[str, str], SharedReader] = {}
@@ -359,7 +440,8 @@ def shared_backbone(directory: Path, task_id: str, *, engine: str = "auto") -> B
     chosen, gguf = choose_engine(directory, engine)
     key = (str(directory.resolve()), chosen)
     if key not in _SHARED:
-        reader = LlamaCppReader(directory, gguf) if gguf is not None else TorchReader(directory)
+        reader = LlamaCppReader(directory, gguf) if gguf is not None else \
+            TorchReader(directory, int8=chosen == "torch-int8")
         _SHARED[key] = SharedReader(reader)
     check_tasks(_SHARED[key].reader.meta, [task_id])
     return BackboneHead(_SHARED[key], task_id)
