@@ -59,7 +59,7 @@ def data() -> list[TaskData]:
 
 
 def _settings(tiny: Path, **changes) -> BackboneSettings:
-    base = dict(base=str(tiny), steps=12, batch_size=4, eval_every=6, checkpoint_every=3, warmup_steps=2)
+    base = dict(base=str(tiny), steps=12, batch_size=4, eval_every=6, checkpoint_every=3, warmup_steps=2, layers=None)
     return BackboneSettings(**{**base, **changes})
 
 

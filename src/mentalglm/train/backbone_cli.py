@@ -1,6 +1,6 @@
 """`mentalglm backbone`: train the backbone tier (one LoRA adapter on the embedded 0.5B, one head per task).
 
-    OMP_NUM_THREADS=2 mentalglm backbone train --out runs/backbone      # hours on 2 cores; rerun to resume
+    OMP_NUM_THREADS=2 mentalglm backbone train --out runs/backbone  # ~75 min on 2 quiet cores; rerun to resume
 """
 
 from __future__ import annotations
@@ -33,16 +33,16 @@ def _weights(text: str) -> tuple[float, ...]:
 def train(
     out: Annotated[Path, typer.Option(help="Run directory: checkpoints, validation log, best/ and final/.")] = DEFAULT_OUT,
     data_dir: Annotated[Path | None, typer.Option(help="Data directory (default: $MENTALGLM_DATA_DIR).")] = None,
-    steps: Annotated[int, typer.Option(help="Training steps (one task's batch each).")] = 1800,
+    steps: Annotated[int, typer.Option(help="Training steps (one task's batch each).")] = 1500,
     stop_after: Annotated[int | None, typer.Option(help="Stop this call after N steps (checkpointed): for a "
                                                         "session with a deadline; rerun to go on.")] = None,
     threads: Annotated[int | None, typer.Option(help="torch threads (default: $OMP_NUM_THREADS or all cores).")] = None,
     base: Annotated[str, typer.Option(help="Base model: embedded:<name>, or a local transformers directory.")]
     = "embedded:qwen2.5-0.5b",
-    layers: Annotated[int | None, typer.Option(help="Keep only the base's first N decoder layers: a shallower "
-                                                    "model, N/total of the compute (default: all).")] = None,
+    layers: Annotated[int, typer.Option(help="Keep only the base's first N decoder layers: N/total of the compute; "
+                                             "0 keeps them all.")] = 12,
     task_weights: Annotated[str | None, typer.Option(help="Share of steps per task, comma-separated in task order "
-                                                          "(default 0.35,0.45,0.2).")] = None,
+                                                          "(default 0.5,0.35,0.15).")] = None,
 ) -> None:
     """Train, or resume, the backbone; a finished run is reported, not retrained."""
     import torch
@@ -53,7 +53,7 @@ def train(
     if threads or os.environ.get("OMP_NUM_THREADS"):
         torch.set_num_threads(threads or int(os.environ["OMP_NUM_THREADS"]))
     weights = {} if task_weights is None else {"task_weights": _weights(task_weights)}
-    settings = BackboneSettings(base=base, steps=steps, layers=layers, **weights)
+    settings = BackboneSettings(base=base, steps=steps, layers=layers or None, **weights)
     cut = f" (first {layers} layers)" if layers else ""
     console.print(f"backbone: {base}{cut} + LoRA r={settings.lora_rank}, heads for {', '.join(settings.tasks)} "
                   f"(step shares {', '.join(f'{w:g}' for w in settings.task_weights)}); "
