@@ -201,13 +201,16 @@ class TorchReader:
         self.engine = "torch-int8" if int8 else "torch"
         self.meta = read_backbone_meta(directory)
         merged = directory / MERGED_DIR
-        if (merged / MERGED_STAMP).is_file():
+        if (merged / MERGED_STAMP).is_file():  # the tokenizer saved beside it: no GGUF vocabulary to convert
+            from transformers import AutoTokenizer
+
             self.model, self.heads = load_merged(directory), load_heads(directory, self.meta)
+            self.tokenizer = AutoTokenizer.from_pretrained(str(merged))
         else:
             self.model, self.heads, self.meta = load_backbone(directory, merge=True)
+            self.tokenizer = load_backbone_tokenizer(self.meta["base"])
         if int8:
             self.model = quantise_int8(self.model)
-        self.tokenizer = load_backbone_tokenizer(self.meta["base"])
         self.max_length = int(max_length or self.meta.get("max_length", 128))
 
     def pooled(self, texts: Sequence[str]) -> np.ndarray:
