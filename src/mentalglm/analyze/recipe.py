@@ -164,7 +164,7 @@ def _fit_backbone(task: Task, tfidf: TfidfClassifier, current: Classifier, valid
     fitted, record = fit_ensemble(task, tfidf, head, texts, labels)
     win = paired_win_rate(task, labels, fitted.predict(texts), current.predict(texts), n_resamples=1000)
     record.update({"source": str(backbone.resolve()), "heads_sha256": sha256_file(backbone / HEADS_FILE),
-                   "engine": head.shared.reader.engine, "backbone_step": meta.get("best_step"),
+                   "engine": head.shared.reader.engine, "backbone_step": meta.get("best_step", meta.get("step")),
                    "against": type(current).__name__, "validation_win_rate_over_against": round(win, 4)})
     kept = record["weight_on_tfidf"] < 1.0 and win >= MIN_WIN_RATE
     log(f"{task.id}: backbone ensemble (weight on TF-IDF {record['weight_on_tfidf']}) beat the "
