@@ -33,7 +33,7 @@ def backbone(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("backbone")
     posts = [Post(f"p{i}", t, label, "t") for i, (t, label) in enumerate(zip(TEXTS, LABELS, strict=True))]
     data = [TaskData(get_task("emotion"), posts, posts)]
-    settings = BackboneSettings(base=str(build_tiny_chat_model(root / "tiny")), tasks=("emotion",),
+    settings = BackboneSettings(base=str(build_tiny_chat_model(root / "tiny")), layers=None, tasks=("emotion",),
                                 task_weights=(1.0,), steps=4, batch_size=4, eval_every=2, checkpoint_every=2,
                                 warmup_steps=1)
     return train_backbone(data, settings, root / "run")
