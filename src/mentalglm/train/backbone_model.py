@@ -192,7 +192,8 @@ def check_tasks(meta: dict[str, Any], tasks: Sequence[str]) -> None:
 
 class TorchReader:
     """Pooled states from the base with the adapter merged in (transformers, float32); ``int8`` quantises the
-    decoder's linear layers dynamically (torch's x86 int8 kernels: about twice the speed of float32 here).
+    decoder's linear layers dynamically (about 1.6x float32's speed here, but unfaithful on the Qwen backbone:
+    docs/backbone.md; ``auto`` takes it only when the export's check finds it close).
 
     Loads ``merged/`` (written by ``backbone export``) when it is there and was merged from this adapter: seconds,
     against a minute or more to dequantise the GGUF base and merge the adapter at every start."""
@@ -251,10 +252,8 @@ def merge_for_reading(directory: Path) -> Path:
     return target
 
 
-def load_merged(directory: Path) -> Any:
-    """The merged copy, after checking that it was merged from this directory's adapter."""
-    from transformers import AutoModelForCausalLM
-
+def check_merged(directory: Path) -> None:
+    """Refuse ``merged/`` unless its stamp names this directory's adapter (a cheap check: no weights are read)."""
     from mentalglm.files import sha256_file
 
     merged, adapter = directory / MERGED_DIR, directory / ADAPTER_DIR / ADAPTER_WEIGHTS
@@ -265,6 +264,14 @@ def load_merged(directory: Path) -> Any:
         raise BackboneFileError(merged / MERGED_STAMP, f"unreadable ({exc})", EXPORT_AGAIN) from exc
     if not same:
         raise BackboneFileError(merged, f"merged from another adapter than {adapter}", EXPORT_AGAIN)
+
+
+def load_merged(directory: Path) -> Any:
+    """The merged copy, after checking that it was merged from this directory's adapter."""
+    from transformers import AutoModelForCausalLM
+
+    check_merged(directory)
+    merged = directory / MERGED_DIR
     try:
         return AutoModelForCausalLM.from_pretrained(str(merged), dtype=torch.float32).eval()
     except (OSError, RuntimeError, ValueError) as exc:
@@ -363,9 +370,10 @@ def export_gguf(directory: Path, gguf_type: str = "q8_0") -> Path:
 
     find_converter(fetch=True)  # fail before the slow merge when there is none to be had
     merged = directory / MERGED_DIR
-    if not (merged / MERGED_STAMP).is_file():
+    try:
+        check_merged(directory)
+    except BackboneFileError:  # missing, unreadable or from another adapter: this command writes it again
         merge_for_reading(directory)
-    load_merged(directory)  # a copy merged from another adapter is named, not converted
     target = gguf_path(directory, gguf_type)
     partial = target.with_name(target.name + ".partial")
     convert_to_gguf(merged, partial, gguf_type)

@@ -168,10 +168,8 @@ def keep_layers(model: Any, num_layers: int | None) -> Any:
         raise ConfigError(f"num_layers {num_layers} is outside 1..{len(layers)} (the base has {len(layers)} layers)")
     model.get_decoder().layers = type(layers)(list(layers)[:num_layers])
     model.config.num_hidden_layers = num_layers
-    for name in ("layer_types",):  # per-layer lists in newer configs must match the layer count
-        value = getattr(model.config, name, None)
-        if isinstance(value, list):
-            setattr(model.config, name, value[:num_layers])
+    if isinstance(getattr(model.config, "layer_types", None), list):  # newer configs list a type per layer
+        model.config.layer_types = model.config.layer_types[:num_layers]
     return model
 
 
