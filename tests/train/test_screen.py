@@ -54,7 +54,7 @@ def test_gate_threshold_never_flags_more_negatives_than_declared() -> None:
     gate, record = fit_gate(FLAGGED, CLEAR_POSTS, validation, gold, 0.0, name="t", use_embedding=False, log=lambda _: None)
     flagged = gate.flag_proba(validation) >= gate.threshold
     assert not flagged[:3].any()
-    assert record["weight_on_tfidf"] == 1.0 and record["validation_by_weight"]["1.0"]["negatives_flagged"] == 0.0
+    assert record["weight_on_tfidf"] == 1.0 and record["validation_by_weight"]["tfidf 1.0"]["negatives_flagged"] == 0.0
 
 
 def test_declared_screens_and_notice_levels() -> None:
@@ -138,3 +138,49 @@ def test_a_gate_saved_before_the_second_reader_loads_without_one(tmp_path) -> No
     gate.save(tmp_path / "screen.pkl")
     loaded = ScreenGate.load(tmp_path / "screen.pkl")
     assert loaded.also is None and len(loaded.flag_proba(["周末去超市"])) == 1
+
+
+def test_an_encoder_is_kept_only_when_it_adds_recall_over_the_readers_before_it() -> None:
+    from mentalglm.train.screen import MIN_EMBEDDING_GAIN, _choose_weights
+
+    rng = np.random.default_rng(0)
+    gold = np.array([True] * 40 + [False] * 400)
+    p_tfidf = np.where(gold, rng.uniform(0.3, 1.0, gold.size), rng.uniform(0.0, 0.7, gold.size))
+    noise = rng.uniform(0.0, 1.0, gold.size)  # knows nothing
+    telling = np.where(gold, rng.uniform(0.6, 1.0, gold.size), rng.uniform(0.0, 0.4, gold.size))  # knows a lot
+    weights, tried, kept = _choose_weights(p_tfidf, {"e5": noise, "use": telling}, gold, 0.01)
+    assert kept == ["use"] and len(weights) == 2 and weights[1] > 0.0
+    alone = tried["tfidf 1.0"]["recall"]
+    assert tried[f"tfidf {weights[0]}, use {weights[1]}"]["recall"] - alone >= MIN_EMBEDDING_GAIN
+    assert any(key.startswith("tfidf") and "e5" in key for key in tried)  # e5 was tried and left out
+    weights, _, kept = _choose_weights(p_tfidf, {"e5": noise}, gold, 0.01)
+    assert kept == [] and weights == (1.0,)
+
+
+def test_a_gate_averages_every_kept_encoder_with_its_weight() -> None:
+    gate = _gate()
+    posts = [*CLEAR_POSTS, *FLAGGED]
+    p_tfidf = gate.tfidf.predict_proba(posts)[:, 1]
+    first, second = _CountingEmbedding(), _CountingEmbedding()
+    gate = ScreenGate(gate.tfidf, first, 0.5, 0.0, read_embedding_from=0.0,  # type: ignore[arg-type]
+                      further=((second, 0.2),))  # type: ignore[arg-type]
+    assert [w for _, w in gate.reader.encoders()] == pytest.approx([0.3, 0.2])
+    assert np.allclose(gate.flag_proba(posts), 0.5 * p_tfidf + 0.3 + 0.2)
+    assert first.read == second.read == len(posts)
+
+
+def test_screen_encoders_are_declared_by_known_names() -> None:
+    from mentalglm.tasks.registry import task_from_mapping
+    from mentalglm.tasks.schema import SCREEN_ENCODERS
+    from mentalglm.train.embedding import ENCODERS
+
+    assert set(SCREEN_ENCODERS) == set(ENCODERS)  # the tasks layer names what train/embedding.py implements
+    assert get_task("suicide_risk").screen.encoders == ("e5", "use")  # type: ignore[union-attr]
+    raw = {"id": "t", "name_zh": "t", "name_en": "t", "language": "zh", "type": "single-label", "source": "s",
+           "labels": [{"id": "none", "zh": "无", "en": "none"}, {"id": "high", "zh": "高", "en": "high"}],
+           "instruction": "i", "question": "q", "official_metric": "macro_f1",
+           "parsing": {"strict": ["label-line"], "flexible": ["mentions-anywhere"]},
+           "screen": {"none_zh": "无", "none_en": "none", "none_label": "none", "train": [],
+                      "encoders": ["e5", "bert"]}}
+    with pytest.raises(ValueError, match="screen.encoders names \\['bert'\\]"):
+        task_from_mapping(raw)

@@ -245,6 +245,20 @@ def _analyze_files(analyzer: Analyzer, recipe: AnalyzerRecipe, input: str, outpu
     return summary
 
 
+def _screen_encoders(value: str | None) -> list[str] | None:
+    """``--screen-encoders``, checked against the known encoders before any training starts."""
+    from mentalglm.tasks.schema import SCREEN_ENCODERS
+
+    if value is None:
+        return None
+    chosen = comma_list(value)
+    unknown = [e for e in chosen if e not in SCREEN_ENCODERS]
+    if unknown or not chosen:
+        raise typer.BadParameter(f"unknown screen encoder(s) {unknown or value!r}; known: {', '.join(SCREEN_ENCODERS)}",
+                                 param_hint="--screen-encoders")
+    return chosen
+
+
 def analyze_train(
     data_dir: Annotated[Path | None, typer.Option(help="Data directory (default: $MENTALGLM_DATA_DIR).")] = None,
     out: Annotated[Path | None, typer.Option(help="Where to write (default ~/.cache/mentalglm/analyzer).")] = None,
@@ -275,6 +289,9 @@ def analyze_train(
         help="How the backbone reads posts, recorded in the cards and kept: auto (the fastest engine "
              "`backbone export` checked close to transformers float32: torch-int8, else llama.cpp, else torch), "
              "torch, torch-int8 or llamacpp; measured in docs/backbone.md.")] = "auto",
+    screen_encoders: Annotated[str | None, typer.Option(
+        help="Frozen sentence encoders the screens may average with TF-IDF, comma-separated, in order: e5, use "
+             "(default: each task's YAML, e5). `e5,use` is the variant measured in docs/analyze.md.")] = None,
 ) -> None:
     """Train the analyzer's classifiers (decontaminated train, tuned and calibrated on validation)."""
     from mentalglm.analyze.artifacts import default_artifacts_dir, load_task_model
@@ -288,7 +305,8 @@ def analyze_train(
                       c_grid=[float(c) for c in c_grid.split(",")], log=err_console.print,
                       general_negatives=general_negatives, encoder=encoder, encoder_epochs=encoder_epochs,
                       encoder_runs=encoder_runs, encoder_seeds=encoder_seeds, backbone=backbone,
-                      backbone_engine=backbone_engine)
+                      backbone_engine=backbone_engine,
+                      screen_encoders=_screen_encoders(screen_encoders))
     for card in cards:
         console.print(f"model card: {card}")
     if results_dir is not None:

@@ -177,6 +177,7 @@ def train_task_model(task_id: str, data_dir: str | Path | None, *, c_grid: Seque
                      log: Callable[[str], None] = print, general_negatives: int | None = None,
                      encoder: EncoderSettings | None = None, encoder_runs: Path | None = None,
                      encoder_seeds: int = 1, screen_embedding: bool = True,
+                     screen_encoders: Sequence[str] | None = None,
                      backbone: Path | None = None, backbone_engine: str = "auto") -> TaskModel:
     """Fit on the decontaminated training pool, choose C (and thresholds) on validation, calibrate, score test.
 
@@ -216,7 +217,7 @@ def train_task_model(task_id: str, data_dir: str | Path | None, *, c_grid: Seque
     screen_record: dict[str, Any] | None = None
     if screen is not None:
         classifier, screen_record = fit_screened(task, classifier, own_train, validation, screen, log,
-                                                 use_embedding=screen_embedding)
+                                                 use_embedding=screen_embedding, encoders=screen_encoders)
         # The gate's and the classifier's probabilities are multiplied; a calibration map fitted on validation
         # posts of one population (all flagged) would be wrong for the other, so they are shown as they are.
         calibration, measured = Calibration(), {"chosen": "none", "why": "screened task: P(flag) x P(label | flag)"}
@@ -276,7 +277,8 @@ def train_all(data_dir: str | Path | None, out: Path, tasks: Sequence[str] = CHI
               c_grid: Sequence[float] = C_GRID, log: Callable[[str], None] = print,
               general_negatives: int | None = None, encoder: bool = False, encoder_epochs: float | None = None,
               encoder_runs: Path | None = None, encoder_seeds: int | None = None,
-              backbone: Path | None = None, backbone_engine: str = "auto") -> list[Path]:
+              backbone: Path | None = None, backbone_engine: str = "auto",
+              screen_encoders: Sequence[str] | None = None) -> list[Path]:
     """Train and save every task's model; returns the card paths."""
     cards = []
     for task_id in tasks:
@@ -284,7 +286,7 @@ def train_all(data_dir: str | Path | None, out: Path, tasks: Sequence[str] = CHI
                                  encoder=encoder_settings(task_id, encoder_epochs) if encoder else None,
                                  encoder_runs=encoder_runs or out / "encoder-runs",
                                  encoder_seeds=encoder_seeds or 1, backbone=backbone,
-                                 backbone_engine=backbone_engine)
+                                 backbone_engine=backbone_engine, screen_encoders=screen_encoders)
         cards.append(save_task_model(model, out)[1])
         log(f"{task_id}: saved to {out} ({model.card['train_seconds']} s)")
     return cards

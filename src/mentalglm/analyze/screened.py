@@ -56,12 +56,14 @@ def gate_inputs(task: Task, own_train: Sequence[Post], own_validation: Sequence[
 
 def fit_screened(task: Task, inner: Classifier, own_train: Sequence[Post], own_validation: Sequence[Post],
                  data: ScreenData, log: Callable[[str], None] = print,
-                 use_embedding: bool = True) -> tuple[GatedClassifier, dict[str, Any]]:
+                 use_embedding: bool = True, encoders: Sequence[str] | None = None,
+                 ) -> tuple[GatedClassifier, dict[str, Any]]:
+    """The task's gate in front of ``inner``; ``encoders`` replaces the YAML's ``screen.encoders`` (experiments)."""
     assert task.screen is not None
     given = gate_inputs(task, own_train, own_validation, data)
     gate, record = fit_gate(given.flag, given.clear, given.validation, given.validation_flag,
                             task.screen.max_negative_flagged, name=task.id, use_embedding=use_embedding, log=log,
-                            also=given.also)
+                            also=given.also, encoders=tuple(encoders or task.screen.encoders))
     record["sources"] = [{"name": s.name, "dataset": f"{s.dataset}/{s.part}", "loaded": s.loaded,
                           "dropped_as_contaminated": s.contaminated, "dropped_as_duplicate": s.duplicates,
                           "kept": s.kept} for s in data.sources]

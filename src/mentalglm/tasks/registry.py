@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from mentalglm.tasks.parsing import check_parsing
-from mentalglm.tasks.schema import NOTICE_KINDS, Label, Screen, Split, Task, TaskType
+from mentalglm.tasks.schema import NOTICE_KINDS, SCREEN_ENCODERS, Label, Screen, Split, Task, TaskType
 
 _DEFINITIONS = "definitions"
 _KNOWN_KEYS = {
@@ -98,7 +98,11 @@ def _screen(raw: dict[str, Any] | None, ids: list[str], origin: str) -> Screen |
                     test=tuple(Split(**s) for s in raw.get("test", ())),
                     none_label=raw.get("none_label"),
                     max_negative_flagged=float(raw.get("max_negative_flagged", 0.01)),
-                    also_flag=raw.get("also_flag"))
+                    also_flag=raw.get("also_flag"),
+                    encoders=tuple(str(e) for e in raw.get("encoders", ("e5",))))
+    unknown = set(screen.encoders) - set(SCREEN_ENCODERS)
+    if unknown:
+        raise ValueError(f"{origin}: screen.encoders names {sorted(unknown)}; known: {', '.join(SCREEN_ENCODERS)}")
     for field_name in ("none_label", "also_flag"):
         value = getattr(screen, field_name)
         if value is not None and value not in ids:

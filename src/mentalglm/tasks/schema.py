@@ -74,6 +74,9 @@ class Split:
         return labels[:1] != () and labels[0] in allowed
 
 
+SCREEN_ENCODERS = ("e5", "use")  # multilingual-e5-small, USE-multilingual v3 (train/embedding.py ENCODERS)
+
+
 @dataclass(frozen=True)
 class Screen:
     """Whether a post shows anything the task is about, before the task's labels are chosen.
@@ -96,6 +99,9 @@ class Screen:
     # A label whose posts a second reader learns against every other post; a post either reader flags is flagged
     # (train/screen.py: the gate reads "at risk at all", and scores an explicit plan in plain words only middling).
     also_flag: str | None = None
+    # The frozen sentence encoders the gate may average with char TF-IDF, in order; each is kept only when it adds
+    # validation recall (train/screen.py). Known: SCREEN_ENCODERS.
+    encoders: tuple[str, ...] = ("e5",)
 
 
 @dataclass(frozen=True)

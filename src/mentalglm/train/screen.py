@@ -5,11 +5,12 @@ The clinical sets hold only people already in distress, so their classifiers giv
 the task's posts ("flag") against posts of people who are not in that population ("clear": ordinary Weibo
 posts, CogDis's undistorted sentences, invented hard negatives), declared per task in its YAML ``screen``.
 
-It averages char TF-IDF and frozen e5 (train/embedding.py), with the weight chosen on validation, and clears a
-post when P(flag) is under a threshold set on validation so that at most ``max_negative_flagged`` of the negative
-validation posts are flagged. A cascade keeps the stream fast: a post whose TF-IDF P(flag) is below
-``read_embedding_from`` (set under 98 % of the positive validation posts), or so low that even an e5 P(flag) of 1
-could not lift the average to the threshold, is cleared without the e5 read (the second rule changes no decision).
+It averages char TF-IDF with frozen sentence encoders (e5, and USE when it earns its place; train/embedding.py),
+with the weights chosen on validation, and clears a post when P(flag) is under a threshold set on validation so
+that at most ``max_negative_flagged`` of the negative validation posts are flagged. A cascade keeps the stream fast:
+a post whose TF-IDF P(flag) is below ``read_embedding_from`` (set under 98 % of the positive validation posts), or
+so low that even encoder P(flag)s of 1 could not lift the average to the threshold, is cleared without the encoder
+reads (the second rule changes no decision).
 
 A task may declare ``also_flag``: a second reader of the same two kinds learns that label's posts against everything
 else, and a post either reader flags is flagged. Why: the suicide gate learns "written in a suicide tree hole", which
@@ -22,6 +23,7 @@ but ordinary posts of a set never trained on put at high risk 0.2 % -> 1.1 % (re
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -33,6 +35,7 @@ from mentalglm.train.classical import Classifier, TfidfClassifier, decide, tfidf
 from mentalglm.train.embedding import EmbeddingCache, EmbeddingClassifier, default_cache_path, embed
 
 CLEAR, FLAG = "clear", "flag"
+ENCODER_NAMES = {"e5": "e5-small", "use": "USE-multilingual"}
 NO_LABEL = "none"  # the confidence key of "nothing evident" for a task without a none label (multi-label tasks)
 WEIGHT_GRID = tuple(round(w, 2) for w in np.arange(0.0, 1.001, 0.1))
 # The cascade reads e5 from half the TF-IDF P(flag) of the 2nd-percentile positive validation post: the lowest one
@@ -40,24 +43,37 @@ WEIGHT_GRID = tuple(round(w, 2) for w in np.arange(0.0, 1.001, 0.1))
 CASCADE_QUANTILE, CASCADE_MARGIN = 0.02, 0.5
 # Shares of the false-flag budget tried for the gate when a second reader takes the rest.
 GATE_SHARES = (0.6, 0.7, 0.8, 0.9)
-# e5 is kept only when it adds this much validation recall at the declared false-flag rate (it costs ~20 ms a post
-# it reads); 5-fold CV of the suicide gate on SOS-HL: 90.2 % recall with e5 at weight 0.3, 89.0 % without
+# An encoder is kept only when it adds this much validation recall at the declared false-flag rate over the readers
+# before it (e5 costs ~20 ms a post it reads); 5-fold CV of the suicide gate on SOS-HL: 90.2 % recall with e5 at
+# weight 0.3, 89.0 % without
 MIN_EMBEDDING_GAIN = 0.01
+
+
+Weighted = tuple[EmbeddingClassifier, float]
 
 
 @dataclass
 class Reader:
-    """Char TF-IDF averaged with frozen e5 (``weight`` on TF-IDF): P(its positive class) of a post."""
+    """Char TF-IDF averaged with frozen encoders (``weight`` on TF-IDF, ``further`` encoders with their weights, e5
+    the rest): P(its positive class) of a post."""
 
     tfidf: TfidfClassifier  # classes [negative, positive]
-    embedding: EmbeddingClassifier | None
+    embedding: EmbeddingClassifier | None  # the first encoder kept (e5, unless only a later one earned its place)
     weight: float
-    read_embedding_from: float = 0.0  # TF-IDF P under which e5 is not read (the cascade)
+    read_embedding_from: float = 0.0  # TF-IDF P under which no encoder is read (the cascade)
+    further: tuple[Weighted, ...] = ()
+
+    def encoders(self) -> list[Weighted]:
+        """Each encoder reader with its weight in the average (e5 takes what TF-IDF and the others leave)."""
+        out = [(c, w) for c, w in self.further if w > 0.0]
+        if self.embedding is not None:
+            out.insert(0, (self.embedding, 1.0 - self.weight - sum(w for _, w in out)))
+        return out
 
     def floor(self, threshold: float) -> float:
-        """TF-IDF P under which e5 is not read: the cascade's floor, or higher where even an e5 P of 1 could not
-        lift the average to ``threshold`` (skipping those posts changes no decision); above 1 without e5."""
-        if self.embedding is None or self.weight >= 1.0:
+        """TF-IDF P under which no encoder is read: the cascade's floor, or higher where even encoder Ps of 1 could
+        not lift the average to ``threshold`` (skipping those posts changes no decision); above 1 without one."""
+        if not self.encoders() or self.weight >= 1.0:
             return float("inf")
         if self.weight <= 0.0:
             return self.read_embedding_from
@@ -67,11 +83,12 @@ class Reader:
         return self.tfidf.predict_proba(list(texts))[:, 1] if texts else np.zeros(0)
 
     def average(self, p_tfidf: np.ndarray, texts: Sequence[str], read: np.ndarray) -> np.ndarray:
-        """The average where ``read`` (indices) says to read e5; TF-IDF alone elsewhere."""
+        """The average where ``read`` (indices) says to read the encoders; TF-IDF alone elsewhere."""
         out = p_tfidf.copy()
-        if self.embedding is not None and self.weight < 1.0 and len(read):
-            e = self.embedding.predict_proba([texts[i] for i in read])[:, 1]
-            out[read] = self.weight * p_tfidf[read] + (1.0 - self.weight) * e
+        readers = self.encoders()
+        if readers and self.weight < 1.0 and len(read):
+            chosen = [texts[i] for i in read]
+            out[read] = self.weight * p_tfidf[read] + sum(w * c.predict_proba(chosen)[:, 1] for c, w in readers)
         return out
 
 
@@ -91,19 +108,19 @@ class ScreenGate(OwnPickle):
     read_embedding_from: float = 0.0
     also: Reader | None = None  # the second reader of the task's ``also_flag`` label (None for gates saved before)
     also_threshold: float = 1.0  # the second reader flags when its P >= this
-
+    further: tuple[Weighted, ...] = ()  # encoders after e5 with their weights (none for gates saved before)
 
     @property
     def embedding_floor(self) -> float:
-        """TF-IDF P(flag) under which e5 is not read (``Reader.floor`` at the gate's threshold)."""
+        """TF-IDF P(flag) under which no encoder is read (``Reader.floor`` at the gate's threshold)."""
         return self.reader.floor(self.threshold)
 
     @property
     def reader(self) -> Reader:
-        return Reader(self.tfidf, self.embedding, self.weight, self.read_embedding_from)
+        return Reader(self.tfidf, self.embedding, self.weight, self.read_embedding_from, self.further)
 
     def flag_proba(self, texts: Sequence[str]) -> np.ndarray:
-        """P(flag) for each post; a post cleared without the e5 read keeps its TF-IDF P(flag). With a second
+        """P(flag) for each post; a post cleared without the encoder reads keeps its TF-IDF P(flag). With a second
         reader: the larger of the gate's P(flag) and the second reader's P on the gate's scale."""
         texts = list(texts)
         p = self.tfidf.predict_proba(texts)[:, 1] if texts else np.zeros(0)
@@ -112,7 +129,7 @@ class ScreenGate(OwnPickle):
             return self.reader.average(p, texts, np.flatnonzero(read))
         q = self.also.tfidf_proba(texts)
         read_also = q >= self.also.floor(self.also_threshold)
-        either = np.flatnonzero(read | read_also)  # e5 is read once a post (embed() keeps recent vectors)
+        either = np.flatnonzero(read | read_also)  # encoders read a post once (embed() keeps recent vectors)
         gate = self.reader.average(p, texts, either)
         also = _rescale(self.also.average(q, texts, either), self.also_threshold, self.threshold)
         return np.maximum(gate, also)
@@ -167,22 +184,56 @@ def threshold_for(negatives: np.ndarray, max_flagged: float) -> float:
 
 
 def _reader_probabilities(name: str, positive: Sequence[str], negative: Sequence[str], validation_texts: Sequence[str],
-                          use_embedding: bool, C: float, log: Any,
-                          classes: tuple[str, str]) -> tuple[TfidfClassifier, EmbeddingClassifier | None, np.ndarray,
-                                                             np.ndarray | None]:
-    """Both kinds of reader fitted on ``positive`` against ``negative``, and their P(positive) on validation."""
+                          encoders: Sequence[str], C: float, log: Any, classes: tuple[str, str],
+                          ) -> tuple[TfidfClassifier, np.ndarray, dict[str, tuple[EmbeddingClassifier, np.ndarray]]]:
+    """Char TF-IDF and each encoder's reader fitted on ``positive`` against ``negative``, with P(positive) on
+    validation."""
     texts = [*positive, *negative]
     y = np.array([1] * len(positive) + [0] * len(negative))
     tfidf = TfidfClassifier(name, list(classes), multi_label=False, C=C).fit(
         texts, [(classes[1],) if v else (classes[0],) for v in y])
     p_tfidf = tfidf.predict_proba(list(validation_texts))[:, 1]
-    if not use_embedding:
-        return tfidf, None, p_tfidf, None
-    log(f"{name}: embeds {len(texts)} training and {len(validation_texts)} validation posts with e5")
-    cache = EmbeddingCache(default_cache_path())
-    embedding = EmbeddingClassifier(list(classes), C=C).fit_embeddings(embed(texts, progress=True, cache=cache), y)
-    return tfidf, embedding, p_tfidf, embedding.proba_from_embeddings(embed(list(validation_texts), progress=True,
-                                                                             cache=cache))[:, 1]
+    readers: dict[str, tuple[EmbeddingClassifier, np.ndarray]] = {}
+    for kind in encoders:
+        log(f"{name}: embeds {len(texts)} training and {len(validation_texts)} validation posts with {kind}")
+        cache = EmbeddingCache(default_cache_path(kind))
+        reader = EmbeddingClassifier(list(classes), C=C, encoder=kind).fit_embeddings(
+            embed(texts, progress=True, cache=cache, encoder_name=kind), y)
+        readers[kind] = (reader, reader.proba_from_embeddings(
+            embed(list(validation_texts), progress=True, cache=cache, encoder_name=kind))[:, 1])
+    return tfidf, p_tfidf, readers
+
+
+def _weightings(count: int) -> list[tuple[float, ...]]:
+    """Weights on TF-IDF and ``count`` encoders in tenths summing to one, TF-IDF's first."""
+    tenths = [c for c in itertools.product(range(11), repeat=count + 1) if sum(c) == 10]
+    return [tuple(round(t / 10, 1) for t in c) for c in tenths]
+
+
+def _choose_weights(p_tfidf: np.ndarray, encoded: dict[str, np.ndarray], gold: np.ndarray, max_flagged: float,
+                    ) -> tuple[tuple[float, ...], dict[str, dict[str, float]], list[str]]:
+    """Encoders in order, each kept only when it adds MIN_EMBEDDING_GAIN of validation recall at the allowed
+    false-flag rate over the readers kept before it; ties go to more weight on the earlier (cheaper) readers.
+    Returns the chosen weights (TF-IDF first, then each kept encoder), every weighting tried, the kept encoders."""
+    tried: dict[str, dict[str, float]] = {}
+
+    def measure(kinds: list[str], weights: tuple[float, ...]) -> dict[str, float]:
+        p = weights[0] * p_tfidf + sum(w * encoded[k] for k, w in zip(kinds, weights[1:], strict=True))
+        threshold = threshold_for(p[~gold], max_flagged)
+        result = {"threshold": threshold, "recall": float((p[gold] >= threshold).mean()),
+                  "negatives_flagged": float((p[~gold] >= threshold).mean())}
+        tried[", ".join(f"{k} {w}" for k, w in zip(["tfidf", *kinds], weights, strict=True))] = result
+        return result
+
+    kept: list[str] = []
+    best, best_recall = (1.0,), measure([], (1.0,))["recall"]
+    for kind in encoded:
+        kinds = [*kept, kind]
+        scored = [(round(measure(kinds, w)["recall"], 4), w) for w in _weightings(len(kinds)) if w[-1] > 0.0]
+        recall, weights = max(scored, key=lambda r: (r[0], r[1]))
+        if recall - best_recall >= MIN_EMBEDDING_GAIN:
+            kept, best, best_recall = kinds, weights, recall
+    return best, tried, kept
 
 
 def _cascade_floor(p_tfidf: np.ndarray, positives: np.ndarray) -> float:
@@ -207,45 +258,43 @@ def fit_gate(flag_texts: Sequence[str], clear_texts: Sequence[str], validation_t
              validation_flag: Sequence[bool], max_negative_flagged: float, *, name: str,
              use_embedding: bool = True, C: float = 4.0, log: Any = print,
              also: tuple[str, Sequence[str], Sequence[str], Sequence[bool]] | None = None,
-             ) -> tuple[ScreenGate, dict[str, Any]]:
-    """Fit both readers, choose the TF-IDF weight by validation recall at the allowed false-flag rate.
+             encoders: Sequence[str] = ("e5",)) -> tuple[ScreenGate, dict[str, Any]]:
+    """Fit char TF-IDF and the encoders' readers, choose their weights by validation recall at the allowed
+    false-flag rate (``_choose_weights``); ``use_embedding=False`` fits TF-IDF alone.
 
     ``also`` = (label, its training posts, every other training post, which validation posts carry it): the
     second reader (module docstring), kept only when it adds MIN_EMBEDDING_GAIN of validation recall of either
     kind (flagged posts, or posts with the label) without losing any of the other.
     """
     gold = np.asarray(validation_flag, dtype=bool)
-    tfidf, embedding, p_tfidf, p_embed = _reader_probabilities(f"{name}.screen", flag_texts, clear_texts,
-                                                               validation_texts, use_embedding, C, log, (CLEAR, FLAG))
-    tried: dict[float, dict[str, float]] = {}
-    for weight in WEIGHT_GRID if p_embed is not None else (1.0,):
-        p = p_tfidf if p_embed is None else weight * p_tfidf + (1 - weight) * p_embed
-        threshold = threshold_for(p[~gold], max_negative_flagged)
-        tried[weight] = {"threshold": threshold, "recall": float((p[gold] >= threshold).mean()),
-                         "negatives_flagged": float((p[~gold] >= threshold).mean())}
-    weight = max(tried, key=lambda w: (round(tried[w]["recall"], 4), w))  # ties: the cheaper, more TF-IDF
-    if tried[weight]["recall"] - tried[1.0]["recall"] < MIN_EMBEDDING_GAIN:
-        weight = 1.0
-    gate = ScreenGate(tfidf, embedding if weight < 1.0 else None, weight, tried[weight]["threshold"],
-                      read_embedding_from=_cascade_floor(p_tfidf, gold) if weight < 1.0 else 0.0)
+    tfidf, p_tfidf, readers = _reader_probabilities(f"{name}.screen", flag_texts, clear_texts, validation_texts,
+                                                    encoders if use_embedding else (), C, log, (CLEAR, FLAG))
+    weights, tried, kept = _choose_weights(p_tfidf, {k: p for k, (_, p) in readers.items()}, gold,
+                                           max_negative_flagged)
+    chosen = dict(zip(["tfidf", *kept], weights, strict=True))
+    first = readers[kept[0]][0] if kept else None
+    further = tuple((readers[k][0], chosen[k]) for k in kept[1:])
+    p_chosen = chosen["tfidf"] * p_tfidf + sum(chosen[k] * readers[k][1] for k in kept)
+    gate = ScreenGate(tfidf, first, chosen["tfidf"], threshold_for(p_chosen[~gold], max_negative_flagged),
+                      read_embedding_from=_cascade_floor(p_tfidf, gold) if kept else 0.0, further=further)
     also_record = None
     if also is not None:
-        gate, also_record = _fit_also(gate, also, p_tfidf if p_embed is None else weight * p_tfidf + (1 - weight)
-                                      * p_embed, validation_texts, gold, max_negative_flagged, use_embedding, C,
-                                      name, log)
+        gate, also_record = _fit_also(gate, also, p_chosen, validation_texts, gold, max_negative_flagged,
+                                      use_embedding, C, name, log)
     cascaded = gate.flag_proba(list(validation_texts)) >= gate.threshold
-    skipped = float((p_tfidf[~gold] < gate.embedding_floor).mean()) if gate.embedding is not None else 1.0
+    skipped = float((p_tfidf[~gold] < gate.embedding_floor).mean()) if kept else 1.0
     record = {
-        "kind": "char TF-IDF (1-3) + LR" + (" averaged with frozen e5-small + LR" if gate.embedding else "")
+        "kind": "char TF-IDF (1-3) + LR" + "".join(f" averaged with frozen {ENCODER_NAMES[k]} + LR" for k in kept)
                 + (f", or a second such reader of {also[0]}" if gate.also is not None and also else ""),
         "train_posts": {"flag": len(flag_texts), "clear": len(clear_texts)},
         "validation_posts": {"flag": int(gold.sum()), "clear": int((~gold).sum())},
-        "max_negative_flagged": max_negative_flagged, "weight_on_tfidf": weight,
+        "max_negative_flagged": max_negative_flagged, "weight_on_tfidf": chosen["tfidf"],
+        "weights": chosen, "encoders_tried": list(readers),
         "threshold": round(gate.threshold, 6), "read_embedding_from": round(gate.read_embedding_from, 6),
         "validation_negatives_cleared_without_e5": round(skipped, 4),
         "validation_with_cascade": {"recall": round(float(cascaded[gold].mean()), 4) if gold.any() else None,
                                     "negatives_flagged": round(float(cascaded[~gold].mean()), 4)},
-        "validation_by_weight": {str(w): {k: round(v, 4) for k, v in r.items()} for w, r in tried.items()},
+        "validation_by_weight": {w: {k: round(v, 4) for k, v in r.items()} for w, r in tried.items()},
     }
     if also_record is not None:
         record["also_flag"] = also_record
@@ -259,9 +308,9 @@ def _fit_also(gate: ScreenGate, also: tuple[str, Sequence[str], Sequence[str], S
     posts, then of all flagged posts; the gate as it was when no choice beats it on both."""
     label, positive, negative, carries = also
     has_label = np.asarray(carries, dtype=bool)
-    tfidf, embedding, q_tfidf, q_embed = _reader_probabilities(f"{name}.screen.{label}", positive, negative,
-                                                               validation_texts, use_embedding, C, log,
-                                                               (f"not_{label}", label))
+    tfidf, q_tfidf, readers = _reader_probabilities(f"{name}.screen.{label}", positive, negative, validation_texts,
+                                                    ("e5",) if use_embedding else (), C, log, (f"not_{label}", label))
+    embedding, q_embed = readers.get("e5", (None, None))
     negatives = ~gold
 
     def measured(flagged: np.ndarray) -> dict[str, float]:
