@@ -108,6 +108,9 @@ def test_a_grammar_backend_gets_a_grounded_request_and_its_reply_is_kept(models)
         # the quote alternatives: the clause the tiny classifier relied on for 高兴; no 如果-sentence to write
         assert request.settings.grammar.splitlines()[:2] == [
             'root ::= "判断为「高兴」：帖子中写道“" quote "”，" reason "。"', 'quote ::= "太开心了哈哈"']
+        # and the copy guard: no long run of a definition, nor of the post outside the quote
+        assert request.settings.avoid_copying[-1] == post
+        assert get_task("emotion").label("happy").definition_zh in request.settings.avoid_copying
         return "判断为「高兴」：帖子中写道“太开心了哈哈”，直接表达了收到礼物后的喜悦和快乐。"
 
     backend = FakeBackend(responses=reply, supports_grammar=True)

@@ -74,3 +74,15 @@ def test_failures_are_recorded_or_raised_on_request() -> None:
 def test_result_round_trips_to_dict() -> None:
     result = GenerationResult("文本", "stop", 3, 2, 0.5)
     assert GenerationResult(**result.to_dict()) == result
+
+
+def test_the_copy_guard_changes_the_cache_key_only_when_it_is_asked_for() -> None:
+    from mentalglm.backends.base import cache_key
+
+    messages = [{"role": "user", "content": "你好"}]
+    # the key of a reply cached before avoid_copying existed (computed with that code): cached replies stay valid
+    assert cache_key(messages, "llamacpp:x", GenerationSettings()) == \
+        "f933c45b6e0c2bcf7a32b1f63ba285adcda7d148d3d16c50f0520afd8e98b62a"
+    guarded = GenerationSettings(avoid_copying=["定义"])  # type: ignore[arg-type]
+    assert guarded.avoid_copying == ("定义",) and cache_key(messages, "llamacpp:x", guarded) != \
+        cache_key(messages, "llamacpp:x", GenerationSettings())

@@ -67,3 +67,16 @@ def test_a_grammar_constrains_the_reply(backend) -> None:
     result = backend.chat(PROMPT, GenerationSettings(max_new_tokens=16, grammar=grammar))
     assert result.ok, result.error
     assert result.text in ("答：甲方。", "答：乙方。")
+
+
+def test_the_copy_guard_keeps_a_reply_from_reading_a_text_back(backend) -> None:
+    from mentalglm.backends.copy_guard import RUN_CHARS, comparable
+    from mentalglm.instruct.qc import _longest_common_run
+
+    definition = "提到了具体的自杀方法、时间或准备行为，或表达了明确的自杀意图。"
+    ask = [{"role": "user", "content": f"请原样复述这句话，一字不改：{definition}"}]
+    plain = backend.generate([GenerationRequest(ask, GenerationSettings(max_new_tokens=60))])[0]
+    guarded = backend.generate([GenerationRequest(ask, GenerationSettings(max_new_tokens=60,
+                                                                          avoid_copying=(definition,)))])[0]
+    assert _longest_common_run(comparable(plain.text), comparable(definition)) >= 16  # it does read it back
+    assert _longest_common_run(comparable(guarded.text), comparable(definition)) <= RUN_CHARS + 3

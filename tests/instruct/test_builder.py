@@ -184,7 +184,7 @@ def test_grounded_drafts_ask_under_the_posts_grammar_and_pass_qc(tmp_path):
 
     def grounded_teacher(request) -> str:
         grammar = request.settings.grammar
-        assert grammar is not None
+        assert grammar is not None and len(request.settings.avoid_copying) > 1  # the copy guard rides along
         statement = re.search(r'root ::= "(.*?)帖子中写道“"', grammar).group(1)
         quote = re.search(r'quote ::= "(.*?)"', grammar).group(1)
         return f"{statement}帖子中写道“{quote}”，这句话直接说出了帖子作者当下的处境和打算。如果帖子只是在抱怨日常小事，判断会不同。"

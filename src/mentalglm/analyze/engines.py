@@ -18,7 +18,7 @@ from __future__ import annotations
 import unicodedata
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
 import numpy as np
@@ -39,9 +39,9 @@ from mentalglm.instruct.generate import (
     teacher_messages,
 )
 from mentalglm.instruct.grounding import (
-    MAX_NEW_TOKENS,
     Clause,
     explanation_grammar,
+    grounded_settings,
     quote_choices,
     quoted_clause,
 )
@@ -182,9 +182,8 @@ class HybridEngine(LabelsEngine):
             if not pending:
                 break
             settings = retry_settings(run.settings, attempt)
-            requests = [GenerationRequest(job.messages, settings if job.grammar is None else replace(
-                settings, grammar=job.grammar, max_new_tokens=max(settings.max_new_tokens, MAX_NEW_TOKENS)))
-                for job in pending]
+            requests = [GenerationRequest(job.messages, settings if job.grammar is None else grounded_settings(
+                settings, job.task, job.grammar, scrubbed[job.post])) for job in pending]
             retry = []
             for job, reply in zip(pending, run.backend.generate(requests), strict=True):
                 if self._record(run, job, reply, attempt, scrubbed[job.post], originals[job.post]):

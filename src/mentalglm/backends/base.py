@@ -54,6 +54,9 @@ class GenerationSettings:
     # A GBNF grammar the reply must follow (llama.cpp's; backends with ``supports_grammar``): the analyzer's
     # grounded explanations build one per post so a quote is copied from the post, never recalled.
     grammar: str | None = None
+    # Texts whose long runs the reply should not repeat (backends/copy_guard.py): llama.cpp biases against the token
+    # that would; the other backends ignore it, and QC still checks every reply.
+    avoid_copying: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # Canonical types, so that 0 and 0.0 or a list and a tuple give the same cache key.
@@ -61,6 +64,7 @@ class GenerationSettings:
         object.__setattr__(self, "top_p", float(self.top_p))
         stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
         object.__setattr__(self, "stop", stop)
+        object.__setattr__(self, "avoid_copying", tuple(self.avoid_copying))
         if self.temperature < 0:
             raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
         if not 0 < self.top_p <= 1:
@@ -157,7 +161,9 @@ def cache_key(messages: Sequence[Mapping[str, Any]], model_id: str, settings: Ge
         "model_id": model_id,
         "messages": validate_messages(messages),
         # without a grammar the key is the one it was before grammars existed: caches stay valid
-        "settings": {k: v for k, v in asdict(settings).items() if not (k == "grammar" and v is None)},
+        # fields added later are left out at their defaults, so replies cached before them keep their keys
+        "settings": {k: v for k, v in asdict(settings).items()
+                     if not (k == "grammar" and v is None) and not (k == "avoid_copying" and not v)},
     }
     canonical = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()

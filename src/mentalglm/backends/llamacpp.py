@@ -12,7 +12,10 @@ import time
 from pathlib import Path
 from typing import Any, cast
 
+import numpy as np
+
 from mentalglm.backends.base import Backend, BackendError, GenerationRequest, GenerationResult
+from mentalglm.backends.copy_guard import CopyGuard, first_character_index
 from mentalglm.backends.weights import DEFAULT_MODEL, ensure_default_model, models_cache_dir, resolve_weights
 from mentalglm.errors import ConfigError
 
@@ -76,6 +79,7 @@ class LlamaCppBackend(Backend):
             verbose=verbose,
         )
         self.load_time_s = time.perf_counter() - start
+        self._index: dict[str, np.ndarray] | None = None
 
     @staticmethod
     def _resolve(model: str, cache_dir: str | None) -> tuple[Path, str]:
@@ -87,6 +91,12 @@ class LlamaCppBackend(Backend):
         weights = resolve_weights(DEFAULT_MODEL if model == "default" else model)  # did-you-mean on a typo
         path = ensure_default_model(weights.name, models_cache_dir(cache_dir))
         return path, f"llamacpp:{weights.name}@{weights.sha256[:12]}"
+
+    def _token_index(self) -> dict[str, np.ndarray]:
+        """Token ids by first character, for the copy guard (built once, ~0.5 s for Qwen's 152k tokens)."""
+        if self._index is None:
+            self._index = first_character_index([self.llama.detokenize([t]) for t in range(self.llama.n_vocab())])
+        return self._index
 
     @property
     def model_id(self) -> str:
@@ -108,6 +118,11 @@ class LlamaCppBackend(Backend):
             from llama_cpp import LlamaGrammar
 
             kwargs["grammar"] = LlamaGrammar.from_string(request.settings.grammar, verbose=False)
+        if request.settings.avoid_copying:
+            from llama_cpp import LogitsProcessorList
+
+            kwargs["logits_processor"] = LogitsProcessorList([CopyGuard(request.settings.avoid_copying).processor(
+                self._token_index(), lambda ids: self.llama.detokenize(ids).decode("utf-8", errors="ignore"))])
         if not self.reuse_prompt_cache:
             self.llama.reset()  # reusing a shared prompt prefix's KV changes the floats, and seeded samples with them
         try:

@@ -28,7 +28,7 @@ from mentalglm.backends.base import (
 from mentalglm.data.pii import scrub
 from mentalglm.data.records import Post
 from mentalglm.files import JsonlAppender, read_jsonl_lines
-from mentalglm.instruct.grounding import MAX_NEW_TOKENS, clauses, explanation_grammar, quote_choices
+from mentalglm.instruct.grounding import clauses, explanation_grammar, grounded_settings, quote_choices
 from mentalglm.tasks.layout import REASON_PREFIX, label_names
 from mentalglm.tasks.schema import Task
 
@@ -213,9 +213,8 @@ def generate_explanations(
             quotable = quote_choices([clause.text for clause in clauses(text)]) if grounded else []
             messages = teacher_messages(task, text, post.labels, config=config, grounded=bool(quotable),
                                         few_shots=() if quotable else few_shots)
-            settings_now = replace(try_settings, grammar=explanation_grammar(task, post.labels, quotable),
-                                   max_new_tokens=max(try_settings.max_new_tokens, MAX_NEW_TOKENS)) \
-                if quotable else try_settings
+            settings_now = grounded_settings(try_settings, task, explanation_grammar(task, post.labels, quotable),
+                                             text) if quotable else try_settings
             key = cache_key(messages, backend.model_id, settings_now)
             record = cache_store.get(key)
             if record is not None:

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from mentalglm.backends.base import GenerationSettings
 from mentalglm.data.pii import PLACEHOLDERS
 from mentalglm.tasks import Task
 from mentalglm.tasks.layout import label_names
@@ -140,3 +141,11 @@ def reason_only(task: Task, labels: Sequence[str], explanation: str) -> str:
     """The explanation without its label sentence: what the prose alone says (the verifier's harder reading)."""
     statement = label_statement(task, labels)
     return explanation[len(statement):] if explanation.startswith(statement) else explanation
+
+
+def grounded_settings(settings: GenerationSettings, task: Task, grammar: str, post: str) -> GenerationSettings:
+    """Decoding settings of one grounded explanation: its grammar, room for its shape, and the copy guard against
+    reading back the task's definitions or the post beyond its quotation (backends/copy_guard.py; QC rejects both)."""
+    definitions = tuple(label.definition_zh for label in task.labels if label.definition_zh)
+    return replace(settings, grammar=grammar, max_new_tokens=max(settings.max_new_tokens, MAX_NEW_TOKENS),
+                   avoid_copying=(*definitions, post))

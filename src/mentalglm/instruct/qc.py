@@ -9,12 +9,12 @@ not explain it.
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from mentalglm.backends.copy_guard import comparable
 from mentalglm.tasks.layout import LABEL_SEPARATOR, render_answer
 from mentalglm.tasks.parsing import claimed_labels, find_mentions, parse
 from mentalglm.tasks.schema import Task
@@ -57,8 +57,7 @@ class Verdict:
         return {"passed": self.passed, "reasons": self.reasons, "checks": self.checks}
 
 
-def normalise(text: str) -> str:
-    return "".join(ch for ch in unicodedata.normalize("NFKC", text).lower() if ch.isalnum())
+normalise = comparable  # QC and the decode-time copy guard compare text the same way
 
 
 # A run this long shared with a label's definition is the prompt read back, not an explanation ("这句原话表达了失落、
