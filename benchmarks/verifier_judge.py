@@ -1,0 +1,87 @@
+"""How good a judge is the suicide-risk verifier? Read on explanations it never saw, written by someone else.
+
+QC's verifier (``instruct/qc.py`` ``apply_verifier``) reads the label an explanation argues with the task's TF-IDF
+classifier and refuses an explanation that argues another label. SOS-4K holds an LLM-written Chinese explanation
+for each of its ~4,200 posts, with the post's 0-10 level; levels 1-4 are read as arguing *low* risk and 7-10 as
+*high* (0, 5 and 6 are left out as ambiguous: SOS-1K's binary label agrees with "level >= 6" only ~87 % of the time).
+Each explanation is judged against its own label (a good judge lets it through) and against the other (a good
+judge refuses it), under the rule QC uses and under alternatives:
+
+* ``argmax``: the verifier's decision on what the explanation asserts (QC's rule);
+* ``prior_shift``: a label is read only where the explanation also moves the verifier towards it from its reading of
+  an empty text (the TF-IDF model of SOS-HL gives an empty text P(high) above one half, so a short explanation that
+  argues nothing reads as high);
+* either, on the explanation with its quotations of the post removed.
+
+    python benchmarks/verifier_judge.py --data-dir ../shared/data --out results/verifier-judge/suicide_risk.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mentalglm.analyze.artifacts import default_artifacts_dir, load_task_model
+from mentalglm.data.registry import get_loader
+from mentalglm.instruct.qc import verifier_reading
+
+LOW_LEVELS, HIGH_LEVELS = range(1, 5), range(7, 11)
+POST_QUOTE = re.compile(r"[“\"『]([^”\"』]{2,})[”\"』]")
+
+
+def judge(p_high: np.ndarray, empty_high: float, gold_high: np.ndarray, rule: str) -> dict[str, Any]:
+    reads_high = p_high >= 0.5
+    reads_low = ~reads_high
+    if rule == "prior_shift":
+        reads_high &= p_high > empty_high
+        reads_low &= p_high < empty_high
+    passed_matched = np.where(gold_high, ~reads_low, ~reads_high)
+    refused_swapped = np.where(gold_high, reads_high, reads_low)  # judged against the other label
+    return {"matched_passed": round(float(passed_matched.mean()), 4),
+            "matched_passed_by_label": {"high": round(float(passed_matched[gold_high].mean()), 4),
+                                        "low": round(float(passed_matched[~gold_high].mean()), 4)},
+            "swapped_refused": round(float(refused_swapped.mean()), 4),
+            "swapped_refused_by_label": {"high": round(float(refused_swapped[gold_high].mean()), 4),
+                                         "low": round(float(refused_swapped[~gold_high].mean()), 4)}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--artifacts-dir", type=Path, default=None)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    model = load_task_model("suicide_risk", (args.artifacts_dir or default_artifacts_dir()).expanduser())
+    reader = model.tfidf
+    assert reader is not None and list(reader.classes) == ["low", "high"]
+    pairs = []
+    for part in ("train", "val", "test"):
+        posts, _ = get_loader("sos_4k").load(Path(args.data_dir), part)
+        for post in posts:
+            level, explanation = int(post.labels[0]), str(post.meta.get("explanation") or "")
+            if explanation and (level in LOW_LEVELS or level in HIGH_LEVELS):
+                pairs.append((explanation, level in HIGH_LEVELS))
+    gold = np.array([high for _, high in pairs])
+    empty_high = float(reader.predict_proba([""])[0, 1])
+    result: dict[str, Any] = {"machine": f"{platform.machine()}, {platform.node()}",
+                              "explanations": {"high": int(gold.sum()), "low": int((~gold).sum())},
+                              "verifier_p_high_of_empty_text": round(empty_high, 4), "rules": {}}
+    for quotes in ("kept", "removed"):
+        texts = [verifier_reading(POST_QUOTE.sub("", e) if quotes == "removed" else e) for e, _ in pairs]
+        p_high = reader.predict_proba(texts)[:, 1]
+        for rule in ("argmax", "prior_shift"):
+            result["rules"][f"{rule}, quotes {quotes}"] = judge(p_high, empty_high, gold, rule)
+    print(json.dumps(result, ensure_ascii=False, indent=1))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
