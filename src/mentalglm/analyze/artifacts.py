@@ -126,6 +126,39 @@ class EncoderEnsemble:
                     shutil.copytree(member["final_dir"], target / member["dir"])
 
 
+def frozen_path(directory: Path, task_id: str) -> Path:
+    """The frozen encoders' classifiers averaged with the task's TF-IDF model (analyze/frozen.py)."""
+    return directory / f"{task_id}.frozen.pkl"
+
+
+class FrozenEnsemble:
+    """Card key ``frozen_ensemble``: the TF-IDF model averaged with frozen encoders' classifiers, ``<task>.frozen.pkl``."""
+
+    def load(self, model: TaskModel, directory: Path) -> TaskModel:
+        record = model.card.get("frozen_ensemble")
+        if not record:
+            return model
+        from mentalglm.analyze.frozen import EncoderAverage
+
+        path = frozen_path(directory, model.task.id)
+        if not path.is_file():
+            raise MissingDataError(f"frozen encoders of the {model.task.id} model (its card names them)", path,
+                                   "rebuild with `mentalglm analyze-train`")
+        if not isinstance(model.classifier, TfidfClassifier):
+            raise TypeError(f"the {model.task.id} frozen ensemble averages the TF-IDF model, "
+                            f"not a {type(model.classifier).__name__}")
+        return replace(model, classifier=Ensemble(model.classifier, EncoderAverage.load(path),
+                                                  float(record["weights"]["tfidf"])))
+
+    def save(self, model: TaskModel, directory: Path) -> None:
+        path = frozen_path(directory, model.task.id)
+        inner = model.classifier.inner if isinstance(model.classifier, GatedClassifier) else model.classifier
+        if "frozen_ensemble" in model.card and isinstance(inner, Ensemble):
+            inner.encoder.save(path)  # type: ignore[attr-defined]
+        else:
+            path.unlink(missing_ok=True)
+
+
 class Screen:
     """Card key ``screen``: the task's screen (train/screen.py) in front of the classifier, ``<task>.screen.pkl``."""
 
@@ -223,7 +256,7 @@ class BackboneEnsemble:
         partial.rename(target)
 
 
-PARTS: tuple[Part, ...] = (EncoderEnsemble(), BackboneEnsemble(), Screen(), DomainWarning())
+PARTS: tuple[Part, ...] = (EncoderEnsemble(), FrozenEnsemble(), BackboneEnsemble(), Screen(), DomainWarning())
 
 
 def load_task_model(task_id: str, directory: Path | None = None) -> TaskModel:

@@ -78,6 +78,19 @@ def add_rejected_ensemble(card: dict[str, Any], record: dict[str, Any]) -> None:
     card["limitations"].append(ENCODER_LIMITATION)
 
 
+def add_frozen_ensemble(card: dict[str, Any], record: dict[str, Any]) -> None:
+    """Frozen encoders tried beside TF-IDF by cross-validation (analyze/frozen.py): kept (loading reads the card
+    key ``frozen_ensemble``) or recorded as tried."""
+    if not record["kept"]:
+        card["frozen_ensemble_rejected"] = record
+        return
+    weights = record["weights"]
+    card["model"]["kind"] = "ensemble: " + ", ".join(
+        f"{w:.1f} x " + (TFIDF_KIND if name == "tfidf" else f"frozen {name} + logistic regression")
+        for name, w in weights.items() if w > 0)
+    card["frozen_ensemble"] = record
+
+
 def add_backbone(card: dict[str, Any], record: dict[str, Any], kept: bool) -> None:
     """The backbone tier tried against the tier chosen so far: kept (loading reads it from here) or not."""
     if not kept:

@@ -20,7 +20,14 @@ import numpy as np
 
 from mentalglm.analyze.artifacts import TaskModel, save_task_model
 from mentalglm.analyze.calibration import Calibration, choose_calibration
-from mentalglm.analyze.card import add_backbone, add_ensemble, add_rejected_ensemble, add_screen, new_card
+from mentalglm.analyze.card import (
+    add_backbone,
+    add_ensemble,
+    add_frozen_ensemble,
+    add_rejected_ensemble,
+    add_screen,
+    new_card,
+)
 from mentalglm.analyze.domain import DomainCheck
 from mentalglm.analyze.ensemble import MIN_WIN_RATE, AveragedEncoders, Ensemble, worth_keeping
 from mentalglm.data.records import Post
@@ -210,6 +217,12 @@ def train_task_model(task_id: str, data_dir: str | Path | None, *, c_grid: Seque
             rejected = record
             log(f"{task.id}: the ensemble beat TF-IDF on {record['validation_win_rate_over_tfidf']:.0%} of paired "
                 f"validation resamples (needs {MIN_WIN_RATE:.0%}); TF-IDF alone is kept")
+    frozen: dict[str, Any] | None = None
+    if task.frozen_encoders and encoder is None and backbone is None:  # the default tier; the others choose their own
+        from mentalglm.analyze.frozen import fit_frozen_ensemble
+
+        averaged, frozen = fit_frozen_ensemble(task, best, train, validation, task.frozen_encoders, log)
+        classifier = averaged or classifier
     backbone_record: tuple[dict[str, Any], bool] | None = None
     if backbone is not None:
         classifier, record, kept = _fit_backbone(task, best, classifier, validation, backbone, log, backbone_engine)
@@ -233,6 +246,8 @@ def train_task_model(task_id: str, data_dir: str | Path | None, *, c_grid: Seque
         add_ensemble(card, ensemble, encoder)
     if rejected is not None:
         add_rejected_ensemble(card, rejected)
+    if frozen is not None:
+        add_frozen_ensemble(card, frozen)
     if backbone_record is not None:
         add_backbone(card, *backbone_record)
     if screen is not None and screen_record is not None:

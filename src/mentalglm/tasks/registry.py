@@ -15,7 +15,7 @@ from mentalglm.tasks.schema import NOTICE_KINDS, SCREEN_ENCODERS, Label, Screen,
 
 _DEFINITIONS = "definitions"
 _KNOWN_KEYS = {
-    "screen", "notices",
+    "screen", "notices", "frozen_encoders",
     "id", "name_zh", "name_en", "language", "type", "source", "description_zh", "labels", "instruction",
     "question", "official_metric", "report_metrics", "splits", "version", "evaluation_only", "extra_train",
     "citation", "published", "answer_layout", "parsing", "parent_labels", "include",
@@ -86,7 +86,16 @@ def task_from_mapping(raw: dict[str, Any], origin: str = "<mapping>") -> Task:
         parent_labels=tuple(raw.get("parent_labels", ())),
         screen=_screen(raw.get("screen"), ids, origin),
         notices=_notices(raw.get("notices"), ids, origin),
+        frozen_encoders=_encoders(raw.get("frozen_encoders", ()), f"{origin}: frozen_encoders"),
     )
+
+
+def _encoders(raw: Any, where: str) -> tuple[str, ...]:
+    encoders = tuple(str(e) for e in raw)
+    unknown = set(encoders) - set(SCREEN_ENCODERS)
+    if unknown:
+        raise ValueError(f"{where} names {sorted(unknown)}; known: {', '.join(SCREEN_ENCODERS)}")
+    return encoders
 
 
 def _screen(raw: dict[str, Any] | None, ids: list[str], origin: str) -> Screen | None:
@@ -99,10 +108,7 @@ def _screen(raw: dict[str, Any] | None, ids: list[str], origin: str) -> Screen |
                     none_label=raw.get("none_label"),
                     max_negative_flagged=float(raw.get("max_negative_flagged", 0.01)),
                     also_flag=raw.get("also_flag"),
-                    encoders=tuple(str(e) for e in raw.get("encoders", ("e5",))))
-    unknown = set(screen.encoders) - set(SCREEN_ENCODERS)
-    if unknown:
-        raise ValueError(f"{origin}: screen.encoders names {sorted(unknown)}; known: {', '.join(SCREEN_ENCODERS)}")
+                    encoders=_encoders(raw.get("encoders", ("e5",)), f"{origin}: screen.encoders"))
     for field_name in ("none_label", "also_flag"):
         value = getattr(screen, field_name)
         if value is not None and value not in ids:

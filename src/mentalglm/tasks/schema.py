@@ -133,6 +133,9 @@ class Task:
     screen: Screen | None = None
     # notice kind -> the labels that raise it ("crisis": resources and emergency numbers, "support": the hotline)
     notices: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # Frozen sentence encoders the analyzer may average with the task's TF-IDF classifier, chosen by cross-validation
+    # (analyze/frozen.py; single-label tasks). Known: SCREEN_ENCODERS.
+    frozen_encoders: tuple[str, ...] = ()
 
     def notice_labels(self, kind: str) -> tuple[str, ...]:
         return self.notices.get(kind, ())

@@ -158,10 +158,21 @@ class GatedClassifier:
         return tfidf_part(self.inner)
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """The classifier behind the gate reads only the posts the gate flags; a cleared post's P(label | flag)
+        comes from its TF-IDF part (the same model when there is no other), so a stream of ordinary posts never
+        pays for the encoders of an averaged classifier (analyze/frozen.py)."""
         texts = list(texts)
         flag = self.gate.flag_proba(texts)
-        inner = self.inner.predict_proba(texts) if texts else np.zeros((0, len(self.inner.classes)))
+        inner = np.zeros((len(texts), len(self.inner.classes)))
+        flagged = flag >= self.gate.threshold
+        for rows, reader in ((np.flatnonzero(flagged), self.inner), (np.flatnonzero(~flagged), self.cleared_reader)):
+            if len(rows):
+                inner[rows] = reader.predict_proba([texts[i] for i in rows])
         return np.column_stack([inner * flag[:, None], 1.0 - flag])
+
+    @property
+    def cleared_reader(self) -> Classifier:
+        return tfidf_part(self.inner) or self.inner
 
     def decide(self, proba: np.ndarray) -> list[tuple[str, ...]]:
         proba = np.asarray(proba)
