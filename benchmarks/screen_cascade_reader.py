@@ -37,6 +37,7 @@ import numpy as np
 from mentalglm.analyze.screened import flags, gate_inputs
 from mentalglm.data.datadir import resolve_data_dir
 from mentalglm.data.splits import canonical_splits, screen_data
+from mentalglm.files import atomic_write_text
 from mentalglm.tasks import get_task
 from mentalglm.train.screen import GATE_SHARES, _union_threshold, fit_gate, threshold_for
 
@@ -190,8 +191,7 @@ def main() -> None:
               **measure(str(resolve_data_dir(args.data_dir)), args.backbone, args.threads, args.cache)}
     print(json.dumps(result, ensure_ascii=False, indent=1))
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+        atomic_write_text(args.out, json.dumps(result, ensure_ascii=False, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import numpy as np
 
 from mentalglm.analyze.screened import gate_inputs
 from mentalglm.data.splits import canonical_splits, screen_data
+from mentalglm.files import atomic_write_text
 from mentalglm.tasks import get_task
 from mentalglm.train.embedding import EmbeddingCache, default_cache_path, embed
 from mentalglm.train.screen import CLEAR, FLAG, _choose_weights, _reader_probabilities, threshold_for
@@ -125,8 +126,7 @@ def main() -> None:
                         for t in args.tasks.split(",")}}
     print(json.dumps(result, ensure_ascii=False, indent=1))
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+        atomic_write_text(args.out, json.dumps(result, ensure_ascii=False, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ import numpy as np
 
 from mentalglm.analyze.artifacts import default_artifacts_dir, load_task_model
 from mentalglm.data.registry import get_loader
+from mentalglm.files import atomic_write_text
 from mentalglm.instruct.qc import verifier_reading
 
 LOW_LEVELS, HIGH_LEVELS = range(1, 5), range(7, 11)
@@ -79,8 +80,7 @@ def main() -> None:
             result["rules"][f"{rule}, quotes {quotes}"] = judge(p_high, empty_high, gold, rule)
     print(json.dumps(result, ensure_ascii=False, indent=1))
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+        atomic_write_text(args.out, json.dumps(result, ensure_ascii=False, indent=2) + "\n")
 
 
 if __name__ == "__main__":
