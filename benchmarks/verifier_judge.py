@@ -11,7 +11,10 @@ judge refuses it), under the rule QC uses and under alternatives:
 * ``prior_shift``: a label is read only where the explanation also moves the verifier towards it from its reading of
   an empty text (the TF-IDF model of SOS-HL gives an empty text P(high) above one half, so a short explanation that
   argues nothing reads as high);
-* either, on the explanation with its quotations of the post removed.
+* either, on the explanation with its quotations of the post removed;
+* ``explanation_reader``: not QC's verifier but a candidate for it, char TF-IDF + logistic regression trained on the
+  explanations of SOS-4K's train and val parts and judged on its test part (the other rules are reported on that
+  part too, under ``on_test_part``).
 
     python benchmarks/verifier_judge.py --data-dir ../shared/data --out results/verifier-judge/suicide_risk.json
 """
@@ -31,6 +34,7 @@ from mentalglm.analyze.artifacts import default_artifacts_dir, load_task_model
 from mentalglm.data.registry import get_loader
 from mentalglm.files import atomic_write_text
 from mentalglm.instruct.qc import verifier_reading
+from mentalglm.train.classical import TfidfClassifier
 
 LOW_LEVELS, HIGH_LEVELS = range(1, 5), range(7, 11)
 POST_QUOTE = re.compile(r"[“\"『]([^”\"』]{2,})[”\"』]")
@@ -61,13 +65,14 @@ def main() -> None:
     model = load_task_model("suicide_risk", (args.artifacts_dir or default_artifacts_dir()).expanduser())
     reader = model.tfidf
     assert reader is not None and list(reader.classes) == ["low", "high"]
-    pairs = []
+    pairs, parts = [], []
     for part in ("train", "val", "test"):
         posts, _ = get_loader("sos_4k").load(Path(args.data_dir), part)
         for post in posts:
             level, explanation = int(post.labels[0]), str(post.meta.get("explanation") or "")
             if explanation and (level in LOW_LEVELS or level in HIGH_LEVELS):
                 pairs.append((explanation, level in HIGH_LEVELS))
+                parts.append(part)
     gold = np.array([high for _, high in pairs])
     empty_high = float(reader.predict_proba([""])[0, 1])
     result: dict[str, Any] = {"machine": f"{platform.machine()}, {platform.node()}",
@@ -78,6 +83,17 @@ def main() -> None:
         p_high = reader.predict_proba(texts)[:, 1]
         for rule in ("argmax", "prior_shift"):
             result["rules"][f"{rule}, quotes {quotes}"] = judge(p_high, empty_high, gold, rule)
+    test = np.array([part == "test" for part in parts])
+    explanations = [verifier_reading(e) for e, _ in pairs]
+    candidate = TfidfClassifier("suicide_risk.explanations", ["low", "high"], multi_label=False).fit(
+        [e for e, t in zip(explanations, test, strict=True) if not t],
+        [("high",) if g else ("low",) for g, t in zip(gold, test, strict=True) if not t])
+    p_qc = reader.predict_proba([e for e, t in zip(explanations, test, strict=True) if t])[:, 1]
+    p_candidate = candidate.predict_proba([e for e, t in zip(explanations, test, strict=True) if t])[:, 1]
+    result["on_test_part"] = {"explanations": {"high": int(gold[test].sum()), "low": int((~gold[test]).sum()),
+                                               "trained_on": int((~test).sum())},
+                              "argmax": judge(p_qc, empty_high, gold[test], "argmax"),
+                              "explanation_reader": judge(p_candidate, 0.5, gold[test], "argmax")}
     print(json.dumps(result, ensure_ascii=False, indent=1))
     if args.out:
         atomic_write_text(args.out, json.dumps(result, ensure_ascii=False, indent=2) + "\n")
