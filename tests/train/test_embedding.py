@@ -40,3 +40,23 @@ def test_use_vectors_are_their_own_and_a_classifier_remembers_its_encoder() -> N
 def test_an_unknown_encoder_is_named() -> None:
     with pytest.raises(ValueError, match="unknown sentence encoder 'bert'"):
         embed(POSTS, encoder_name="bert")
+
+
+def test_a_classifier_on_embeddings_is_fitted_on_one_blas_thread(monkeypatch) -> None:
+    """lbfgs stops on another iterate when the thread count changes its sums' last bits (0.13 apart on the suicide
+    screen's USE reader), so the fit runs on one thread whatever the machine has."""
+    from sklearn.linear_model import LogisticRegression
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    seen: list[int] = []
+    fit = LogisticRegression.fit
+
+    def recording(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.extend(pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas")
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(LogisticRegression, "fit", recording)
+    rng = np.random.default_rng(0)
+    with threadpool_limits(2):
+        EmbeddingClassifier(["clear", "flag"]).fit_embeddings(rng.normal(size=(40, 8)), rng.integers(0, 2, 40))
+    assert seen and set(seen) == {1}
