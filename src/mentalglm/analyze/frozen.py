@@ -10,7 +10,6 @@ train, like the TF-IDF model. Declared per task (``frozen_encoders`` in the task
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +22,7 @@ from mentalglm.files import OwnPickle
 from mentalglm.tasks.schema import Task
 from mentalglm.train.classical import TfidfClassifier
 from mentalglm.train.embedding import EmbeddingCache, EmbeddingClassifier, default_cache_path, embed
+from mentalglm.train.screen import weightings
 
 FOLDS = 5
 SEED = 13
@@ -39,11 +39,6 @@ class EncoderAverage(OwnPickle):
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         texts = list(texts)
         return sum(w * r.predict_proba(texts) for r, w in zip(self.readers, self.weights, strict=True))
-
-
-def _weightings(count: int) -> list[tuple[float, ...]]:
-    """Weights on TF-IDF and ``count`` encoders in tenths, summing to one (TF-IDF's first)."""
-    return [tuple(t / 10 for t in c) for c in itertools.product(range(11), repeat=count + 1) if sum(c) == 10]
 
 
 def _embeddings(kind: str, texts: Sequence[str]) -> np.ndarray:
@@ -82,7 +77,7 @@ def fit_frozen_ensemble(task: Task, tfidf: TfidfClassifier, train: Sequence[Post
         return tfidf.decide(proba)
 
     metric = task.official_metric
-    tried = {w: float(score(task, gold, decided(w), n_resamples=0)[metric]) for w in _weightings(len(encoders))}
+    tried = {w: float(score(task, gold, decided(w), n_resamples=0)[metric]) for w in weightings(len(encoders))}
     alone = (1.0,) + (0.0,) * len(encoders)
     best = max(tried, key=lambda w: (round(tried[w], 4), w))
     win = paired_win_rate(task, gold, decided(best), decided(alone), n_resamples=1000) if best != alone else 0.0
@@ -96,10 +91,11 @@ def fit_frozen_ensemble(task: Task, tfidf: TfidfClassifier, train: Sequence[Post
         f"{record['weights']}, ahead on {win:.0%} of paired resamples: {'kept' if kept else 'TF-IDF alone kept'}")
     if not kept:
         return None, record
-    train_texts = [p.text for p in train]
+    row = {text: i for i, text in enumerate(texts)}  # the pool holds every training post once: no second read
+    train_rows = [row[p.text] for p in train]
     train_y = np.array([classes.index(p.labels[0]) for p in train])
     used = [(kind, w) for kind, w in zip(encoders, best[1:], strict=True) if w > 0.0]
-    readers = [EmbeddingClassifier(classes, encoder=kind).fit_embeddings(_embeddings(kind, train_texts), train_y)
+    readers = [EmbeddingClassifier(classes, encoder=kind).fit_embeddings(vectors[kind][train_rows], train_y)
                for kind, _ in used]
     total = sum(w for _, w in used)
     return Ensemble(tfidf, EncoderAverage(readers, [w / total for _, w in used]), best[0]), record

@@ -215,7 +215,7 @@ def _reader_probabilities(name: str, positive: Sequence[str], negative: Sequence
     return tfidf, p_tfidf, readers
 
 
-def _weightings(count: int) -> list[tuple[float, ...]]:
+def weightings(count: int) -> list[tuple[float, ...]]:
     """Weights on TF-IDF and ``count`` encoders in tenths summing to one, TF-IDF's first."""
     tenths = [c for c in itertools.product(range(11), repeat=count + 1) if sum(c) == 10]
     return [tuple(round(t / 10, 1) for t in c) for c in tenths]
@@ -240,7 +240,7 @@ def _choose_weights(p_tfidf: np.ndarray, encoded: dict[str, np.ndarray], gold: n
     best, best_recall = (1.0,), measure([], (1.0,))["recall"]
     for kind in encoded:
         kinds = [*kept, kind]
-        scored = [(round(measure(kinds, w)["recall"], 4), w) for w in _weightings(len(kinds)) if w[-1] > 0.0]
+        scored = [(round(measure(kinds, w)["recall"], 4), w) for w in weightings(len(kinds)) if w[-1] > 0.0]
         recall, weights = max(scored, key=lambda r: (r[0], r[1]))
         if recall - best_recall >= MIN_EMBEDDING_GAIN:
             kept, best, best_recall = kinds, weights, recall
@@ -358,4 +358,4 @@ def _fit_also(gate: ScreenGate, also: tuple[str, Sequence[str], Sequence[str], S
 
 
 __all__ = ["CLEAR", "FLAG", "NO_LABEL", "Classifier", "GatedClassifier", "Reader", "ScreenGate", "decide", "fit_gate",
-           "threshold_for"]
+           "threshold_for", "weightings"]
