@@ -14,7 +14,10 @@ judge refuses it), under the rule QC uses and under alternatives:
 * either, on the explanation with its quotations of the post removed;
 * ``explanation_reader``: not QC's verifier but a candidate for it, char TF-IDF + logistic regression trained on the
   explanations of SOS-4K's train and val parts and judged on its test part (the other rules are reported on that
-  part too, under ``on_test_part``).
+  part too, under ``on_test_part``);
+* ``whole_classifier``: the analyzer's whole classifier behind the screen (TF-IDF averaged with the frozen e5 and USE
+  readers, analyze/frozen.py) instead of its TF-IDF part, under QC's rule: meaning-level readers trained on posts
+  may read explanations, written in another style, better than character n-grams do.
 
     python benchmarks/verifier_judge.py --data-dir ../shared/data --out results/verifier-judge/suicide_risk.json
 """
@@ -65,6 +68,8 @@ def main() -> None:
     model = load_task_model("suicide_risk", (args.artifacts_dir or default_artifacts_dir()).expanduser())
     reader = model.tfidf
     assert reader is not None and list(reader.classes) == ["low", "high"]
+    whole = getattr(model.classifier, "inner", model.classifier)  # behind the screen: low / high
+    assert list(whole.classes) == ["low", "high"]
     pairs, parts = [], []
     for part in ("train", "val", "test"):
         posts, _ = get_loader("sos_4k").load(Path(args.data_dir), part)
@@ -83,6 +88,10 @@ def main() -> None:
         p_high = reader.predict_proba(texts)[:, 1]
         for rule in ("argmax", "prior_shift"):
             result["rules"][f"{rule}, quotes {quotes}"] = judge(p_high, empty_high, gold, rule)
+    whole_p_high = whole.predict_proba([verifier_reading(e) for e, _ in pairs])[:, 1]
+    result["rules"]["whole_classifier, argmax, quotes kept"] = judge(whole_p_high, 0.5, gold, "argmax")
+    result["whole_classifier"] = {"kind": type(whole).__name__,
+                                  "p_high_of_empty_text": round(float(whole.predict_proba([""])[0, 1]), 4)}
     test = np.array([part == "test" for part in parts])
     explanations = [verifier_reading(e) for e, _ in pairs]
     candidate = TfidfClassifier("suicide_risk.explanations", ["low", "high"], multi_label=False).fit(
@@ -93,7 +102,8 @@ def main() -> None:
     result["on_test_part"] = {"explanations": {"high": int(gold[test].sum()), "low": int((~gold[test]).sum()),
                                                "trained_on": int((~test).sum())},
                               "argmax": judge(p_qc, empty_high, gold[test], "argmax"),
-                              "explanation_reader": judge(p_candidate, 0.5, gold[test], "argmax")}
+                              "explanation_reader": judge(p_candidate, 0.5, gold[test], "argmax"),
+                              "whole_classifier": judge(whole_p_high[test], 0.5, gold[test], "argmax")}
     print(json.dumps(result, ensure_ascii=False, indent=1))
     if args.out:
         atomic_write_text(args.out, json.dumps(result, ensure_ascii=False, indent=2) + "\n")
