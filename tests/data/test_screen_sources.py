@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -28,6 +29,20 @@ def test_seed_rows_are_plain_json_with_text_and_label() -> None:
     for line in seed_path("suicide_risk").read_text(encoding="utf-8").splitlines():
         row = json.loads(line)
         assert row["text"].strip() and row["label"] in ("none", "low", "high")
+
+
+def test_no_seed_post_is_a_post_of_the_screening_benchmark() -> None:
+    """The invented training posts and the benchmark's invented hard sets are written apart: a post in both would
+    score the screen on what it trained on."""
+    from mentalglm.data.splits import normalise_text
+
+    bench_dir = Path(__file__).resolve().parents[2] / "benchmarks" / "screening"
+    bench = {normalise_text(json.loads(line)["text"]) for path in sorted(bench_dir.glob("hard_*.jsonl"))
+             for line in path.read_text(encoding="utf-8").splitlines() if line.strip()}
+    seed = {normalise_text(json.loads(line)["text"])
+            for line in seed_path("suicide_risk").read_text(encoding="utf-8").splitlines()}
+    assert len(bench) >= 200 and len(seed) >= 800
+    assert not bench & seed
 
 
 def test_cogdis_buckets_are_fixed_and_cover_every_sentence_once() -> None:
