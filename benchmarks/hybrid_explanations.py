@@ -2,13 +2,15 @@
 
 The hybrid engine as it runs: on llama.cpp the explanation is generated under a per-post grammar that states the
 decided label and copies its quote from the clauses the classifier relied on (instruct/grounding.py); an
-explanation that fails QC or the verifier is redrawn once, then replaced by the attribution sentence. Counted
+explanation that fails QC or the verifier is redrawn (twice by default), then replaced by the attribution sentence. Counted
 per task: who wrote the shown explanation (llm_grounded / attribution_fallback / attribution for "nothing
-evident"), the share of LLM explanations kept (passed QC and the verifier, at most one redraw), whether every quote
+evident"), the share of LLM explanations kept (passed QC and the verifier), whether every quote
 of a shown explanation occurs in the post (and how many quote nothing: the attribution sentence when no clause
 alone carries the decision), the TF-IDF verifier on a kept explanation's prose alone (without the
 label sentence the grammar writes), redraws, and the seconds of one task's analysis with its explanation
 (median over posts, one post at a time). Explanations quote dataset posts, so none is written to the results.
+``--regenerate N`` allows N redraws; ``kept_within_attempts`` says what each smaller limit would have kept (the first
+draws are the same whatever the limit).
 
     MENTALGLM_THREADS=2 MENTALGLM_DATA_DIR=../shared/data python benchmarks/hybrid_explanations.py --per-task 50
 """
@@ -23,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mentalglm.analyze.engine import Analyzer
+from mentalglm.analyze.engine import REDRAWS, Analyzer
 from mentalglm.analyze.engines import verdict_on
 from mentalglm.backends import create_backend
 from mentalglm.data.splits import canonical_splits
@@ -58,13 +60,19 @@ def measure(analyzer: Analyzer, task_id: str, posts: list[str]) -> dict[str, Any
     return {"posts": len(rows), "llm_asked": len(llm),
             "sources": {s: sum(r["source"] == s for r in rows) for s in sorted({str(r["source"]) for r in rows})},
             "llm_kept": round(len(kept) / len(llm), 4) if llm else None,
-            "kept_qc_passed": share("qc", kept), "kept_verifier_agrees": share("verifier", kept),
+            "kept_qc_passed": share("qc", kept),
+            # of the kept explanations the verifier read (it abstains on one that affirms nothing but denials)
+            "kept_verifier_agrees": share("verifier", [r for r in kept if r["verifier"] is not None]),
+            "kept_verifier_abstained": sum(r["verifier"] is None for r in kept),
             "kept_verifier_prose_alone": share("verifier_prose_alone", kept),
             # of the shown explanations that quote the post (not the "nothing evident" sentence): every quote found
             "shown_quotes_found": share("quotes_found", [{"quotes_found": r["quotes"] == 1.0} for r in rows
                                                           if r["source"] != "attribution" and r["quotes"] is not None]),
             "shown_quoting_nothing": sum(r["source"] != "attribution" and r["quotes"] is None for r in rows),
             "regenerated": round(sum(r["attempts"] > 1 for r in llm) / len(llm), 4) if llm else None,
+            # what fewer redraws would have kept: attempts 1..n are the same draws (same seeds) whatever the limit
+            "kept_within_attempts": {n: round(sum(r["attempts"] <= n for r in kept) / len(llm), 4) if llm else None
+                                     for n in range(1, 1 + max((r["attempts"] for r in llm), default=1))},
             "seconds_median": round(statistics.median(seconds), 2), "seconds_mean": round(statistics.mean(seconds), 2),
             "fallback_reasons": [r["fallback_reason"] for r in rows if r["fallback_reason"]][:10]}
 
@@ -76,16 +84,19 @@ def main() -> None:
     parser.add_argument("--per-task", type=int, default=50)
     parser.add_argument("--tasks", nargs="*", default=list(CHINESE_MAIN_TASKS))
     parser.add_argument("--out", type=Path, default=Path("results/analyze-bench/hybrid-explanations.json"))
+    parser.add_argument("--regenerate", type=int, default=REDRAWS,
+                        help=f"redraws after a failed explanation (the analyzer's default: {REDRAWS})")
     args = parser.parse_args()
     backend = create_backend(args.backend)
     rows: dict[str, Any] = {}
     for task_id in args.tasks:
-        analyzer = Analyzer([task_id], "hybrid", backend=backend)
+        analyzer = Analyzer([task_id], "hybrid", backend=backend, regenerate=args.regenerate)
         validation = canonical_splits(task_id, args.data_dir, include_extra=False)[0]["validation"]
         rows[task_id] = measure(analyzer, task_id, [p.text for p in validation[:args.per_task]])
         print(task_id, json.dumps(rows[task_id], ensure_ascii=False), flush=True)
     record = {"date": now_iso(), "machine": machine_info(), "threads": os.environ.get("MENTALGLM_THREADS"),
-              "backend": backend.model_id, "split": "validation", "per_task": args.per_task, "results": rows}
+              "backend": backend.model_id, "split": "validation", "per_task": args.per_task, "regenerate": args.regenerate,
+              "results": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out, json.dumps(record, indent=2, ensure_ascii=False))
     backend.close()

@@ -36,16 +36,23 @@ import numpy as np
 from mentalglm.analyze.artifacts import default_artifacts_dir, load_task_model
 from mentalglm.data.registry import get_loader
 from mentalglm.files import atomic_write_text
-from mentalglm.instruct.qc import verifier_reading
+from mentalglm.instruct.qc import normalise, verifier_reading
+from mentalglm.tasks import get_task
 from mentalglm.train.classical import TfidfClassifier
 
 LOW_LEVELS, HIGH_LEVELS = range(1, 5), range(7, 11)
 POST_QUOTE = re.compile(r"[“\"『]([^”\"』]{2,})[”\"』]")
 
 
+def abstain(p_high: np.ndarray, readings: list[str]) -> np.ndarray:
+    """QC's verifier abstains on an explanation that affirms nothing (instruct/qc.py apply_verifier): NaN reads
+    neither label, so it is let through against either."""
+    return np.where([bool(normalise(r)) for r in readings], p_high, np.nan)
+
+
 def judge(p_high: np.ndarray, empty_high: float, gold_high: np.ndarray, rule: str) -> dict[str, Any]:
     reads_high = p_high >= 0.5
-    reads_low = ~reads_high
+    reads_low = p_high < 0.5  # both False where the verifier abstains (NaN)
     if rule == "prior_shift":
         reads_high &= p_high > empty_high
         reads_low &= p_high < empty_high
@@ -56,7 +63,8 @@ def judge(p_high: np.ndarray, empty_high: float, gold_high: np.ndarray, rule: st
                                         "low": round(float(passed_matched[~gold_high].mean()), 4)},
             "swapped_refused": round(float(refused_swapped.mean()), 4),
             "swapped_refused_by_label": {"high": round(float(refused_swapped[gold_high].mean()), 4),
-                                         "low": round(float(refused_swapped[~gold_high].mean()), 4)}}
+                                         "low": round(float(refused_swapped[~gold_high].mean()), 4)},
+            "abstained": int(np.isnan(p_high).sum())}
 
 
 def main() -> None:
@@ -65,6 +73,7 @@ def main() -> None:
     parser.add_argument("--artifacts-dir", type=Path, default=None)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    task = get_task("suicide_risk")
     model = load_task_model("suicide_risk", (args.artifacts_dir or default_artifacts_dir()).expanduser())
     reader = model.tfidf
     assert reader is not None and list(reader.classes) == ["low", "high"]
@@ -84,20 +93,22 @@ def main() -> None:
                               "explanations": {"high": int(gold.sum()), "low": int((~gold).sum())},
                               "verifier_p_high_of_empty_text": round(empty_high, 4), "rules": {}}
     for quotes in ("kept", "removed"):
-        texts = [verifier_reading(POST_QUOTE.sub("", e) if quotes == "removed" else e) for e, _ in pairs]
-        p_high = reader.predict_proba(texts)[:, 1]
+        texts = [verifier_reading(POST_QUOTE.sub("", e) if quotes == "removed" else e, task) for e, _ in pairs]
+        p_high = abstain(reader.predict_proba(texts)[:, 1], texts)
         for rule in ("argmax", "prior_shift"):
             result["rules"][f"{rule}, quotes {quotes}"] = judge(p_high, empty_high, gold, rule)
-    whole_p_high = whole.predict_proba([verifier_reading(e) for e, _ in pairs])[:, 1]
+    readings = [verifier_reading(e, task) for e, _ in pairs]
+    whole_p_high = abstain(whole.predict_proba(readings)[:, 1], readings)
     result["rules"]["whole_classifier, argmax, quotes kept"] = judge(whole_p_high, 0.5, gold, "argmax")
     result["whole_classifier"] = {"kind": type(whole).__name__,
                                   "p_high_of_empty_text": round(float(whole.predict_proba([""])[0, 1]), 4)}
     test = np.array([part == "test" for part in parts])
-    explanations = [verifier_reading(e) for e, _ in pairs]
+    explanations = [verifier_reading(e, task) for e, _ in pairs]
     candidate = TfidfClassifier("suicide_risk.explanations", ["low", "high"], multi_label=False).fit(
         [e for e, t in zip(explanations, test, strict=True) if not t],
         [("high",) if g else ("low",) for g, t in zip(gold, test, strict=True) if not t])
-    p_qc = reader.predict_proba([e for e, t in zip(explanations, test, strict=True) if t])[:, 1]
+    tested = [e for e, t in zip(explanations, test, strict=True) if t]
+    p_qc = abstain(reader.predict_proba(tested)[:, 1], tested)
     p_candidate = candidate.predict_proba([e for e, t in zip(explanations, test, strict=True) if t])[:, 1]
     result["on_test_part"] = {"explanations": {"high": int(gold[test].sum()), "low": int((~gold[test]).sum()),
                                                "trained_on": int((~test).sum())},

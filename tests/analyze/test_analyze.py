@@ -87,11 +87,13 @@ def test_hybrid_explains_with_evidence_offsets_into_the_original_post(models):
     assert [n.kind for n in result.notices][0] == "not_a_diagnosis"
 
 
-def test_regenerates_once_then_shows_the_attribution_when_the_explanation_argues_for_another_label(models):
+def test_redraws_then_shows_the_attribution_when_the_explanation_argues_for_another_label(models):
+    from mentalglm.analyze.engine import REDRAWS
+
     backend = FakeBackend(responses=lambda r: "帖子中“今天收到礼物”说明发帖人非常愤怒，符合愤怒的定义，整体情绪是愤怒和不满。")
     result = Analyzer(["emotion"], "hybrid", backend=backend, models=models).analyze("今天收到礼物，太开心了哈哈")
     task_result = result.tasks["emotion"]
-    assert backend.calls == 2 and task_result.attempts == 2
+    assert REDRAWS == 2 and backend.calls == 1 + REDRAWS and task_result.attempts == 1 + REDRAWS
     assert task_result.explanation_source == "attribution_fallback"
     assert "no_other_label" in (task_result.fallback_reason or "") and "愤怒" not in (task_result.explanation or "")
     assert task_result.explanation and task_result.explanation.startswith("判定为「高兴」")

@@ -121,6 +121,35 @@ def test_the_verifier_reads_neither_conditions_nor_denials():
     assert verifier_reading(text) == "判断为「低自杀风险」：帖子中写道“好累啊”，这表明作者感到疲惫，"
 
 
+def test_the_verifier_reads_the_argument_not_the_verdict_and_abstains_on_bare_denials():
+    """The grammar writes 判断为「低自杀风险」 by construction: a bag of n-grams would read its 自杀 as high risk. An
+    explanation that affirms nothing past the label and denials gives the verifier nothing to judge."""
+    from mentalglm.instruct.qc import Verdict, apply_verifier, verifier_reading
+
+    grounded = "判断为「低自杀风险」：帖子中写道“好累啊”，但这并不表达明确的自杀意图、计划或时间。"
+    assert verifier_reading(grounded, SUICIDE) == "判断为：帖子中写道“好累啊”，"
+    assert verifier_reading("判断为「悲伤」：帖子中写道“我好难过”，表达了难过。", get_task("emotion")) \
+        == "判断为：帖子中写道“我好难过”，表达了难过。"  # label words in the prose are still read
+    assert check_sample(SUICIDE, ["low"], grounded, "好累啊").checks["no_other_label"]  # "并不" denies, as "没有" does
+
+    class Reads:
+        name = "scripted"
+
+        def __init__(self) -> None:
+            self.read: list[str] = []
+
+        def predict(self, task, explanations):
+            self.read += explanations
+            return [("high",)] * len(explanations)
+
+    verifier, bare, arguing = Reads(), Verdict(True), Verdict(True)
+    apply_verifier(SUICIDE, verifier, [(["low"], "判断为「低自杀风险」：没有提到计划、方法或时间。"),
+                                       (["low"], "判断为「低自杀风险」：帖子写了遗书。")], [bare, arguing])
+    assert verifier.read == ["判断为：帖子写了遗书。"]
+    assert bare.passed and "verifier" not in bare.checks and bare.abstained == ["verifier"]
+    assert not arguing.passed and arguing.checks["verifier"] is False
+
+
 def test_prose_that_goes_on_copying_the_post_is_rejected():
     post = "饭饭，她觉得自己没用，记性越来越差，什么都能忘，跟闺蜜出去买衣服"
     copied = "帖子中写道“饭饭”，她觉得自己没用，记性越来越差，什么都能忘，这说明作者在贬低自己。"

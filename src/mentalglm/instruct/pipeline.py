@@ -227,7 +227,7 @@ def run_build(config: BuildConfig, data_dir: Path | None, out_dir: Path, backend
     samples = [s for o in outcomes for s in o.accepted]
     exported = export_samples(samples, out_dir, config.split, formats)
     write_jsonl(out_dir / "qc_log.jsonl", qc_log)
-    summary = summarise([(row["task"], Verdict(row["passed"], row["reasons"], row["checks"]))
+    summary = summarise([(row["task"], Verdict(row["passed"], row["reasons"], row["checks"], row.get("abstained", [])))
                          for row in qc_log if row["attempt"] == 0])
     report = {
         "teacher": backend.model_id if backend is not None else "source explanations only",

@@ -52,9 +52,10 @@ class Verdict:
     passed: bool
     reasons: list[str] = field(default_factory=list)
     checks: dict[str, bool] = field(default_factory=dict)
+    abstained: list[str] = field(default_factory=list)  # checks with nothing to read (the verifier on bare denials)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"passed": self.passed, "reasons": self.reasons, "checks": self.checks}
+        return {"passed": self.passed, "reasons": self.reasons, "checks": self.checks, "abstained": self.abstained}
 
 
 normalise = comparable  # QC and the decode-time copy guard compare text the same way
@@ -83,13 +84,27 @@ def asserted_part(explanation: str) -> str:
 # The verifier is a bag-of-n-grams model trained on posts: it cannot read negation, so "但没有表达明确的自杀意图" in an
 # explanation of low risk reads as high risk to it (14 of 40 first drafts of the 1.5B teacher). It reads the
 # explanation without the clauses that deny something.
-_DENIAL = re.compile(r"没有|没什么|并未|未曾|不是|并非|不会|不再|而非|无明显|未见|不存在|不涉及|不属于")
+# "并不表达…" / "尚未提到…" deny as "没有" does (the 0.5B's low-risk drafts use them).
+_DENIAL = re.compile(r"没有|没什么|并未|未曾|不是|并非|不会|不再|而非|无明显|未见|不存在|不涉及|不属于|并不|尚未|"
+                     r"未提及|未提到|未表达|不代表|不意味|谈不上|算不上|不足以")
 _CLAUSE = re.compile(r"[^，,；;。！？!?\n]+[，,；;。！？!?\n]*")
+_BRACKETED = re.compile(r"「([^」]*)」")
 
 
-def verifier_reading(explanation: str) -> str:
-    """What the verifier reads: the asserted sentences without clauses that deny (see _DENIAL)."""
-    return "".join(c for c in _CLAUSE.findall(asserted_part(explanation)) if not _DENIAL.search(c))
+def undenied(text: str) -> str:
+    """``text`` without the clauses that deny something (see _DENIAL): what it affirms."""
+    return "".join(c for c in _CLAUSE.findall(text) if not _DENIAL.search(c))
+
+
+def verifier_reading(explanation: str, task: Task | None = None) -> str:
+    """What the verifier reads: the asserted sentences without clauses that deny (see _DENIAL) and, given the task,
+    without the verdict in corner brackets. The grounded grammar states the decided label by construction
+    (判断为「低自杀风险」), and a bag of n-grams trained on posts reads the 自杀 of 低自杀风险 as high risk: the
+    verifier judges the argument, not the verdict echoed back (label words in the prose are still read)."""
+    reading = undenied(asserted_part(explanation))
+    if task is None:
+        return reading
+    return _BRACKETED.sub(lambda m: "" if is_verdict(task, m.group(1)) else m.group(0), reading)
 
 
 def _longest_common_run(a: str, b: str) -> int:
@@ -111,6 +126,13 @@ def evidence_quotes(explanation: str) -> list[str]:
     return [m.group(1) for m in _QUOTE.finditer(explanation)]
 
 
+def is_verdict(task: Task, quote: str) -> bool:
+    """A label name, a list of them (「以偏概全、乱贴标签」) or the task's "nothing evident": the verdict, not evidence."""
+    if task.screen is not None and quote == task.screen.none_zh:
+        return True
+    return all(task.label_by_any_name(name) is not None for name in quote.split(LABEL_SEPARATOR))
+
+
 def grounded_share(explanation: str, post: str, task: Task | None = None) -> float | None:
     """Share of quoted evidence that occurs in the post (None when nothing is quoted).
 
@@ -118,13 +140,7 @@ def grounded_share(explanation: str, post: str, task: Task | None = None) -> flo
     """
     quotes = evidence_quotes(explanation)
     if task is not None:
-        verdicts = {task.screen.none_zh} if task.screen is not None else set()
-
-        def is_verdict(quote: str) -> bool:  # a label name, a list of them (「以偏概全、乱贴标签」) or "nothing evident"
-            names = quote.split(LABEL_SEPARATOR)
-            return quote in verdicts or all(task.label_by_any_name(name) is not None for name in names)
-
-        quotes = [q for q in quotes if not is_verdict(q) and q not in task.question]
+        quotes = [q for q in quotes if not is_verdict(task, q) and q not in task.question]
     if not quotes:
         return None
     post_norm = normalise(post)
@@ -192,7 +208,7 @@ def check_other_labels(task: Task, labels: Sequence[str], explanation: str, post
     ("如果帖子中提到自杀计划，就会是高自杀风险") names what would change the reading and asserts nothing."""
     explanation = asserted_part(explanation)
     named = {m.label_id for m in find_mentions(task, explanation) if not m.negated} - set(labels)
-    claimed = claimed_labels(task, explanation) - set(labels) - named
+    claimed = claimed_labels(task, undenied(explanation)) - set(labels) - named  # as the verifier reads it
     if named or claimed:
         return "argues for another label: " + "、".join(
             [task.label(o).zh for o in sorted(named)] + [f"{task.label(o).zh}（{'、'.join(task.label(o).claims_zh)}）"
@@ -243,8 +259,18 @@ def apply_verifier(task: Task, verifier: Verifier, items: Sequence[tuple[Sequenc
     conditional sentences about what would change it, nor the clauses that deny) must match the gold."""
     if not items:
         return
-    predictions = verifier.predict(task, [verifier_reading(explanation) for _, explanation in items])
-    for (gold, _), predicted, verdict in zip(items, predictions, verdicts, strict=True):
+    readings = [verifier_reading(explanation, task) for _, explanation in items]
+    # An explanation that affirms nothing but the label and denials ("…但没有表达明确的自杀意图、计划或时间") gives the
+    # verifier an empty text, whose reading is the training prior (SOS-HL: P(high) 0.6), not the explanation's
+    # argument: the verifier abstains there, and the rule checks (no_other_label, contradiction) still apply.
+    judged = [i for i, reading in enumerate(readings) if normalise(reading)]
+    predictions = dict(zip(judged, verifier.predict(task, [readings[i] for i in judged]) if judged else [],
+                           strict=True))
+    for i, ((gold, _), verdict) in enumerate(zip(items, verdicts, strict=True)):
+        if i not in predictions:
+            verdict.abstained.append("verifier")
+            continue
+        predicted = predictions[i]
         if task.is_multi_label:
             ok = bool(set(predicted) & set(gold)) and not (set(predicted) - set(gold))
         else:
@@ -285,13 +311,16 @@ def summarise(rows: Sequence[tuple[str, Verdict]]) -> dict[str, Any]:
         for name, ok in verdict.checks.items():
             counter[f"checked:{name}"] += 1
             counter[f"ok:{name}"] += ok
+        counter.update(f"abstained:{name}" for name in verdict.abstained)
         reasons.update(r.split(":", 1)[0] for r in verdict.reasons)
     out: dict[str, Any] = {"tasks": {}, "rejections_by_check": dict(reasons.most_common())}
     for task_id, counter in sorted(per_task.items()):
         checks = {name.split(":", 1)[1]: round(counter[f"ok:{name.split(':', 1)[1]}"] / counter[name], 4)
                   for name in counter if name.startswith("checked:")}
         out["tasks"][task_id] = {"n": counter["n"], "passed": counter["passed"],
-                                 "pass_rate": round(counter["passed"] / counter["n"], 4), "check_pass_rates": checks}
+                                 "pass_rate": round(counter["passed"] / counter["n"], 4), "check_pass_rates": checks,
+                                 "abstained": {name.split(":", 1)[1]: counter[name] for name in counter
+                                               if name.startswith("abstained:")}}
     total = sum(c["n"] for c in per_task.values())
     out["overall"] = {"n": total, "passed": sum(c["passed"] for c in per_task.values()),
                       "pass_rate": round(sum(c["passed"] for c in per_task.values()) / total, 4) if total else None}
