@@ -128,8 +128,9 @@ def test_the_verifier_reads_the_argument_not_the_verdict_and_abstains_on_bare_de
 
     grounded = "判断为「低自杀风险」：帖子中写道“好累啊”，但这并不表达明确的自杀意图、计划或时间。"
     assert verifier_reading(grounded, SUICIDE) == "判断为：帖子中写道“好累啊”，"
-    assert verifier_reading("判断为「悲伤」：帖子中写道“我好难过”，表达了难过。", get_task("emotion")) \
-        == "判断为：帖子中写道“我好难过”，表达了难过。"  # label words in the prose are still read
+    emotion, distortion = get_task("emotion"), get_task("cognitive_distortion")
+    assert verifier_reading("判断为「悲伤」：写道“我好难过”。", emotion) == "判断为「悲伤」：写道“我好难过”。"  # distinct
+    assert verifier_reading("判断为「罪责归己」：写道“都怪我”。", distortion) == "判断为：写道“都怪我”。"  # vs 罪责归他
     assert check_sample(SUICIDE, ["low"], grounded, "好累啊").checks["no_other_label"]  # "并不" denies, as "没有" does
 
     class Reads:

@@ -96,15 +96,31 @@ def undenied(text: str) -> str:
     return "".join(c for c in _CLAUSE.findall(text) if not _DENIAL.search(c))
 
 
+def _bigrams(text: str) -> set[str]:
+    return {text[i:i + 2] for i in range(len(text) - 1)}
+
+
+def confusable_verdict(task: Task, quote: str) -> bool:
+    """A verdict in corner brackets naming a label whose name shares a character pair with another label's name
+    (低自杀风险 / 高自杀风险, 罪责归己 / 罪责归他): a bag of n-grams cannot tell it from the other label."""
+    if not is_verdict(task, quote):
+        return False
+    named = [task.label_by_any_name(name) for name in quote.split(LABEL_SEPARATOR)]
+    return any(_bigrams(label.zh) & _bigrams(other.zh) for label in named if label is not None
+               for other in task.labels if other.id != label.id)
+
+
 def verifier_reading(explanation: str, task: Task | None = None) -> str:
     """What the verifier reads: the asserted sentences without clauses that deny (see _DENIAL) and, given the task,
-    without the verdict in corner brackets. The grounded grammar states the decided label by construction
-    (判断为「低自杀风险」), and a bag of n-grams trained on posts reads the 自杀 of 低自杀风险 as high risk: the
-    verifier judges the argument, not the verdict echoed back (label words in the prose are still read)."""
+    without a confusable verdict in corner brackets. The grounded grammar states the decided label by construction
+    (判断为「低自杀风险」), and a bag of n-grams trained on posts reads the 自杀 of 低自杀风险 as high risk, refusing
+    low-risk explanations for the label they were asked to state. A distinct verdict (「悲伤」) stays read: without
+    it the emotion verifier, trained on posts where descriptive prose is neutral, read fair explanations ("感到非常
+    失落和难过") as 中性 (builder, same 40 drafts: first-attempt pass 77.5 -> 55 %)."""
     reading = undenied(asserted_part(explanation))
     if task is None:
         return reading
-    return _BRACKETED.sub(lambda m: "" if is_verdict(task, m.group(1)) else m.group(0), reading)
+    return _BRACKETED.sub(lambda m: "" if confusable_verdict(task, m.group(1)) else m.group(0), reading)
 
 
 def _longest_common_run(a: str, b: str) -> int:
