@@ -4,7 +4,7 @@ The hybrid engine as it runs: on llama.cpp the explanation is generated under a 
 decided label and copies its quote from the clauses the classifier relied on (instruct/grounding.py); an
 explanation that fails QC or the verifier is redrawn (twice by default), then replaced by the attribution sentence. Counted
 per task: who wrote the shown explanation (llm_grounded / attribution_fallback / attribution for "nothing
-evident"), the share of LLM explanations kept (passed QC and the verifier), whether every quote
+evident"), the share of LLM explanations kept (passed QC and the verifier, or the verifier abstained), whether every quote
 of a shown explanation occurs in the post (and how many quote nothing: the attribution sentence when no clause
 alone carries the decision), the TF-IDF verifier on a kept explanation's prose alone (without the
 label sentence the grammar writes), redraws, and the seconds of one task's analysis with its explanation
@@ -64,7 +64,8 @@ def measure(analyzer: Analyzer, task_id: str, posts: list[str]) -> dict[str, Any
             # of the kept explanations the verifier read (it abstains on one that affirms nothing but denials)
             "kept_verifier_agrees": share("verifier", [r for r in kept if r["verifier"] is not None]),
             "kept_verifier_abstained": sum(r["verifier"] is None for r in kept),
-            "kept_verifier_prose_alone": share("verifier_prose_alone", kept),
+            "kept_verifier_prose_alone": share("verifier_prose_alone",
+                                               [r for r in kept if r["verifier_prose_alone"] is not None]),
             # of the shown explanations that quote the post (not the "nothing evident" sentence): every quote found
             "shown_quotes_found": share("quotes_found", [{"quotes_found": r["quotes"] == 1.0} for r in rows
                                                           if r["source"] != "attribution" and r["quotes"] is not None]),

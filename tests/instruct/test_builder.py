@@ -123,14 +123,16 @@ def test_the_verifier_reads_neither_conditions_nor_denials():
 
 def test_the_verifier_reads_the_argument_not_the_verdict_and_abstains_on_bare_denials():
     """The grammar writes 判断为「低自杀风险」 by construction: a bag of n-grams would read its 自杀 as high risk. An
-    explanation that affirms nothing past the label and denials gives the verifier nothing to judge."""
+    explanation that affirms nothing past the label, its quote and denials gives the verifier nothing to judge."""
     from mentalglm.instruct.qc import Verdict, apply_verifier, verifier_reading
 
     grounded = "判断为「低自杀风险」：帖子中写道“好累啊”，但这并不表达明确的自杀意图、计划或时间。"
     assert verifier_reading(grounded, SUICIDE) == "判断为：帖子中写道“好累啊”，"
     emotion, distortion = get_task("emotion"), get_task("cognitive_distortion")
     assert verifier_reading("判断为「悲伤」：写道“我好难过”。", emotion) == "判断为「悲伤」：写道“我好难过”。"  # distinct
-    assert verifier_reading("判断为「罪责归己」：写道“都怪我”。", distortion) == "判断为：写道“都怪我”。"  # vs 罪责归他
+    assert verifier_reading("判断为「以偏概全、罪责归己」：写道“都怪我”。", distortion) == "判断为「以偏概全」：写道“都怪我”。"
+    # a denial inside the quotation is the post's, not the explanation's
+    assert verifier_reading("判断为「低自杀风险」：帖子中写道“我再也不会醒来了”，作者很绝望。", SUICIDE).endswith("作者很绝望。")
     assert check_sample(SUICIDE, ["low"], grounded, "好累啊").checks["no_other_label"]  # "并不" denies, as "没有" does
 
     class Reads:
@@ -144,11 +146,21 @@ def test_the_verifier_reads_the_argument_not_the_verdict_and_abstains_on_bare_de
             return [("high",)] * len(explanations)
 
     verifier, bare, arguing = Reads(), Verdict(True), Verdict(True)
-    apply_verifier(SUICIDE, verifier, [(["low"], "判断为「低自杀风险」：没有提到计划、方法或时间。"),
-                                       (["low"], "判断为「低自杀风险」：帖子写了遗书。")], [bare, arguing])
+    apply_verifier(SUICIDE, verifier, [(["low"], grounded), (["low"], "判断为「低自杀风险」：帖子写了遗书。")],
+                   [bare, arguing])
     assert verifier.read == ["判断为：帖子写了遗书。"]
     assert bare.passed and "verifier" not in bare.checks and bare.abstained == ["verifier"]
     assert not arguing.passed and arguing.checks["verifier"] is False
+
+
+def test_an_explanation_the_verifier_cannot_read_is_still_refused_when_it_asserts_another_label():
+    """Where the verifier abstains, the claims check must still read what the explanation asserts: a denial cue that
+    affirms ("没有任何犹豫", "并不只是想想") does not hide a plan from it."""
+    post = "我不会再醒来了，药已经准备好了，明天就是最后一天"
+    for asserted in ("判断为「低自杀风险」：帖子中写道“我不会再醒来了”，作者没有任何犹豫地写下了自杀计划，并不只是想想而已。",
+                     "判断为「低自杀风险」：帖子中写道“我不会再醒来了”，他并不只是想想而是有明确的自杀意图。"):
+        verdict = check_sample(SUICIDE, ["low"], asserted, post)
+        assert not verdict.passed and not verdict.checks["no_other_label"], asserted
 
 
 def test_prose_that_goes_on_copying_the_post_is_rejected():

@@ -79,7 +79,9 @@ class TaskResult(BaseModel):
     confidences: dict[str, float] = Field(default_factory=dict, description="calibrated probability of every label")
     explanation: str | None = Field(default=None, description="Chinese explanation quoting the post; null when off or failed")
     evidence: list[EvidenceSpan] = Field(default_factory=list)
-    verifier_agrees: bool | None = Field(default=None, description="TF-IDF verifier reads the same label from the explanation")
+    verifier_agrees: bool | None = Field(
+        default=None, description="TF-IDF verifier reads the same label from the explanation; null when no verifier "
+        "read it (no LLM text, or one that affirms nothing past the verdict, its quote and denials)")
     qc_passed: bool | None = None
     qc_reasons: list[str] = Field(default_factory=list)
     attempts: int = 0

@@ -92,35 +92,55 @@ _BRACKETED = re.compile(r"「([^」]*)」")
 
 
 def undenied(text: str) -> str:
-    """``text`` without the clauses that deny something (see _DENIAL): what it affirms."""
-    return "".join(c for c in _CLAUSE.findall(text) if not _DENIAL.search(c))
+    """``text`` without the clauses whose own words (outside the quotation of the post) deny something (see _DENIAL):
+    a denial inside the quote ("我再也不会醒来了") is the post's, not the explanation's."""
+    return "".join(c for c in _CLAUSE.findall(text) if not _DENIAL.search(_QUOTE.sub("", c)))
 
 
-def _bigrams(text: str) -> set[str]:
-    return {text[i:i + 2] for i in range(len(text) - 1)}
+_CJK_PAIR = re.compile(r"(?=([\u4e00-\u9fff]{2}))")
 
 
-def confusable_verdict(task: Task, quote: str) -> bool:
-    """A verdict in corner brackets naming a label whose name shares a character pair with another label's name
-    (低自杀风险 / 高自杀风险, 罪责归己 / 罪责归他): a bag of n-grams cannot tell it from the other label."""
+def _cjk_bigrams(text: str) -> set[str]:
+    return set(_CJK_PAIR.findall(text))
+
+
+def confusable(task: Task, name: str) -> bool:
+    """A label name that shares a pair of Chinese characters with another label's name of the task (低自杀风险 /
+    高自杀风险, 罪责归己 / 罪责归他, 无抑郁 / 抑郁): a bag of n-grams cannot tell the two apart."""
+    label = task.label_by_any_name(name)
+    return label is not None and any(_cjk_bigrams(label.zh) & _cjk_bigrams(other.zh)
+                                     for other in task.labels if other.id != label.id)
+
+
+def _without_confusable_names(task: Task, quote: str) -> str:
+    """A verdict in corner brackets with its confusable names left out (the brackets too when none is left);
+    anything else as it was."""
     if not is_verdict(task, quote):
-        return False
-    named = [task.label_by_any_name(name) for name in quote.split(LABEL_SEPARATOR)]
-    return any(_bigrams(label.zh) & _bigrams(other.zh) for label in named if label is not None
-               for other in task.labels if other.id != label.id)
+        return f"「{quote}」"
+    kept = [name for name in quote.split(LABEL_SEPARATOR) if not confusable(task, name)]
+    return f"「{LABEL_SEPARATOR.join(kept)}」" if kept else ""
 
 
 def verifier_reading(explanation: str, task: Task | None = None) -> str:
     """What the verifier reads: the asserted sentences without clauses that deny (see _DENIAL) and, given the task,
-    without a confusable verdict in corner brackets. The grounded grammar states the decided label by construction
-    (判断为「低自杀风险」), and a bag of n-grams trained on posts reads the 自杀 of 低自杀风险 as high risk, refusing
-    low-risk explanations for the label they were asked to state. A distinct verdict (「悲伤」) stays read: without
-    it the emotion verifier, trained on posts where descriptive prose is neutral, read fair explanations ("感到非常
-    失落和难过") as 中性 (builder, same 40 drafts: first-attempt pass 77.5 -> 55 %)."""
+    without the confusable names of a verdict in corner brackets. The grounded grammar states the decided label by
+    construction (判断为「低自杀风险」), and a bag of n-grams trained on posts reads the 自杀 of 低自杀风险 as high
+    risk, refusing low-risk explanations for the label they were asked to state. A distinct name (「悲伤」) stays
+    read: without it the emotion verifier, trained on posts where descriptive prose is neutral, read fair
+    explanations ("感到非常失落和难过") as 中性 (builder, same 40 drafts: first-attempt pass 77.5 -> 55 %)."""
     reading = undenied(asserted_part(explanation))
     if task is None:
         return reading
-    return _BRACKETED.sub(lambda m: "" if confusable_verdict(task, m.group(1)) else m.group(0), reading)
+    return _BRACKETED.sub(lambda m: _without_confusable_names(task, m.group(1)), reading)
+
+
+# The words the grounded grammar writes around the quote: a reading of nothing else affirms nothing.
+_TEMPLATE = re.compile(r"判断为|帖子中写道|[「」“”\"]")
+
+
+def affirms_nothing(reading: str) -> bool:
+    """Whether a verifier reading holds nothing past the grammar's own words and the quotation of the post."""
+    return not normalise(_TEMPLATE.sub("", _QUOTE.sub("", reading)))
 
 
 def _longest_common_run(a: str, b: str) -> int:
@@ -224,7 +244,7 @@ def check_other_labels(task: Task, labels: Sequence[str], explanation: str, post
     ("如果帖子中提到自杀计划，就会是高自杀风险") names what would change the reading and asserts nothing."""
     explanation = asserted_part(explanation)
     named = {m.label_id for m in find_mentions(task, explanation) if not m.negated} - set(labels)
-    claimed = claimed_labels(task, undenied(explanation)) - set(labels) - named  # as the verifier reads it
+    claimed = claimed_labels(task, explanation) - set(labels) - named
     if named or claimed:
         return "argues for another label: " + "、".join(
             [task.label(o).zh for o in sorted(named)] + [f"{task.label(o).zh}（{'、'.join(task.label(o).claims_zh)}）"
@@ -279,7 +299,7 @@ def apply_verifier(task: Task, verifier: Verifier, items: Sequence[tuple[Sequenc
     # An explanation that affirms nothing but the label and denials ("…但没有表达明确的自杀意图、计划或时间") gives the
     # verifier an empty text, whose reading is the training prior (SOS-HL: P(high) 0.6), not the explanation's
     # argument: the verifier abstains there, and the rule checks (no_other_label, contradiction) still apply.
-    judged = [i for i, reading in enumerate(readings) if normalise(reading)]
+    judged = [i for i, reading in enumerate(readings) if not affirms_nothing(reading)]
     predictions = dict(zip(judged, verifier.predict(task, [readings[i] for i in judged]) if judged else [],
                            strict=True))
     for i, ((gold, _), verdict) in enumerate(zip(items, verdicts, strict=True)):

@@ -180,7 +180,8 @@ def _form_patterns(labels: tuple[Label, ...]) -> tuple[tuple[re.Pattern[str], st
 # previous mention, at most ``gap`` characters before it; one-character cues at most one character
 # before it. Windows can over-reach ("没有人理解我的悲伤"), which is why the label line is read first.
 _NEGATION_CUES: tuple[tuple[re.Pattern[str], int], ...] = (
-    (re.compile("不存在|没有|并非|不是|不属于|排除|不符合|不涉及|不包括|不包含|并无|否认|是否"), 6),
+    (re.compile("不存在|没有|并非|不是|不属于|排除|不符合|不涉及|不包括|不包含|并无|否认|是否|并不|并未|尚未|未提及|未提到|"
+                "未表达|不代表|不意味|谈不上|算不上|不足以"), 6),
     (re.compile("[无未没不]"), 1),
     (re.compile(r"\b(?:not|no|never|without|none\s+of|\w+n['’]t)\b", re.IGNORECASE), 24),
 )
