@@ -54,7 +54,9 @@ def measure(analyzer: Analyzer, task_id: str, posts: list[str]) -> dict[str, Any
     llm = [r for r in rows if r["source"] in ("llm_grounded", "llm", "attribution_fallback")]  # the LLM was asked
 
     def share(key: str, among: list[dict[str, Any]]) -> float | None:
-        return round(sum(bool(r[key]) for r in among) / len(among), 4) if among else None
+        """Of the rows where ``key`` was measured (None: the verifier abstained, or nothing to measure)."""
+        read = [r for r in among if r[key] is not None]
+        return round(sum(bool(r[key]) for r in read) / len(read), 4) if read else None
 
     kept = [r for r in rows if r["source"] in ("llm_grounded", "llm")]
     return {"posts": len(rows), "llm_asked": len(llm),
@@ -62,10 +64,9 @@ def measure(analyzer: Analyzer, task_id: str, posts: list[str]) -> dict[str, Any
             "llm_kept": round(len(kept) / len(llm), 4) if llm else None,
             "kept_qc_passed": share("qc", kept),
             # of the kept explanations the verifier read (it abstains on one that affirms nothing but denials)
-            "kept_verifier_agrees": share("verifier", [r for r in kept if r["verifier"] is not None]),
+            "kept_verifier_agrees": share("verifier", kept),
             "kept_verifier_abstained": sum(r["verifier"] is None for r in kept),
-            "kept_verifier_prose_alone": share("verifier_prose_alone",
-                                               [r for r in kept if r["verifier_prose_alone"] is not None]),
+            "kept_verifier_prose_alone": share("verifier_prose_alone", kept),
             # of the shown explanations that quote the post (not the "nothing evident" sentence): every quote found
             "shown_quotes_found": share("quotes_found", [{"quotes_found": r["quotes"] == 1.0} for r in rows
                                                           if r["source"] != "attribution" and r["quotes"] is not None]),

@@ -36,7 +36,7 @@ import numpy as np
 from mentalglm.analyze.artifacts import default_artifacts_dir, load_task_model
 from mentalglm.data.registry import get_loader
 from mentalglm.files import atomic_write_text
-from mentalglm.instruct.qc import normalise, verifier_reading
+from mentalglm.instruct.qc import affirms_nothing, verifier_reading
 from mentalglm.tasks import get_task
 from mentalglm.train.classical import TfidfClassifier
 
@@ -47,7 +47,7 @@ POST_QUOTE = re.compile(r"[“\"『]([^”\"』]{2,})[”\"』]")
 def abstain(p_high: np.ndarray, readings: list[str]) -> np.ndarray:
     """QC's verifier abstains on an explanation that affirms nothing (instruct/qc.py apply_verifier): NaN reads
     neither label, so it is let through against either."""
-    return np.where([bool(normalise(r)) for r in readings], p_high, np.nan)
+    return np.where([not affirms_nothing(r) for r in readings], p_high, np.nan)
 
 
 def judge(p_high: np.ndarray, empty_high: float, gold_high: np.ndarray, rule: str) -> dict[str, Any]:

@@ -70,9 +70,13 @@ def clauses(text: str, max_units: int = MAX_UNITS) -> list[Clause]:
     return merged
 
 
+# The grammar's own words around the verdict and the quote (QC's verifier reads past them: instruct/qc.py).
+STATES, QUOTES = "判断为", "帖子中写道"
+
+
 def label_statement(task: Task, labels: Sequence[str]) -> str:
     """The sentence every grounded explanation starts with: the decided label(s) by name."""
-    return f"判断为「{label_names(task, labels)}」："
+    return f"{STATES}「{label_names(task, labels)}」："
 
 
 def gbnf_literal(text: str) -> str:
@@ -120,7 +124,7 @@ def explanation_grammar(task: Task, labels: Sequence[str], clauses: Sequence[str
         raise ValueError("a grounded explanation needs at least one clause of the post to quote")
     low, high = REASON_CHARS
     change_low, change_high = CHANGE_CHARS
-    root = f'root ::= {gbnf_literal(label_statement(task, labels) + "帖子中写道“")} quote "”，" reason "。"'
+    root = f'root ::= {gbnf_literal(label_statement(task, labels) + QUOTES + "“")} quote "”，" reason "。"'
     rules = [root + (" change" if ask_change else ""),
              "quote ::= " + " | ".join(gbnf_literal(choice) for choice in choices),
              f"reason ::= prose{{{low},{high}}}"]
@@ -131,7 +135,7 @@ def explanation_grammar(task: Task, labels: Sequence[str], clauses: Sequence[str
 
 def quoted_clause(explanation: str, pieces: Sequence[Clause]) -> Clause | None:
     """The clause of ``pieces`` a grounded explanation quotes (its quote is a cut of one of them)."""
-    match = re.search(r"帖子中写道“([^”]+)”", explanation)
+    match = re.search(QUOTES + r"“([^”]+)”", explanation)
     if match is None:
         return None
     return next((clause for clause in pieces if match.group(1) in clause.text), None)

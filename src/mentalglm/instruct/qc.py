@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from mentalglm.backends.copy_guard import comparable
+from mentalglm.instruct.grounding import QUOTES, STATES
 from mentalglm.tasks.layout import LABEL_SEPARATOR, render_answer
 from mentalglm.tasks.parsing import claimed_labels, find_mentions, parse
 from mentalglm.tasks.schema import Task
@@ -134,8 +135,8 @@ def verifier_reading(explanation: str, task: Task | None = None) -> str:
     return _BRACKETED.sub(lambda m: _without_confusable_names(task, m.group(1)), reading)
 
 
-# The words the grounded grammar writes around the quote: a reading of nothing else affirms nothing.
-_TEMPLATE = re.compile(r"判断为|帖子中写道|[「」“”\"]")
+# The words the grounded grammar writes around the quote (punctuation is left out by ``normalise``).
+_TEMPLATE = re.compile(f"{STATES}|{QUOTES}")
 
 
 def affirms_nothing(reading: str) -> bool:
