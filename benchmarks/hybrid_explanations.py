@@ -66,6 +66,8 @@ def measure(analyzer: Analyzer, task_id: str, posts: list[str]) -> dict[str, Any
             # of the kept explanations the verifier read (it abstains on one that affirms nothing but denials)
             "kept_verifier_agrees": share("verifier", kept),
             "kept_verifier_abstained": sum(r["verifier"] is None for r in kept),
+            # issue 17's "verifier agrees": of every kept explanation, an abstention counted as not agreeing
+            "kept_verifier_agrees_of_all": round(sum(r["verifier"] is True for r in kept) / len(kept), 4) if kept else None,
             "kept_verifier_prose_alone": share("verifier_prose_alone", kept),
             # of the shown explanations that quote the post (not the "nothing evident" sentence): every quote found
             "shown_quotes_found": share("quotes_found", [{"quotes_found": r["quotes"] == 1.0} for r in rows

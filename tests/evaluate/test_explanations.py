@@ -77,3 +77,14 @@ def test_label_consistency_compares_with_the_answer_own_label() -> None:
     answers = [ExplainedAnswer("作者有明确计划", "p", ("high",)), ExplainedAnswer("作者有计划", "p", ("low",))]
     scores = explanation_scores(task, answers, ReadsHigh())
     assert scores["label_consistency"] == pytest.approx(0.5) and scores["verifier"] == "stub"
+    assert scores["verifier_abstained"] == 0
+
+
+def test_label_consistency_reads_as_qc_reads() -> None:
+    """Evaluation reads an explanation as QC does: a bare denial of a plan argues low by the task's definitions
+    (not the verifier's reading of an empty text), and an explanation with nothing to read is counted apart."""
+    task = get_task("suicide_risk")
+    denies = "判断为「低自杀风险」：帖子中写道“好累”，但没有明确表达自杀意图。"
+    answers = [ExplainedAnswer(denies, "好累", ("low",)), ExplainedAnswer("判断为「低自杀风险」：帖子中写道“好累”。", "好累", ("low",))]
+    scores = explanation_scores(task, answers, ReadsHigh())
+    assert scores["label_consistency"] == pytest.approx(1.0) and scores["verifier_abstained"] == 1

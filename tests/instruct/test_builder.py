@@ -121,9 +121,10 @@ def test_the_verifier_reads_neither_conditions_nor_denials():
     assert verifier_reading(text) == "判断为「低自杀风险」：帖子中写道“好累啊”，这表明作者感到疲惫，"
 
 
-def test_the_verifier_reads_the_argument_not_the_verdict_and_abstains_on_bare_denials():
+def test_the_verifier_reads_the_argument_not_the_verdict_and_the_definitions_read_bare_denials():
     """The grammar writes 判断为「低自杀风险」 by construction: a bag of n-grams would read its 自杀 as high risk. An
-    explanation that affirms nothing past the label, its quote and denials gives the verifier nothing to judge."""
+    explanation that affirms nothing past the label, its quote and denials gives the verifier nothing to judge: the
+    task's definitions read it where its denials argue one label (``argued_by_denying_zh``), else the verifier abstains."""
     from mentalglm.instruct.qc import Verdict, apply_verifier, verifier_reading
 
     grounded = "判断为「低自杀风险」：帖子中写道“好累啊”，但这并不表达明确的自杀意图、计划或时间。"
@@ -145,12 +146,34 @@ def test_the_verifier_reads_the_argument_not_the_verdict_and_abstains_on_bare_de
             self.read += explanations
             return [("high",)] * len(explanations)
 
-    verifier, bare, arguing = Reads(), Verdict(True), Verdict(True)
-    apply_verifier(SUICIDE, verifier, [(["low"], grounded), (["low"], "判断为「低自杀风险」：帖子写了遗书。")],
-                   [bare, arguing])
-    assert verifier.read == ["判断为：帖子写了遗书。"]
-    assert bare.passed and "verifier" not in bare.checks and bare.abstained == ["verifier"]
+    unreadable = "判断为「低自杀风险」：帖子中写道“好累啊”，但没有提到具体的时间。"  # denies nothing a label needs
+    denies_high_for_high = grounded.replace("低自杀风险", "高自杀风险")
+    verifier = Reads()
+    bare, arguing, silent, against = Verdict(True), Verdict(True), Verdict(True), Verdict(True)
+    apply_verifier(SUICIDE, verifier, [(["low"], grounded), (["low"], "判断为「低自杀风险」：帖子写了遗书。"),
+                                       (["low"], unreadable), (["high"], denies_high_for_high)],
+                   [bare, arguing, silent, against])
+    assert verifier.read == ["判断为：帖子写了遗书。"]  # only the text that affirms something reaches the verifier
+    assert bare.passed and bare.checks["verifier"] is True and not bare.abstained
     assert not arguing.passed and arguing.checks["verifier"] is False
+    assert silent.passed and "verifier" not in silent.checks and silent.abstained == ["verifier"]
+    assert not against.passed and against.checks["verifier"] is False
+    assert any("definitions" in reason for reason in against.reasons)
+    # emotion: "no evident emotion" argues neutral, for a post decided neutral and against one decided sad
+    flat = "判断为「中性」：帖子中写道“今天开会”，没有明显的情绪倾向。"
+    neutral, sad = Verdict(True), Verdict(True)
+    apply_verifier(emotion, verifier, [(["neutral"], flat), (["sad"], flat.replace("中性", "悲伤"))], [neutral, sad])
+    assert neutral.checks["verifier"] is True and sad.checks["verifier"] is False
+    # multi-label: "rather than a specific behaviour" is what labeling is
+    labels_self = "判断为「乱贴标签」：帖子中写道“我好没用”，而不是描述具体的行为。"
+    labeling, other = Verdict(True), Verdict(True)
+    apply_verifier(distortion, verifier, [(["labeling", "overgeneralization"], labels_self),
+                                          (["mental_filter"], labels_self)], [labeling, other])
+    assert labeling.checks["verifier"] is True and other.checks["verifier"] is False
+    # a denial inside the quote is the post's: it argues nothing about the labels
+    quoted = "判断为「高自杀风险」：帖子中写道“我没有自杀计划了吗”，"
+    apply_verifier(SUICIDE, verifier, [(["high"], quoted)], [post_denies := Verdict(True)])
+    assert post_denies.abstained == ["verifier"]
 
 
 def test_an_explanation_the_verifier_cannot_read_is_still_refused_when_it_asserts_another_label():
@@ -246,3 +269,4 @@ def test_grounded_drafts_ask_under_the_posts_grammar_and_pass_qc(tmp_path):
     free = FakeBackend("scripted", responses=free_teacher, supports_grammar=True)
     list(generate_explanations(SUICIDE, POSTS[:1], free, ResultCache(tmp_path / "f.jsonl"), settings=GenerationSettings()))
     assert free.calls == 1
+

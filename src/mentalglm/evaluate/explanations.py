@@ -21,7 +21,7 @@ from functools import cache
 from typing import Any
 
 from mentalglm.evaluate.bertscore import BertScorer, EncoderUnavailable
-from mentalglm.instruct.qc import Verifier, evidence_quotes, grounded_share
+from mentalglm.instruct.qc import Verifier, evidence_quotes, grounded_share, read_verdicts
 from mentalglm.tasks.schema import Task
 
 _CJK = re.compile(r"[\u4e00-\u9fff]")
@@ -161,8 +161,11 @@ def explanation_scores(task: Task, answers: Sequence[ExplainedAnswer], verifier:
         out.update(_bertscore(bertscore, referenced))
     labelled = [a for a in answers if a.labels]
     if verifier is not None and labelled:
-        read = verifier.predict(task, [a.explanation for a in labelled])
-        out["label_consistency"] = _mean([float(_consistent(task, r, a.labels))
-                                          for r, a in zip(read, labelled, strict=True)])
+        # read as QC reads them: what the explanation asserts, abstaining where it affirms nothing
+        read = read_verdicts(task, verifier, [a.explanation for a in labelled])
+        judged = [(r, a) for r, a in zip(read, labelled, strict=True) if r is not None]
+        if judged:
+            out["label_consistency"] = _mean([float(_consistent(task, r, a.labels)) for r, a in judged])
+        out["verifier_abstained"] = len(labelled) - len(judged)
         out["verifier"] = verifier.name
     return out

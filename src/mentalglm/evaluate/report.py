@@ -113,7 +113,7 @@ def _score_rows(task: Task, results: Sequence[dict[str, Any]]) -> list[tuple[str
 
 _EXPLANATION_COLUMNS = (("n_explained", 0), ("mean_chars", 0), ("cjk_share", 3), ("quoting_share", 3),
                         ("grounded_share", 3), ("rouge_l_f", 4), ("bleu4", 4), ("bertscore_f1", 4),
-                        ("label_consistency", 3))
+                        ("label_consistency", 3), ("verifier_abstained", 0))
 
 
 def _explanation_rows(results: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from mentalglm.backends.copy_guard import comparable
 from mentalglm.instruct.grounding import QUOTES, STATES
 from mentalglm.tasks.layout import LABEL_SEPARATOR, render_answer
-from mentalglm.tasks.parsing import claimed_labels, find_mentions, parse
+from mentalglm.tasks.parsing import argued_by_denial, claimed_labels, find_mentions, parse
 from mentalglm.tasks.schema import Task
 
 _CJK = re.compile(r"[\u4e00-\u9fff]")
@@ -290,24 +290,45 @@ def check_sample(task: Task, labels: Sequence[str], explanation: str | None, pos
     return verdict
 
 
+def by_definition(task: Task, explanation: str) -> tuple[str, ...] | None:
+    """The labels an explanation argues only by denying (outside the quotation of the post) what the task declares
+    a label to be the absence of (``argued_by_denying_zh``): "…但没有明确表达自杀意图、计划、方法或时间" argues
+    low risk, distress without a plan (and argues against high for a post decided high); "没有明显的情绪倾向"
+    neutral; "而不是描述具体的行为" labeling. None where the denials argue no label the classifier decides between
+    (or, single-label, more than one)."""
+    argued = argued_by_denial(task, _QUOTE.sub("", asserted_part(explanation))) & set(task.classifier_labels)
+    if not argued or (len(argued) > 1 and not task.is_multi_label):
+        return None
+    return tuple(label for label in task.classifier_labels if label in argued)
+
+
+def read_verdicts(task: Task, verifier: Verifier, explanations: Sequence[str]) -> list[tuple[str, ...] | None]:
+    """The labels each explanation argues, or None where there is nothing to read (the verifier abstains).
+
+    The verifier reads what the explanation asserts (``verifier_reading``). One that affirms nothing but the label,
+    the quote and denials gives it an empty text, whose reading is the training prior (SOS-HL: P(high) 0.6), not the
+    explanation's argument: there the task's definitions read the denials (``by_definition``), else abstain."""
+    readings = [verifier_reading(explanation, task) for explanation in explanations]
+    judged = [i for i, reading in enumerate(readings) if not affirms_nothing(reading)]
+    read: list[tuple[str, ...] | None] = [None if i in judged else by_definition(task, e)
+                                          for i, e in enumerate(explanations)]
+    for i, labels in zip(judged, verifier.predict(task, [readings[i] for i in judged]) if judged else [],
+                         strict=True):
+        read[i] = tuple(labels)
+    return read
+
+
 def apply_verifier(task: Task, verifier: Verifier, items: Sequence[tuple[Sequence[str], str]],
                    verdicts: Sequence[Verdict]) -> None:
-    """Add the verifier's check: the label predicted from the explanation alone (what it asserts: without the
-    conditional sentences about what would change it, nor the clauses that deny) must match the gold."""
+    """Add the verifier's check: the label read from the explanation alone (``read_verdicts``) must match the gold;
+    where nothing can be read it abstains, and the rule checks (no_other_label, contradiction) still apply."""
     if not items:
         return
-    readings = [verifier_reading(explanation, task) for _, explanation in items]
-    # An explanation that affirms nothing but the label and denials ("…但没有表达明确的自杀意图、计划或时间") gives the
-    # verifier an empty text, whose reading is the training prior (SOS-HL: P(high) 0.6), not the explanation's
-    # argument: the verifier abstains there, and the rule checks (no_other_label, contradiction) still apply.
-    judged = [i for i, reading in enumerate(readings) if not affirms_nothing(reading)]
-    predictions = dict(zip(judged, verifier.predict(task, [readings[i] for i in judged]) if judged else [],
-                           strict=True))
-    for i, ((gold, _), verdict) in enumerate(zip(items, verdicts, strict=True)):
-        if i not in predictions:
+    read = read_verdicts(task, verifier, [explanation for _, explanation in items])
+    for (gold, explanation), verdict, predicted in zip(items, verdicts, read, strict=True):
+        if predicted is None:
             verdict.abstained.append("verifier")
             continue
-        predicted = predictions[i]
         if task.is_multi_label:
             ok = bool(set(predicted) & set(gold)) and not (set(predicted) - set(gold))
         else:
@@ -316,7 +337,9 @@ def apply_verifier(task: Task, verifier: Verifier, items: Sequence[tuple[Sequenc
         if not ok:
             verdict.passed = False
             shown = "、".join(task.label(p).zh for p in predicted) or "无"
-            verdict.reasons.append(f"verifier: {verifier.name} reads the explanation as {shown}")
+            reader = "the task's definitions (what its denials argue)" \
+                if affirms_nothing(verifier_reading(explanation, task)) else verifier.name
+            verdict.reasons.append(f"verifier: {reader} reads the explanation as {shown}")
 
 
 def _shingles(text: str, n: int = 5) -> set[str]:

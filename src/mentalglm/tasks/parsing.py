@@ -231,6 +231,14 @@ def claimed_labels(task: Task, text: str) -> set[str]:
             for m in re.finditer(re.escape(phrase), text) if not _negated(cue_text, 0, m.start())}
 
 
+def argued_by_denial(task: Task, text: str) -> set[str]:
+    """Labels one of whose ``argued_by_denying_zh`` phrases occurs in ``text`` negated ("没有明确表达自杀意图" for
+    low risk): by the task's own definitions, the text argues for them."""
+    cue_text = _mask_non_negations(text)
+    return {label.id for label in task.labels for phrase in label.argued_by_denying_zh
+            for m in re.finditer(re.escape(phrase), text) if _negated(cue_text, 0, m.start())}
+
+
 def _negated(cue_text: str, window_start: int, start: int) -> bool:
     clause_ends = list(_CLAUSE_END.finditer(cue_text, window_start, start))
     if clause_ends:

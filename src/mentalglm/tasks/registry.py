@@ -56,6 +56,7 @@ def task_from_mapping(raw: dict[str, Any], origin: str = "<mapping>") -> Task:
             synonyms=tuple(item.get("synonyms", ())),
             positive=bool(item.get("positive", False)),
             claims_zh=tuple(item.get("claims_zh", ())),
+            argued_by_denying_zh=tuple(item.get("argued_by_denying_zh", ())),
         )
         for item in raw["labels"]
     )

@@ -36,6 +36,9 @@ class Label:
     # Phrases that, asserted without negation, argue for this label in an explanation ("自杀意图" for high risk): QC
     # rejects an explanation of another label that asserts them (instruct/qc.py). Never used to read answers.
     claims_zh: tuple[str, ...] = ()
+    # Phrases whose denial argues for this label ("没有明确表达自杀意图" argues low risk, "没有明显的情绪倾向" neutral):
+    # how QC reads an explanation that affirms nothing but such denials (instruct/qc.py ``by_definition``).
+    argued_by_denying_zh: tuple[str, ...] = ()
 
     @property
     def surface_forms(self) -> tuple[str, ...]:
