@@ -32,7 +32,7 @@ from mentalglm.data.splits import canonical_splits
 from mentalglm.evaluate.predict import machine_info, now_iso
 from mentalglm.files import atomic_write_text
 from mentalglm.instruct.grounding import reason_only
-from mentalglm.instruct.qc import grounded_share
+from mentalglm.instruct.qc import DEFINITIONS, grounded_share
 from mentalglm.tasks import CHINESE_MAIN_TASKS, get_task
 
 
@@ -49,7 +49,8 @@ def measure(analyzer: Analyzer, task_id: str, posts: list[str]) -> dict[str, Any
             if result.explanation_source in ("llm_grounded", "llm") else None
         rows.append({"source": result.explanation_source, "qc": bool(result.qc_passed),
                      "quotes": grounded_share(result.explanation or "", post, task),
-                     "verifier": result.verifier_agrees, "verifier_prose_alone": alone, "attempts": result.attempts,
+                     "verifier": result.verifier_agrees, "reader": result.verifier_reader,
+                     "verifier_prose_alone": alone, "attempts": result.attempts,
                      "explanation": result.explanation, "fallback_reason": result.fallback_reason})
     llm = [r for r in rows if r["source"] in ("llm_grounded", "llm", "attribution_fallback")]  # the LLM was asked
 
@@ -66,6 +67,8 @@ def measure(analyzer: Analyzer, task_id: str, posts: list[str]) -> dict[str, Any
             # of the kept explanations the verifier read (it abstains on one that affirms nothing but denials)
             "kept_verifier_agrees": share("verifier", kept),
             "kept_verifier_abstained": sum(r["verifier"] is None for r in kept),
+            # of those, read by the task's definitions (an explanation that argues only by denial), not the TF-IDF
+            "kept_read_by_definitions": sum(r["reader"] == DEFINITIONS for r in kept),
             # issue 17's "verifier agrees": of every kept explanation, an abstention counted as not agreeing
             "kept_verifier_agrees_of_all": round(sum(r["verifier"] is True for r in kept) / len(kept), 4) if kept else None,
             "kept_verifier_prose_alone": share("verifier_prose_alone", kept),

@@ -10,6 +10,7 @@ from mentalglm.analyze import attribution
 from mentalglm.analyze.engine import Analyzer
 from mentalglm.analyze.engines import classifier_view
 from mentalglm.analyze.schema import LabelScore, TaskResult
+from mentalglm.instruct import occlusion
 from mentalglm.instruct.grounding import MAX_UNITS, clauses
 from mentalglm.tasks import get_task
 
@@ -88,7 +89,7 @@ def test_engine_evidence_is_faithful_removing_it_lowers_the_label_probability(an
     top = max(evidence, key=lambda s: s.weight or 0)
     full = classifier.predict_proba([classifier_view(post)])[0, high]
     cut = classifier.predict_proba([classifier_view(post[:top.start] + post[top.end:])])[0, high]
-    assert full - cut == pytest.approx(top.weight, abs=1e-4) and top.weight >= attribution.MIN_DROP
+    assert full - cut == pytest.approx(top.weight, abs=1e-4) and top.weight >= occlusion.MIN_DROP
 
 
 def test_injected_text_is_never_evidence(analyzer: Analyzer) -> None:

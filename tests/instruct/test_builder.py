@@ -125,7 +125,7 @@ def test_the_verifier_reads_the_argument_not_the_verdict_and_the_definitions_rea
     """The grammar writes 判断为「低自杀风险」 by construction: a bag of n-grams would read its 自杀 as high risk. An
     explanation that affirms nothing past the label, its quote and denials gives the verifier nothing to judge: the
     task's definitions read it where its denials argue one label (``argued_by_denying_zh``), else the verifier abstains."""
-    from mentalglm.instruct.qc import Verdict, apply_verifier, verifier_reading
+    from mentalglm.instruct.qc import Verdict, apply_verifier, by_definition, verifier_reading
 
     grounded = "判断为「低自杀风险」：帖子中写道“好累啊”，但这并不表达明确的自杀意图、计划或时间。"
     assert verifier_reading(grounded, SUICIDE) == "判断为：帖子中写道“好累啊”，"
@@ -170,6 +170,12 @@ def test_the_verifier_reads_the_argument_not_the_verdict_and_the_definitions_rea
     apply_verifier(distortion, verifier, [(["labeling", "overgeneralization"], labels_self),
                                           (["mental_filter"], labels_self)], [labeling, other])
     assert labeling.checks["verifier"] is True and other.checks["verifier"] is False
+    # a label named as not fitting is not argued by its definition ("…而不是描述具体的行为，不属于乱贴标签")
+    assert by_definition(distortion, labels_self + "这不属于乱贴标签。") is None
+    # single-label, denials arguing two labels: nothing to read
+    assert by_definition(emotion, "判断为「中性」：帖子中写道“嗯”，没有明显的情绪倾向。") == ("neutral",)
+    # a verdict records who read it
+    assert bare.read_by == {"verifier": "definitions"} and arguing.read_by == {"verifier": "scripted"}
     # a denial inside the quote is the post's: it argues nothing about the labels
     quoted = "判断为「高自杀风险」：帖子中写道“我没有自杀计划了吗”，"
     apply_verifier(SUICIDE, verifier, [(["high"], quoted)], [post_denies := Verdict(True)])
@@ -270,3 +276,50 @@ def test_grounded_drafts_ask_under_the_posts_grammar_and_pass_qc(tmp_path):
     list(generate_explanations(SUICIDE, POSTS[:1], free, ResultCache(tmp_path / "f.jsonl"), settings=GenerationSettings()))
     assert free.calls == 1
 
+
+def test_a_quote_reader_offers_only_the_clauses_that_carry_the_gold_label(tmp_path):
+    """With a classifier to ask (the build's verifier), the grammar offers the clauses whose removal lowers the gold
+    label's probability most, and the prompt names them; where no clause carries it, every clause stays quotable."""
+    import numpy as np
+
+    from mentalglm.instruct.generate import supporting_quotes
+
+    class Reader:
+        classes = ["low", "high"]
+
+        def predict_proba(self, texts):
+            high = np.array([0.9 if "药已经准备好了" in t else 0.2 for t in texts])
+            return np.column_stack([1 - high, high])
+
+    post = Post("p", "今天下雨了，药已经准备好了，晚饭吃面", ("high",), "fixture")
+    assert supporting_quotes(Reader(), post.text, ["high"]) == ["药已经准备好了"]
+    assert supporting_quotes(Reader(), post.text, ["low"]) == []  # removing a clause never lowers P(low) here
+    seen = []
+
+    def teacher(request) -> str:
+        seen.append(request)
+        return "判断为「高自杀风险」：帖子中写道“药已经准备好了”，作者已经备好了药。"
+
+    backend = FakeBackend("scripted", responses=teacher, supports_grammar=True)
+    list(generate_explanations(SUICIDE, [post], backend, ResultCache(tmp_path / "c.jsonl"),
+                               settings=GenerationSettings(max_new_tokens=64), grounded=True, quote_reader=Reader()))
+    grammar = seen[0].settings.grammar
+    assert "药已经准备好了" in grammar and "今天下雨了" not in grammar and "晚饭吃面" not in grammar
+    assert "“药已经准备好了”" in seen[0].messages[-1]["content"]
+
+
+def test_prose_alone_credits_the_verifier_only_with_what_the_explanation_itself_says():
+    """With quote hints the verifier's own classifier chose the quote, so the report reads the accepted explanations
+    again with their quotes emptied."""
+    from mentalglm.data.instructions import make_instruction
+    from mentalglm.instruct.pipeline import prose_alone
+
+    class ReadsPlans:
+        name = "scripted"
+
+        def predict(self, task, explanations):
+            return [("high",) if "准备" in e else ("low",) for e in explanations]
+
+    quoting = make_instruction(SUICIDE, POSTS[0], "判断为「高自杀风险」：帖子中写道“药已经准备好了”，作者很难过。")
+    arguing = make_instruction(SUICIDE, POSTS[2], "判断为「高自杀风险」：帖子中写道“已经写好了遗书”，说明作者已做好准备。")
+    assert prose_alone(SUICIDE, ReadsPlans(), [quoting, arguing]) == {"agrees": 1, "read": 2, "abstained": 0}

@@ -272,3 +272,35 @@ def test_read_answer_takes_strict_then_flexible():
     assert read_answer(task, "标签：悲伤\n推理：因为") == Parsed(("sad",), True, "strict", "因为")
     assert read_answer(task, "我觉得是悲伤") == Parsed(("sad",), True, "flexible")
     assert read_answer(task, "抱歉") == Parsed((), False, "flexible")
+
+
+@pytest.mark.parametrize("text", [
+    "但没有明确表达自杀意图、计划、方法或时间", "但这并不表达明确的自杀意图", "没有迹象表明有自杀计划",
+    "并未提及任何具体的自杀计划", "没有明确的计划、自杀意图或方法",
+])
+def test_a_declared_phrase_is_denied_by_a_cue_with_only_filler_between(text):
+    """Denials of high risk's phrases argue low (argued_by_denying_zh) and assert nothing (claims_zh)."""
+    from mentalglm.tasks.parsing import argued_by_denial, claimed_labels
+
+    task = get_task("suicide_risk")
+    assert argued_by_denial(task, text) == {"low"} and claimed_labels(task, text) == set()
+
+
+@pytest.mark.parametrize("text", [
+    "他并没有放弃自杀计划", "没有人知道他的自杀计划", "不是没有自杀计划", "并非没有自杀意图", "他从来没有放弃过自杀的计划",
+    "作者没有任何犹豫地写下了自杀计划", "他并不只是想想而是有明确的自杀意图", "有明确的自杀计划",
+])
+def test_other_words_between_cue_and_phrase_or_a_double_negative_leave_it_asserted(text):
+    from mentalglm.tasks.parsing import argued_by_denial, claimed_labels
+
+    task = get_task("suicide_risk")
+    assert argued_by_denial(task, text) == set() and claimed_labels(task, text) == {"high"}
+
+
+def test_denials_that_deny_something_else_argue_nothing():
+    from mentalglm.tasks.parsing import argued_by_denial
+
+    emotion = get_task("emotion")
+    assert argued_by_denial(emotion, "没有明显的情绪倾向") == {"neutral"}
+    assert argued_by_denial(emotion, "她没有隐藏任何情绪") == set()
+    assert argued_by_denial(emotion, "没有人能体会她明显的情绪") == set()

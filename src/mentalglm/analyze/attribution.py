@@ -1,10 +1,9 @@
 """Explanations read off the classifier itself: which clauses of the post its decision rests on.
 
-The ``attribution`` engine explains without an LLM. The post is cut into clauses (at punctuation and line
-breaks); each clause is removed in turn and the classifier reads the rest (occlusion, also called erasure or
-leave-one-out). A clause whose removal lowers the decided label's probability most is evidence *the model
-used*: the explanation is faithful to the decision by construction, unlike an LLM's after-the-fact
-justification, and it costs one extra classifier call per clause (milliseconds), not an LLM generation.
+The ``attribution`` engine explains without an LLM, from clause occlusion (instruct/occlusion.py): a clause whose
+removal lowers the decided label's probability most is evidence *the model used*, so the explanation is faithful to
+the decision by construction, unlike an LLM's after-the-fact justification, and it costs one extra classifier call
+per clause (milliseconds), not an LLM generation.
 
 What it is not: clinical reasoning. It reports the wording that moved a surface-level statistical model;
 the explanation says so. For a task with a positive class (suicide risk), a post decided negative still names
@@ -13,76 +12,17 @@ the clause that raises the positive class most, so the wording a reviewer should
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import numpy as np
 
 from mentalglm.analyze.schema import EvidenceSpan, TaskResult
-from mentalglm.instruct.grounding import Clause, clauses, quotable_part
+from mentalglm.instruct.grounding import Clause, quotable_part
+from mentalglm.instruct.occlusion import ClauseEffect, top_effects
 from mentalglm.tasks import Task
 
-MIN_DROP = 0.02  # a clause counts as evidence when removing it lowers the label's probability by this much
-RISK_MIN_RISE = 0.01  # a post decided negative names the clause raising the positive class by at least this
-TOP_K = 3
 METHOD = "clause occlusion on the classifier"
-
-
-@dataclass(frozen=True)
-class ClauseEffect:
-    """How much the label's probability falls when this clause is removed (negative: it rises)."""
-
-    clause: Clause
-    drop: float
-
-
-def without(text: str, clause: Clause) -> str:
-    return text[:clause.start] + text[clause.end:]
-
-
-# Per post: its clauses and a (clauses x labels) matrix of probability drops when each clause is removed.
-Effects = list[tuple[list[Clause], np.ndarray]]
-
-
-@dataclass(frozen=True)
-class Occlusions:
-    """Posts cut into clauses, with the classifier input of each post and of each post less one clause.
-
-    Built once per batch: every task's classifier then reads the same texts (``effects``), so the input
-    pipeline (injection stripping, spelling normalisation) runs once per variant, not once per task.
-    """
-
-    clauses: list[list[Clause]]
-    texts: list[str]  # per post: the whole post, then the post without each of its clauses
-
-    @classmethod
-    def of(cls, posts: Sequence[str], prepare: Callable[[str], str]) -> Occlusions:
-        """``prepare`` is the input pipeline the classifier reads, so a clause is judged as the decision was made."""
-        cut = [clauses(post) for post in posts]
-        texts: list[str] = []
-        for post, pieces in zip(posts, cut, strict=True):
-            texts.append(prepare(post))
-            texts.extend(prepare(without(post, clause)) for clause in pieces)
-        return cls(cut, texts)
-
-    def effects(self, predict_proba: Callable[[Sequence[str]], np.ndarray]) -> Effects:
-        """One batched classifier call for every post and every variant."""
-        proba = predict_proba(self.texts) if self.texts else np.zeros((0, 0))
-        out, row = [], 0
-        for pieces in self.clauses:
-            occluded = proba[row + 1: row + 1 + len(pieces)]
-            out.append((pieces, proba[row][None, :] - occluded if pieces else np.zeros((0, proba.shape[1]))))
-            row += 1 + len(pieces)
-        return out
-
-
-def top_effects(pieces: Sequence[Clause], drops: np.ndarray, column: int, k: int = TOP_K,
-                min_drop: float = MIN_DROP) -> list[ClauseEffect]:
-    """The clauses that support a label most (largest drop first), at most ``k``, each at least ``min_drop``."""
-    if not len(pieces):
-        return []
-    order = np.argsort(-drops[:, column], kind="stable")
-    return [ClauseEffect(pieces[i], float(drops[i, column])) for i in order[:k] if drops[i, column] >= min_drop]
+RISK_MIN_RISE = 0.01  # a post decided negative names the clause raising the positive class by at least this
 
 
 def _quotes(effects: Sequence[ClauseEffect]) -> str:

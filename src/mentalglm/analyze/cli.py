@@ -21,6 +21,7 @@ from mentalglm.backends.registry import cli_options
 from mentalglm.console import comma_list, make_console
 from mentalglm.errors import ConfigError
 from mentalglm.files import atomic_write_text
+from mentalglm.instruct.qc import DEFINITIONS
 from mentalglm.tasks import CHINESE_MAIN_TASKS
 from mentalglm.train.screen import NO_LABEL
 
@@ -93,6 +94,8 @@ def render(result: PostResult, text: str) -> Group:
                                   style="yellow"))
             elif task_result.explanation_source in ("llm", "llm_grounded"):  # attribution: nothing to verify
                 agree = {True: "agrees", False: "DISAGREES", None: "n/a"}[task_result.verifier_agrees]
+                if task_result.verifier_reader == DEFINITIONS:
+                    agree += " (read by the task's definitions: it argues by what the post lacks)"
                 grounded = "grounded LLM (quote copied from the post); " if task_result.explanation_source == \
                     "llm_grounded" else "LLM; "
                 parts.append(Text(f"{grounded}verifier {agree}; QC "

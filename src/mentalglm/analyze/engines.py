@@ -32,6 +32,7 @@ from mentalglm.backends.base import Backend, GenerationRequest, GenerationResult
 from mentalglm.data.pii import scrub
 from mentalglm.data.records import Post
 from mentalglm.evaluate.predict import LLMSystem
+from mentalglm.instruct import occlusion
 from mentalglm.instruct.generate import (
     builtin_few_shots,
     clean_explanation,
@@ -203,7 +204,7 @@ class HybridEngine(LabelsEngine):
         clause = quoted_clause(job.result.explanation or "", job.pieces)
         if clause is None:
             return ""
-        labels, _ = run.models[job.task.id].predict([classifier_view(attribution.without(scrubbed, clause))])[0]
+        labels, _ = run.models[job.task.id].predict([classifier_view(occlusion.without(scrubbed, clause))])[0]
         if set(labels) == set(job.labels):
             return f"即使去掉这句，分类器仍判为「{decided_names(job.task, job.labels)}」：帖子的其他内容也支持这一判断。"
         return f"如果去掉这句，分类器会改判为「{decided_names(job.task, labels)}」。"
@@ -215,7 +216,8 @@ class HybridEngine(LabelsEngine):
             for i, (pieces, drops) in enumerate(effects):
                 result = per_post[i][task.id]
                 labels = tuple(label.id for label in result.labels)
-                hints = self._hints(classes, labels, pieces, drops) if grounded or run.evidence_hints else []
+                hints = occlusion.supporting_clauses(pieces, drops, classes, labels) \
+                    if grounded or run.evidence_hints else []
                 quotable = quote_choices(hints or [clause.text for clause in pieces]) if grounded else []
                 job = _Job(i, task, labels, [], result, classes, pieces, drops,
                            explanation_grammar(task, labels, quotable, ask_change=False) if quotable else None)
@@ -227,14 +229,6 @@ class HybridEngine(LabelsEngine):
                                                 ask_change=False, few_shots=() if grounded else builtin_few_shots(task))
                 jobs.append(job)
         return jobs
-
-    @staticmethod
-    def _hints(classes: Sequence[str], labels: Sequence[str], pieces: Sequence[Clause],
-               drops: np.ndarray) -> list[str]:
-        """Up to three clauses of the scrubbed post supporting the decided labels, in post order."""
-        chosen = {e.clause for label in labels
-                  for e in attribution.top_effects(pieces, drops, list(classes).index(label), k=2)}
-        return [c.text for c in sorted(chosen, key=lambda c: c.start)][:attribution.TOP_K]
 
     @staticmethod
     def _record(run: Run, job: _Job, reply: GenerationResult, attempt: int, scrubbed: str, original: str) -> bool:
@@ -252,6 +246,7 @@ class HybridEngine(LabelsEngine):
             result.explanation_source = "llm_grounded" if job.grammar is not None else "llm"
             result.evidence = evidence_spans(explanation, original)
             result.verifier_agrees = verdict.checks.get("verifier")
+            result.verifier_reader = verdict.read_by.get("verifier")
             result.qc_passed, result.qc_reasons = verdict.passed, verdict.reasons
             result.error = reply.error or (None if explanation else "empty explanation")
         return disagrees
@@ -273,7 +268,7 @@ class HybridEngine(LabelsEngine):
         attribution.explain(job.task, result, job.classes, job.pieces, job.drops)
         result.explanation = scrub_output(result.explanation)
         result.evidence = evidence_spans(result.explanation, original)
-        result.verifier_agrees, result.qc_passed, result.qc_reasons = None, None, []
+        result.verifier_agrees, result.verifier_reader, result.qc_passed, result.qc_reasons = None, None, None, []
         result.explanation_source, result.error = source, None
 
 
@@ -303,12 +298,14 @@ class LLMEngine(Engine):
         for reply, text, original in zip(run.backend.generate(requests), scrubbed, originals, strict=True):
             parsed = read_answer(task, reply.text)
             explanation = scrub_output(parsed.explanation) if run.explain else None
-            verifier = verdict_on(run.models, task, parsed.labels, explanation, text).checks.get("verifier") \
+            verdict = verdict_on(run.models, task, parsed.labels, explanation, text) \
                 if explanation and parsed.valid else None
             out.append(TaskResult(
                 task=task.id, task_name_zh=task.name_zh, engine="llm", valid=parsed.valid,
                 labels=[label_score(task, label, None) for label in parsed.labels], explanation=explanation,
-                evidence=evidence_spans(explanation, original), verifier_agrees=verifier, attempts=1,
+                evidence=evidence_spans(explanation, original), attempts=1,
+                verifier_agrees=verdict.checks.get("verifier") if verdict else None,
+                verifier_reader=verdict.read_by.get("verifier") if verdict else None,
                 model=run.backend.model_id,
                 error=reply.error or (None if parsed.valid else "INVALID: no label could be read from the answer")))
         return out
@@ -333,9 +330,9 @@ def classifier_view(text: str) -> str:
     return normalise(strip_injection(text)[0])
 
 
-def clause_effects(run: Run, texts: Sequence[str]) -> Iterator[tuple[Task, list[str], attribution.Effects]]:
+def clause_effects(run: Run, texts: Sequence[str]) -> Iterator[tuple[Task, list[str], occlusion.Effects]]:
     """Per task: its classifier's classes and, per post, the clauses with their probability drops."""
-    occlusions = attribution.Occlusions.of(texts, classifier_view)
+    occlusions = occlusion.Occlusions.of(texts, classifier_view)
     for task in run.classified_tasks:
         classifier = run.models[task.id].classifier
         yield task, list(classifier.classes), occlusions.effects(classifier.predict_proba)

@@ -82,6 +82,10 @@ class TaskResult(BaseModel):
     verifier_agrees: bool | None = Field(
         default=None, description="TF-IDF verifier reads the same label from the explanation; null when no verifier "
         "read it (no LLM text, or one that affirms nothing past the verdict, its quote and denials)")
+    verifier_reader: str | None = Field(
+        default=None, description="who read the label from the explanation: the TF-IDF verifier, or 'definitions' "
+        "for one that argues only by denying what the task defines a label as lacking ('没有明确表达自杀意图' for low "
+        "risk)")
     qc_passed: bool | None = None
     qc_reasons: list[str] = Field(default_factory=list)
     attempts: int = 0

@@ -21,7 +21,14 @@ from functools import cache
 from typing import Any
 
 from mentalglm.evaluate.bertscore import BertScorer, EncoderUnavailable
-from mentalglm.instruct.qc import Verifier, evidence_quotes, grounded_share, read_verdicts
+from mentalglm.instruct.qc import (
+    DEFINITIONS,
+    Verifier,
+    agrees,
+    evidence_quotes,
+    grounded_share,
+    read_verdicts,
+)
 from mentalglm.tasks.schema import Task
 
 _CJK = re.compile(r"[\u4e00-\u9fff]")
@@ -114,13 +121,6 @@ def _mean(values: Sequence[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def _consistent(task: Task, read: Sequence[str], labels: Sequence[str]) -> bool:
-    """The rule of ``qc.apply_verifier``: same label, or for multi-label some overlap and nothing extra."""
-    if task.is_multi_label:
-        return bool(set(read) & set(labels)) and not set(read) - set(labels)
-    return set(read) == set(labels)
-
-
 def _bertscore(scorer: BertScorer | None, referenced: Sequence[ExplainedAnswer]) -> dict[str, Any]:
     """Mean BERTScore P/R/F1, or only ``bertscore_skipped`` with the reason: never a made-up number."""
     if scorer is None:
@@ -165,7 +165,8 @@ def explanation_scores(task: Task, answers: Sequence[ExplainedAnswer], verifier:
         read = read_verdicts(task, verifier, [a.explanation for a in labelled])
         judged = [(r, a) for r, a in zip(read, labelled, strict=True) if r is not None]
         if judged:
-            out["label_consistency"] = _mean([float(_consistent(task, r, a.labels)) for r, a in judged])
+            out["label_consistency"] = _mean([float(agrees(task, r.labels, a.labels)) for r, a in judged])
         out["verifier_abstained"] = len(labelled) - len(judged)
+        out["read_by_definitions"] = sum(r.reader == DEFINITIONS for r, _ in judged)
         out["verifier"] = verifier.name
     return out

@@ -44,6 +44,10 @@ def build(
         help="On llama.cpp teachers, generate under a per-post grammar: the gold label stated, one of the post's own "
              "clauses quoted (never recalled). --free-form: the longer prompt with few-shots, checked by QC only.")
     ] = True,
+    quote_hints: Annotated[bool, typer.Option(
+        "--quote-hints/--all-clauses",
+        help="Grounded: offer the clauses where the verifier's classifier reads the gold label (clause occlusion), "
+             "as the analyzer's hybrid engine does. --all-clauses: every clause of the post.")] = True,
     n_ctx: Annotated[int, typer.Option(help="Context size for llama.cpp teachers.")] = 4096,
     formats: Annotated[str, typer.Option("--format", help="chat, alpaca, hf")] = "chat,alpaca,hf",
     concurrency: Annotated[int | None, typer.Option(
@@ -65,7 +69,7 @@ def build(
         raise typer.BadParameter("--verifier must be tfidf or none")
     config = BuildConfig(tasks=task_ids, per_task=per_task, split=split, seed=seed, max_attempts=max_attempts,
                          few_shot=few_shot, use_source_explanations=source_explanations, verifier=verifier,
-                         grounded=grounded,
+                         grounded=grounded, quote_hints=quote_hints,
                          settings=GenerationSettings(temperature=temperature, max_new_tokens=max_new_tokens, seed=seed))
     # Reusing the KV of the shared prompt prefix saves about a second a post on CPU; results are cached by
     # content anyway, so bit-exact repeatability between batch and single runs is not needed here.

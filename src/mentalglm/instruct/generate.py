@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -29,8 +29,12 @@ from mentalglm.data.pii import scrub
 from mentalglm.data.records import Post
 from mentalglm.files import JsonlAppender, read_jsonl_lines
 from mentalglm.instruct.grounding import clauses, explanation_grammar, grounded_settings, quote_choices
+from mentalglm.instruct.occlusion import Occlusions, supporting_clauses
 from mentalglm.tasks.layout import REASON_PREFIX, label_names
 from mentalglm.tasks.schema import Task
+
+if TYPE_CHECKING:
+    from mentalglm.train.classical import Classifier
 
 
 @cache
@@ -48,6 +52,12 @@ class TeacherConfig:
     scrub_pii: bool = True
     # Show every label's definition instead of only the gold labels' (see prompts/teacher.yaml).
     all_definitions: bool = False
+
+
+def supporting_quotes(reader: Classifier, text: str, labels: Sequence[str]) -> list[str]:
+    """The clauses of ``text`` whose removal lowers the reader's probability of ``labels`` most (in post order)."""
+    pieces, drops = Occlusions.of([text], str).effects(reader.predict_proba)[0]
+    return supporting_clauses(pieces, drops, reader.classes, labels)
 
 
 def teacher_messages(task: Task, post_text: str, labels: Sequence[str], *,
@@ -184,6 +194,7 @@ def generate_explanations(
     batch_size: int = 8,
     on_progress: Callable[[int, int], None] | None = None,
     grounded: bool = False,
+    quote_reader: Classifier | None = None,
 ) -> Iterator[Draft]:
     """Yield one Draft per post, in post order; cached results are reused, new ones are cached as they arrive.
 
@@ -193,7 +204,8 @@ def generate_explanations(
     when QC rejected an earlier one, and is part of the cache key so retries are cached too. A prompt that
     occurs twice is asked once. ``grounded`` (on a backend that follows grammars): the reply is generated under
     the post's grounded grammar (instruct/grounding.py), so it states the gold label and quotes one of the post's
-    own clauses by construction.
+    own clauses by construction; with a ``quote_reader`` the quotable clauses are those where it reads the gold
+    label (clause occlusion, instruct/occlusion.py; every clause where none carries it), offered in the prompt too.
     """
     plan: deque[Draft | tuple[Post, int]] = deque()
     sent: list[tuple[Post, str]] = []
@@ -210,9 +222,11 @@ def generate_explanations(
                 plan.append(Draft(post, task.id, None, attempt, "", error=reason))
                 continue
             text = scrub(post.text).text if config.scrub_pii else post.text
-            quotable = quote_choices([clause.text for clause in clauses(text)]) if grounded else []
+            hints = quote_choices(supporting_quotes(quote_reader, text, post.labels)) \
+                if grounded and quote_reader else []
+            quotable = (hints or quote_choices([clause.text for clause in clauses(text)])) if grounded else []
             messages = teacher_messages(task, text, post.labels, config=config, grounded=bool(quotable),
-                                        few_shots=() if quotable else few_shots)
+                                        few_shots=() if quotable else few_shots, hints=hints)
             settings_now = grounded_settings(try_settings, task, explanation_grammar(task, post.labels, quotable),
                                              text) if quotable else try_settings
             key = cache_key(messages, backend.model_id, settings_now)

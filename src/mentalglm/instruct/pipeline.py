@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
@@ -37,14 +37,20 @@ from mentalglm.instruct.qc import (
     QCConfig,
     Verdict,
     Verifier,
+    agrees,
     apply_verifier,
     check_sample,
     near_duplicates,
+    read_verdicts,
     summarise,
+    without_quotes,
 )
 from mentalglm.seeds import DEFAULT_SEED
 from mentalglm.tasks.registry import get_task
 from mentalglm.tasks.schema import Task
+
+if TYPE_CHECKING:
+    from mentalglm.train.classical import Classifier, TfidfVerifier
 
 
 @dataclass
@@ -62,6 +68,10 @@ class BuildConfig:
     # On a teacher that follows grammars (llama.cpp): the grounded shape of instruct/grounding.py, so every draft
     # states its gold label and quotes the post; off, or on other teachers, the free-form prompt with few-shots.
     grounded: bool = True
+    # Grounded: offer the teacher the clauses where the verifier's classifier reads the gold label (clause
+    # occlusion, instruct/occlusion.py), as the hybrid engine does, instead of every clause of the post; all clauses
+    # where none carries it. Off: every clause, as before 2026-12-05.
+    quote_hints: bool = True
     settings: GenerationSettings = field(default_factory=lambda: GenerationSettings(max_new_tokens=256))
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     qc: QCConfig = field(default_factory=QCConfig)
@@ -78,10 +88,12 @@ class TaskOutcome:
     cached: int = 0
     seconds: float = 0.0
     attempts_used: dict[int, int] = field(default_factory=lambda: defaultdict(int))
+    # The verifier on the accepted explanations with their quotes emptied (``prose_alone``): agreeing, read, abstained
+    prose_alone: dict[str, int] = field(default_factory=dict)
 
 
 def _tfidf_verifier(task: Task, pool: Sequence[Post], sampled: Sequence[Post],
-                    validation: Sequence[Post], cache_dir: Path) -> Verifier:
+                    validation: Sequence[Post], cache_dir: Path) -> TfidfVerifier:
     """Trained on the pool minus the sampled posts: explanations quote their posts, so a verifier
     that had seen them could recognise the post instead of reading the explanation.
 
@@ -113,6 +125,7 @@ def build_task(task: Task, pool: Sequence[Post], validation: Sequence[Post], bac
     outcome = TaskOutcome(task.id, len(sampled))
     verifier = (_tfidf_verifier(task, pool, sampled, validation, cache_store.path.parent)
                 if config.verifier == "tfidf" else None)
+    quote_reader = verifier.classifier if verifier is not None and config.quote_hints else None
     few_shots = _few_shots(task, pool, sampled, config.few_shot, config.seed)
     pending = list(sampled)
     attempts = config.max_attempts if backend is not None else 1  # nothing can regenerate without a teacher
@@ -122,7 +135,8 @@ def build_task(task: Task, pool: Sequence[Post], validation: Sequence[Post], bac
         if attempt > 0 and progress is not None:  # retries are work too: keep done/total and the ETA honest
             progress.total += len(pending)
             progress.refresh()
-        drafts = _drafts(task, pending, backend, cache_store, config, attempt, few_shots, outcome, progress)
+        drafts = _drafts(task, pending, backend, cache_store, config, attempt, few_shots, outcome, progress,
+                         quote_reader)
         verdicts = [check_sample(task, d.post.labels, d.explanation, d.post.text, config.qc) if d.error is None
                     else Verdict(False, [f"generation: {d.error}"], {"generated": False}) for d in drafts]
         checkable = [(d.post.labels, d.explanation) for d, v in zip(drafts, verdicts, strict=True)
@@ -150,8 +164,20 @@ def build_task(task: Task, pool: Sequence[Post], validation: Sequence[Post], bac
             qc_log.append({"task": task.id, "post_id": outcome.accepted[i].id, "attempt": -1, "passed": False,
                            "reasons": ["near_duplicate: repeats an earlier explanation"], "checks": {}})
         outcome.accepted = [s for i, s in enumerate(outcome.accepted) if i not in duplicates]
+    if verifier is not None:
+        outcome.prose_alone = prose_alone(task, verifier, outcome.accepted)
     outcome.seconds = time.perf_counter() - started
     return outcome
+
+
+def prose_alone(task: Task, verifier: Verifier, accepted: Sequence[Instruction]) -> dict[str, int]:
+    """How many accepted explanations the verifier still reads as their gold label with the quotes emptied: with quote
+    hints the verifier's own classifier chose the clauses quoted, so agreement on the prose alone is the independent
+    part of its check."""
+    read = read_verdicts(task, verifier, [without_quotes(s.explanation or "") for s in accepted])
+    judged = [(r, s) for r, s in zip(read, accepted, strict=True) if r is not None]
+    return {"agrees": sum(agrees(task, r.labels, s.labels) for r, s in judged), "read": len(judged),
+            "abstained": len(accepted) - len(judged)}
 
 
 def _few_shots(task: Task, pool: Sequence[Post], sampled: Sequence[Post], k: int,
@@ -170,7 +196,7 @@ def _few_shots(task: Task, pool: Sequence[Post], sampled: Sequence[Post], k: int
 
 def _drafts(task: Task, posts: Sequence[Post], backend: Backend | None, cache_store: ResultCache,
             config: BuildConfig, attempt: int, few_shots: Sequence[tuple[str, Sequence[str], str]],
-            outcome: TaskOutcome, progress: tqdm | None) -> list[Draft]:
+            outcome: TaskOutcome, progress: tqdm | None, quote_reader: Classifier | None = None) -> list[Draft]:
     drafts: list[Draft] = []
     to_generate: list[Post] = []
     for post in posts:
@@ -189,7 +215,8 @@ def _drafts(task: Task, posts: Sequence[Post], backend: Backend | None, cache_st
         for draft in generate_explanations(task, to_generate, backend, cache_store, settings=config.settings,
                                            config=config.teacher, attempt=attempt, few_shots=few_shots,
                                            batch_size=config.batch_size, on_progress=tick,
-                                           grounded=config.grounded and backend.supports_grammar):
+                                           grounded=config.grounded and backend.supports_grammar,
+                                           quote_reader=quote_reader):
             drafts.append(draft)
             outcome.cached += draft.cached
             outcome.generated += not draft.cached and draft.error is None
@@ -235,6 +262,7 @@ def run_build(config: BuildConfig, data_dir: Path | None, out_dir: Path, backend
         "teacher_prompt_version": teacher_prompt_template()["version"],
         "verifier": config.verifier,
         "grounded": bool(config.grounded and backend is not None and backend.supports_grammar),
+        "quote_hints": bool(config.grounded and config.quote_hints and config.verifier != "none"),
         "seconds": round(elapsed, 1),
         "posts_per_s": round(sum(o.requested for o in outcomes) / elapsed, 4) if elapsed else None,
         "first_attempt_qc": summary,
@@ -242,6 +270,7 @@ def run_build(config: BuildConfig, data_dir: Path | None, out_dir: Path, backend
                            "acceptance_rate": round(len(o.accepted) / o.requested, 4) if o.requested else None,
                            "accepted_at_attempt": dict(o.attempts_used), "dropped": dict(o.dropped),
                            "backend_failures": o.failures, "generated": o.generated, "cached": o.cached,
+                           "verifier_prose_alone": o.prose_alone,
                            "seconds": round(o.seconds, 1)} for o in outcomes},
         "pii_replaced": exported["pii_replaced"],
         "decontamination": decontamination,
@@ -253,6 +282,7 @@ def run_build(config: BuildConfig, data_dir: Path | None, out_dir: Path, backend
 
     atomic_write_text(out_dir / "README.md", dataset_card({config.split: samples}, {
         "Teacher": {"model": report["teacher"], "settings": report["settings"], "grounded": report["grounded"],
+                    "quote_hints": report["quote_hints"],
                     "prompt": teacher_prompt_template()},
         "Quality control": {k: report[k] for k in ("first_attempt_qc", "tasks")},
         "Decontamination": decontamination, "PII placeholders inserted": exported["pii_replaced"]}))
@@ -277,6 +307,12 @@ def qc_markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {task_id} | " + " | ".join(str(rates.get(c, "-")) for c in _check_names(first)) + " |")
     lines += ["", "## Rejections by check (first attempt)", ""]
     lines += [f"- {k}: {v}" for k, v in report["first_attempt_qc"]["rejections_by_check"].items()] or ["- none"]
+    alone = {t: row["verifier_prose_alone"] for t, row in report["tasks"].items() if row.get("verifier_prose_alone")}
+    if alone:
+        lines += ["", "## The verifier on the accepted explanations' own words (quotes emptied)", "",
+                  f"Quote hints: {'on (the verifier chose the quoted clauses)' if report.get('quote_hints') else 'off'}.",
+                  "", "| task | agrees | read | abstained |", "|---|---|---|---|"]
+        lines += [f"| {t} | {a['agrees']} | {a['read']} | {a['abstained']} |" for t, a in alone.items()]
     return "\n".join(lines) + "\n"
 
 

@@ -54,9 +54,11 @@ class Verdict:
     reasons: list[str] = field(default_factory=list)
     checks: dict[str, bool] = field(default_factory=dict)
     abstained: list[str] = field(default_factory=list)  # checks with nothing to read (the verifier on bare denials)
+    read_by: dict[str, str] = field(default_factory=dict)  # check -> its reader (the verifier or DEFINITIONS)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"passed": self.passed, "reasons": self.reasons, "checks": self.checks, "abstained": self.abstained}
+        return {"passed": self.passed, "reasons": self.reasons, "checks": self.checks, "abstained": self.abstained,
+                "read_by": self.read_by}
 
 
 normalise = comparable  # QC and the decode-time copy guard compare text the same way
@@ -137,6 +139,12 @@ def verifier_reading(explanation: str, task: Task | None = None) -> str:
 
 # The words the grounded grammar writes around the quote (punctuation is left out by ``normalise``).
 _TEMPLATE = re.compile(f"{STATES}|{QUOTES}")
+
+
+def without_quotes(explanation: str) -> str:
+    """The explanation with its quotations of the post emptied: what its own words argue, for a verifier that also
+    chose the quoted clauses (the builder's quote hints) and should not be credited with the quote's reading."""
+    return _QUOTE.sub("“”", explanation)
 
 
 def affirms_nothing(reading: str) -> bool:
@@ -290,55 +298,76 @@ def check_sample(task: Task, labels: Sequence[str], explanation: str | None, pos
     return verdict
 
 
+DEFINITIONS = "definitions"  # the reader of an explanation that argues only by denial (``by_definition``)
+
+
 def by_definition(task: Task, explanation: str) -> tuple[str, ...] | None:
     """The labels an explanation argues only by denying (outside the quotation of the post) what the task declares
-    a label to be the absence of (``argued_by_denying_zh``): "…但没有明确表达自杀意图、计划、方法或时间" argues
-    low risk, distress without a plan (and argues against high for a post decided high); "没有明显的情绪倾向"
-    neutral; "而不是描述具体的行为" labeling. None where the denials argue no label the classifier decides between
+    a label to be the absence of (``argued_by_denying_zh``; what counts as a denial: tasks/parsing.py): "…但没有
+    明确表达自杀意图、计划、方法或时间" argues low risk, distress without a plan (and argues against high for a post
+    decided high); "没有明显的情绪倾向" neutral; "而不是描述具体的行为" labeling. A label the explanation names
+    negated ("不属于乱贴标签") is not argued. None where the denials argue no label the classifier decides between
     (or, single-label, more than one)."""
-    argued = argued_by_denial(task, _QUOTE.sub("", asserted_part(explanation))) & set(task.classifier_labels)
+    text = _QUOTE.sub("", asserted_part(explanation))
+    named_negated = {m.label_id for m in find_mentions(task, text) if m.negated}
+    argued = (argued_by_denial(task, text) - named_negated) & set(task.classifier_labels)
     if not argued or (len(argued) > 1 and not task.is_multi_label):
         return None
     return tuple(label for label in task.classifier_labels if label in argued)
 
 
-def read_verdicts(task: Task, verifier: Verifier, explanations: Sequence[str]) -> list[tuple[str, ...] | None]:
-    """The labels each explanation argues, or None where there is nothing to read (the verifier abstains).
+@dataclass(frozen=True)
+class Reading:
+    """The labels an explanation argues and who read them (the verifier, or ``DEFINITIONS``)."""
+
+    labels: tuple[str, ...]
+    reader: str
+
+
+def read_verdicts(task: Task, verifier: Verifier, explanations: Sequence[str]) -> list[Reading | None]:
+    """What each explanation argues, or None where there is nothing to read (the verifier abstains).
 
     The verifier reads what the explanation asserts (``verifier_reading``). One that affirms nothing but the label,
     the quote and denials gives it an empty text, whose reading is the training prior (SOS-HL: P(high) 0.6), not the
     explanation's argument: there the task's definitions read the denials (``by_definition``), else abstain."""
     readings = [verifier_reading(explanation, task) for explanation in explanations]
     judged = [i for i, reading in enumerate(readings) if not affirms_nothing(reading)]
-    read: list[tuple[str, ...] | None] = [None if i in judged else by_definition(task, e)
-                                          for i, e in enumerate(explanations)]
+    read: list[Reading | None] = []
+    for explanation in explanations:
+        labels = by_definition(task, explanation)
+        read.append(Reading(labels, DEFINITIONS) if labels is not None else None)
     for i, labels in zip(judged, verifier.predict(task, [readings[i] for i in judged]) if judged else [],
                          strict=True):
-        read[i] = tuple(labels)
+        read[i] = Reading(tuple(labels), verifier.name)
     return read
+
+
+def agrees(task: Task, read: Sequence[str], gold: Sequence[str]) -> bool:
+    """QC's rule: the same label; multi-label, some overlap and nothing the gold lacks."""
+    if task.is_multi_label:
+        return bool(set(read) & set(gold)) and not set(read) - set(gold)
+    return tuple(read) == tuple(gold)
 
 
 def apply_verifier(task: Task, verifier: Verifier, items: Sequence[tuple[Sequence[str], str]],
                    verdicts: Sequence[Verdict]) -> None:
-    """Add the verifier's check: the label read from the explanation alone (``read_verdicts``) must match the gold;
-    where nothing can be read it abstains, and the rule checks (no_other_label, contradiction) still apply."""
+    """Add the verifier's check: the labels read from the explanation alone (``read_verdicts``) must agree with the
+    gold (``agrees``); where nothing can be read it abstains, and the rule checks (no_other_label, contradiction)
+    still apply. A verdict records who read it (``Verdict.read_by``)."""
     if not items:
         return
     read = read_verdicts(task, verifier, [explanation for _, explanation in items])
-    for (gold, explanation), verdict, predicted in zip(items, verdicts, read, strict=True):
-        if predicted is None:
+    for (gold, _), verdict, reading in zip(items, verdicts, read, strict=True):
+        if reading is None:
             verdict.abstained.append("verifier")
             continue
-        if task.is_multi_label:
-            ok = bool(set(predicted) & set(gold)) and not (set(predicted) - set(gold))
-        else:
-            ok = tuple(predicted) == tuple(gold)
+        ok = agrees(task, reading.labels, gold)
         verdict.checks["verifier"] = ok
+        verdict.read_by["verifier"] = reading.reader
         if not ok:
             verdict.passed = False
-            shown = "、".join(task.label(p).zh for p in predicted) or "无"
-            reader = "the task's definitions (what its denials argue)" \
-                if affirms_nothing(verifier_reading(explanation, task)) else verifier.name
+            shown = "、".join(task.label(p).zh for p in reading.labels) or "无"
+            reader = "the task's definitions (what its denials argue)" if reading.reader == DEFINITIONS else reading.reader
             verdict.reasons.append(f"verifier: {reader} reads the explanation as {shown}")
 
 

@@ -224,19 +224,45 @@ def find_mentions(task: Task, text: str) -> list[Mention]:
     return mentions
 
 
-def claimed_labels(task: Task, text: str) -> set[str]:
-    """Labels whose declared ``claims_zh`` phrases occur in ``text`` without a negation in the same clause."""
+# A declared phrase (a label's ``claims_zh`` or ``argued_by_denying_zh``) is denied only by a cue in its clause with
+# nothing but these words between them ("没有[明确表达]自杀意图", "并未[提及任何具体的]自杀计划"): other words change
+# what is denied ("没有[放弃]自杀计划", "没有[人知道他的]自杀计划", "没有[隐藏任何]情绪"), so those phrases stand asserted.
+_DENIAL_FILLER = re.compile(
+    "(?:明确|明显|清楚|清晰|直接|具体|任何|什么|关于|有关|迹象|证据|表明|表达|表现|表示|流露|透露|提到|提及|提出|说出|说明|"
+    "显示|显露|描述|给出|涉及|体现|反映|看出|看到|发现|真正|实际|强烈|足够|太多|出|有|的|地|过|了|到|其|"
+    # the other items of a denied list ("没有明确的计划、自杀意图或方法")
+    "计划|方法|时间|意图|打算|想法|念头|准备|手段|地点|行为|以及|或者|或|和|及|与|也|"
+    "[、\\s])*")
+_STRONG_CUE = re.compile("不存在|没有|并非|不是|并无|并不|并未|尚未|未提及|未提到|未表达|未见|未曾|无明显|不涉及|毫无|[无未没不]")
+# A cue right after one of these is a double negative and affirms ("不是没有自杀计划", "并非没有自杀意图").
+_DOUBLE_NEGATIVE = re.compile("(?:不是|并非|并不是|绝非|不能说|不可能|不会|并不会)$")
+
+
+def _denied(text: str, start: int) -> bool:
+    """Whether the declared phrase at ``start`` is denied (see _DENIAL_FILLER and _DOUBLE_NEGATIVE)."""
     cue_text = _mask_non_negations(text)
-    return {label.id for label in task.labels for phrase in label.claims_zh
-            for m in re.finditer(re.escape(phrase), text) if not _negated(cue_text, 0, m.start())}
+    clause_ends = list(_CLAUSE_END.finditer(cue_text, 0, start))
+    window_start = clause_ends[-1].end() if clause_ends else 0
+    for cue in _STRONG_CUE.finditer(cue_text, window_start, start):
+        if _DENIAL_FILLER.fullmatch(text, cue.end(), start) and not _DOUBLE_NEGATIVE.search(text[:cue.start()]):
+            return True
+    return False
+
+
+def _declared(task: Task, text: str, field: str, denied: bool) -> set[str]:
+    return {label.id for label in task.labels for phrase in getattr(label, field)
+            for m in re.finditer(re.escape(phrase), text) if _denied(text, m.start()) is denied}
+
+
+def claimed_labels(task: Task, text: str) -> set[str]:
+    """Labels one of whose declared ``claims_zh`` phrases occurs in ``text`` not denied (see _DENIAL_FILLER)."""
+    return _declared(task, text, "claims_zh", denied=False)
 
 
 def argued_by_denial(task: Task, text: str) -> set[str]:
-    """Labels one of whose ``argued_by_denying_zh`` phrases occurs in ``text`` negated ("没有明确表达自杀意图" for
+    """Labels one of whose ``argued_by_denying_zh`` phrases occurs in ``text`` denied ("没有明确表达自杀意图" for
     low risk): by the task's own definitions, the text argues for them."""
-    cue_text = _mask_non_negations(text)
-    return {label.id for label in task.labels for phrase in label.argued_by_denying_zh
-            for m in re.finditer(re.escape(phrase), text) if _negated(cue_text, 0, m.start())}
+    return _declared(task, text, "argued_by_denying_zh", denied=True)
 
 
 def _negated(cue_text: str, window_start: int, start: int) -> bool:
