@@ -76,7 +76,10 @@ def main() -> None:
         child = subprocess.run([sys.executable, __file__, "--backbone", str(args.backbone), "--child", engine,
                                 "--posts", str(args.posts), "--runs", str(args.runs),
                                 *(["--data-dir", args.data_dir] if args.data_dir else [])],
-                               capture_output=True, text=True, check=True)
+                               capture_output=True, text=True)
+        if child.returncode != 0:  # the child's own error (a missing data directory, a corrupt file), not a trace
+            last = (child.stderr.strip().splitlines() or ["(no output)"])[-1]
+            sys.exit(f"bench_backbone: the {engine} engine's run failed: {last}")
         rows.append(json.loads(child.stdout.strip().splitlines()[-1]))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     record = {"when": now_iso(), "commit": commit, "machine": machine_info(), "load_1min": os.getloadavg()[0],

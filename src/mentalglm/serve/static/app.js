@@ -1040,7 +1040,8 @@
   const CSV_COLUMNS = [
     "id", "status", "line", "error", "text_length", "out_of_domain", "cjk_share", "high_risk", "task",
     "task_name_zh", "engine", "valid", "labels", "label_names_zh", "label_names_en", "label_confidences",
-    "explanation", "explanation_source", "fallback_reason", "evidence", "verifier_agrees", "qc_passed", "qc_reasons",
+    "explanation", "explanation_source", "fallback_reason", "evidence", "verifier_agrees", "verifier_reader", "qc_passed",
+    "qc_reasons",
     "attempts", "model", "task_error",
     "outside_training_domain", "training_domain_similarity", "pathway_sentences",
   ];
@@ -1076,6 +1077,7 @@
       fallback_reason: task.fallback_reason,
       evidence: (task.evidence || []).map((s) => s.start + "-" + s.end + ":" + s.quote).join(" | "),
       verifier_agrees: task.verifier_agrees,
+      verifier_reader: task.verifier_reader,
       qc_passed: task.qc_passed,
       qc_reasons: (task.qc_reasons || []).join("; "),
       attempts: task.attempts,
