@@ -10,7 +10,9 @@ artifacts' TF-IDF reader of each task, ``analyze.engines.verdict_on``), read wit
 
 * ``matched``: the explanation as written, against its own label (a good judge lets it through);
 * ``swapped``: the same prose with another label stated (the next label of the task in declared order; a good judge
-  refuses it, since the prose argues the first);
+  refuses it, since the prose argues the first), also among the rows whose matched version passed (a judge that
+  refuses everything refuses every swap); the pair 罪责归己 -> 罪责归他 is confusable, so its stated name is not read
+  (QC's reading) and only the prose decides;
 * ``prose_alone``: without the label statement (``reason_only``): does the prose itself carry the label;
 * ``prose_without_quote``: without the statement and with the quotation emptied: the explanation's own words only.
 
@@ -43,9 +45,12 @@ def swapped(task: Task, labels: list[str]) -> list[str]:
 
 
 def judge(task: Task, verifier: TfidfVerifier, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    def rate(texts: list[str], golds: list[list[str]], want_agree: bool) -> dict[str, Any]:
+    def outcomes(texts: list[str], golds: list[list[str]], want_agree: bool) -> tuple[list[Any], list[bool]]:
         read = read_verdicts(task, verifier, texts)
-        ok = [r is not None and agrees(task, r.labels, g) == want_agree for r, g in zip(read, golds, strict=True)]
+        return read, [r is not None and agrees(task, r.labels, g) == want_agree for r, g in zip(read, golds, strict=True)]
+
+    def rate(texts: list[str], golds: list[list[str]], want_agree: bool) -> dict[str, Any]:
+        read, ok = outcomes(texts, golds, want_agree)
         by_label: Counter[str] = Counter()
         for good, gold in zip(ok, golds, strict=True):
             by_label[gold[0]] += good
@@ -60,9 +65,14 @@ def judge(task: Task, verifier: TfidfVerifier, rows: list[dict[str, Any]]) -> di
     moved = [label_statement(task, o) + reason_only(task, g, e) for e, g, o in zip(explanations, golds, other,
                                                                                      strict=True)]
     prose = [reason_only(task, g, e) for e, g in zip(explanations, golds, strict=True)]
+    _, passed = outcomes(explanations, golds, True)
+    _, refused = outcomes(moved, other, False)
+    both = [r for p, r in zip(passed, refused, strict=True) if p]
     return {"explanations": len(rows),
             "matched_passed": rate(explanations, golds, True),
             "swapped_refused": {**rate(moved, other, False), "note": "by_label: the label stated, not the prose's"},
+            # a judge that refuses everything refuses every swap: discrimination is refusal where the match passed
+            "swapped_refused_where_matched_passed": round(sum(both) / len(both), 4) if both else None,
             "prose_alone_reads_its_label": rate(prose, golds, True),
             "prose_without_quote_reads_its_label": rate([without_quotes(p) for p in prose], golds, True)}
 

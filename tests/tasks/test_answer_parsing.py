@@ -276,7 +276,9 @@ def test_read_answer_takes_strict_then_flexible():
 
 @pytest.mark.parametrize("text", [
     "但没有明确表达自杀意图、计划、方法或时间", "但这并不表达明确的自杀意图", "没有迹象表明有自杀计划",
-    "并未提及任何具体的自杀计划", "没有明确的计划、自杀意图或方法",
+    "并未提及任何具体的自杀计划", "没有明确的计划、自杀意图或方法", "没有发现他有自杀计划", "没有制定自杀计划",
+    "帖子没有表达自杀意图或自杀计划", "没有任何迹象表明发帖人有自杀计划", "缺乏明确的自杀意图", "并未表现出自杀的意图",
+    "没有透露自己的自杀计划",
 ])
 def test_a_declared_phrase_is_denied_by_a_cue_with_only_filler_between(text):
     """Denials of high risk's phrases argue low (argued_by_denying_zh) and assert nothing (claims_zh)."""
@@ -289,6 +291,8 @@ def test_a_declared_phrase_is_denied_by_a_cue_with_only_filler_between(text):
 @pytest.mark.parametrize("text", [
     "他并没有放弃自杀计划", "没有人知道他的自杀计划", "不是没有自杀计划", "并非没有自杀意图", "他从来没有放弃过自杀的计划",
     "作者没有任何犹豫地写下了自杀计划", "他并不只是想想而是有明确的自杀意图", "有明确的自杀计划",
+    "未必没有自杀计划", "不代表没有自杀计划", "很难说没有自杀计划", "无一不表明其自杀意图", "有不明确的自杀计划",
+    "没有隐瞒自杀计划",
 ])
 def test_other_words_between_cue_and_phrase_or_a_double_negative_leave_it_asserted(text):
     from mentalglm.tasks.parsing import argued_by_denial, claimed_labels

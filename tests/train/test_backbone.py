@@ -200,6 +200,11 @@ def test_the_merged_copy_reads_as_the_adapter_does_and_int8_is_chosen_only_once_
     records = check_engines(final, None, texts)
     assert records["int8"]["posts"] == 3 and records["int8"]["cosine_min"] > 0.9
     assert choose_engine(final) == (("torch-int8", None) if records["int8"]["cosine_min"] >= 0.99 else ("torch", None))
+    # a check recorded for other layers (an older int8) is stale: auto does not read with it
+    meta = json.loads((final / "backbone.json").read_text())
+    meta["int8"] = {**meta["int8"], "cosine_min": 1.0, "layers": ["q_proj"]}
+    (final / "backbone.json").write_text(json.dumps(meta))
+    assert choose_engine(final) == ("torch", None)
     assert choose_engine(final, "torch") == ("torch", None)
     adapter = final / ADAPTER_DIR / ADAPTER_WEIGHTS
     adapter.write_bytes(adapter.read_bytes() + b" ")  # another adapter in its place

@@ -171,7 +171,8 @@ def build_task(task: Task, pool: Sequence[Post], validation: Sequence[Post], bac
 
 
 def prose_alone(task: Task, verifier: Verifier, accepted: Sequence[Instruction]) -> dict[str, int]:
-    """How many accepted explanations the verifier still reads as their gold label with the quotes emptied: with quote
+    """How many accepted explanations the verifier still reads as their gold label with the quotes and the stated label
+    emptied (``without_quotes``): with quote
     hints the verifier's own classifier chose the clauses quoted, so agreement on the prose alone is the independent
     part of its check."""
     read = read_verdicts(task, verifier, [without_quotes(s.explanation or "") for s in accepted])
@@ -309,7 +310,7 @@ def qc_markdown(report: dict[str, Any]) -> str:
     lines += [f"- {k}: {v}" for k, v in report["first_attempt_qc"]["rejections_by_check"].items()] or ["- none"]
     alone = {t: row["verifier_prose_alone"] for t, row in report["tasks"].items() if row.get("verifier_prose_alone")}
     if alone:
-        lines += ["", "## The verifier on the accepted explanations' own words (quotes emptied)", "",
+        lines += ["", "## The verifier on the accepted explanations' own words (quotes and stated label emptied)", "",
                   f"Quote hints: {'on (the verifier chose the quoted clauses)' if report.get('quote_hints') else 'off'}.",
                   "", "| task | agrees | read | abstained |", "|---|---|---|---|"]
         lines += [f"| {t} | {a['agrees']} | {a['read']} | {a['abstained']} |" for t, a in alone.items()]

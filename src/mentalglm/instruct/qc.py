@@ -142,8 +142,9 @@ _TEMPLATE = re.compile(f"{STATES}|{QUOTES}")
 
 
 def without_quotes(explanation: str) -> str:
-    """The explanation with its quotations of the post emptied: what its own words argue, for a verifier that also
-    chose the quoted clauses (the builder's quote hints) and should not be credited with the quote's reading."""
+    """The explanation with everything in quotation marks or corner brackets emptied (the quotations of the post and
+    the stated verdict 判断为「…」): what its own words argue, for a verifier that also chose the quoted clauses (the
+    builder's quote hints) and should be credited neither with the quote's reading nor with the label it was given."""
     return _QUOTE.sub("“”", explanation)
 
 

@@ -187,7 +187,7 @@ _NEGATION_CUES: tuple[tuple[re.Pattern[str], int], ...] = (
 )
 # Words that contain a cue but do not negate what follows ("不能排除高风险" asserts the risk).
 _NOT_NEGATIONS = re.compile(
-    "不能排除|无法排除|不可排除|难以排除|不排除|毫无疑问|无疑|无论|无比|无法|无助|无奈|无聊|无力|无望|无数|无限|"
+    "不能排除|无法排除|不可排除|难以排除|不排除|毫无疑问|无疑|无一不|无不|无论|无比|无法|无助|无奈|无聊|无力|无望|无数|无限|"
     "未来|未知|不仅|不只|不止|不禁|不断|不停|不少|不由|不得不|不安|"
     r"\bnot\s+only\b|\bnot\s+just\b|\bno\s+doubt\b",
     re.IGNORECASE,
@@ -225,26 +225,33 @@ def find_mentions(task: Task, text: str) -> list[Mention]:
 
 
 # A declared phrase (a label's ``claims_zh`` or ``argued_by_denying_zh``) is denied only by a cue in its clause with
-# nothing but these words between them ("没有[明确表达]自杀意图", "并未[提及任何具体的]自杀计划"): other words change
-# what is denied ("没有[放弃]自杀计划", "没有[人知道他的]自杀计划", "没有[隐藏任何]情绪"), so those phrases stand asserted.
+# nothing but these words between them ("没有[明确表达]自杀意图", "并未[提及任何具体的]自杀计划", "没有[发现他有]自杀计划"):
+# other words change what is denied ("没有[放弃]自杀计划", "没有[人知道他的]自杀计划", "没有[隐藏任何]情绪"), so those
+# phrases stand asserted (and QC's claims check refuses them in an explanation of another label).
 _DENIAL_FILLER = re.compile(
     "(?:明确|明显|清楚|清晰|直接|具体|任何|什么|关于|有关|迹象|证据|表明|表达|表现|表示|流露|透露|提到|提及|提出|说出|说明|"
-    "显示|显露|描述|给出|涉及|体现|反映|看出|看到|发现|真正|实际|强烈|足够|太多|出|有|的|地|过|了|到|其|"
-    # the other items of a denied list ("没有明确的计划、自杀意图或方法")
-    "计划|方法|时间|意图|打算|想法|念头|准备|手段|地点|行为|以及|或者|或|和|及|与|也|"
+    "显示|显露|描述|给出|涉及|体现|反映|看出|看到|发现|出现|制定|形成|作出|做出|真正|实际|强烈|足够|太多|想要|要|想|"
+    "出|有|的|地|过|了|到|其|中|里|"
+    # who: the writer, as explanations name them
+    "帖子|发帖人|作者|楼主|本人|自己|他们|她们|他|她|"
+    # the other items of a denied list ("没有明确的计划、自杀意图或方法", "没有表达自杀意图或自杀计划")
+    "自杀|轻生|计划|方法|时间|意图|打算|想法|念头|准备|手段|地点|行为|以及|或者|或|和|及|与|也|"
     "[、\\s])*")
-_STRONG_CUE = re.compile("不存在|没有|并非|不是|并无|并不|并未|尚未|未提及|未提到|未表达|未见|未曾|无明显|不涉及|毫无|[无未没不]")
-# A cue right after one of these is a double negative and affirms ("不是没有自杀计划", "并非没有自杀意图").
-_DOUBLE_NEGATIVE = re.compile("(?:不是|并非|并不是|绝非|不能说|不可能|不会|并不会)$")
+_STRONG_CUE = re.compile("不存在|没有|并非|不是|并无|并不|并未|尚未|未提及|未提到|未表达|未见|未曾|无明显|不涉及|毫无|缺乏|缺少|"
+                         "不会|[无未没不]")
+# Right before a cue, these cancel it: double negatives and hedges affirm or leave open ("不是没有自杀计划", "并非没有
+# 自杀意图", "未必没有", "不代表没有", "有不明确的自杀计划").
+_CANCELS = re.compile("(?:不是|并非|并不是|绝非|不能说|不可能|不会|并不会|未必|不见得|不一定|很难说|难说|难免|不代表|"
+                      "并不代表|不意味着|不等于|有)$")
 
 
 def _denied(text: str, start: int) -> bool:
-    """Whether the declared phrase at ``start`` is denied (see _DENIAL_FILLER and _DOUBLE_NEGATIVE)."""
+    """Whether the declared phrase at ``start`` is denied (see _DENIAL_FILLER and _CANCELS)."""
     cue_text = _mask_non_negations(text)
     clause_ends = list(_CLAUSE_END.finditer(cue_text, 0, start))
     window_start = clause_ends[-1].end() if clause_ends else 0
     for cue in _STRONG_CUE.finditer(cue_text, window_start, start):
-        if _DENIAL_FILLER.fullmatch(text, cue.end(), start) and not _DOUBLE_NEGATIVE.search(text[:cue.start()]):
+        if _DENIAL_FILLER.fullmatch(text, cue.end(), start) and not _CANCELS.search(text[:cue.start()]):
             return True
     return False
 

@@ -234,6 +234,8 @@ def quantise_int8(model: Any) -> Any:
     decoder = _transformer(model)
     spec = {name: torch.ao.quantization.per_channel_dynamic_qconfig for name, module in decoder.named_modules()
             if isinstance(module, nn.Linear) and name.endswith(INT8_LAYERS)}
+    if not spec:  # another architecture's names: quantising nothing would pass the check and gain nothing
+        raise ConfigError(f"torch-int8: no linear layer named {' or '.join(INT8_LAYERS)} in the decoder")
     with warnings.catch_warnings():  # torch marks torch.ao.quantization deprecated; 2.13 (pinned) has it all
         warnings.simplefilter("ignore", UserWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -409,7 +411,7 @@ def check_engines(directory: Path, gguf: Path | None, texts: dict[str, list[str]
     """The faster engines against transformers float32 on the same posts, kept in backbone.json (``gguf`` per
     file, ``int8``): the analyzer's ``auto`` reads with an engine only when its check is recorded and close."""
     reference = TorchReader(directory)
-    records = {"int8": agreement(reference, TorchReader(directory, int8=True), texts)}
+    records = {"int8": {**agreement(reference, TorchReader(directory, int8=True), texts), "layers": list(INT8_LAYERS)}}
     if gguf is not None:
         records["gguf"] = {"file": gguf.name, **agreement(reference, LlamaCppReader(directory, gguf), texts)}
     meta = read_backbone_meta(directory)
@@ -439,8 +441,9 @@ def choose_engine(directory: Path, engine: str = "auto") -> tuple[str, Path | No
     if engine not in ENGINES:
         raise ConfigError(f"backbone engine {engine!r} is not one of {', '.join(ENGINES)}")
     meta = read_backbone_meta(directory)
+    int8 = meta.get("int8", {})  # checked with the layers int8 quantises now (a check of other layers is stale)
     if engine == "auto" and (directory / MERGED_DIR / MERGED_STAMP).is_file() \
-            and meta.get("int8", {}).get("cosine_min", 0.0) >= INT8_MIN_COSINE:
+            and int8.get("layers") == list(INT8_LAYERS) and int8.get("cosine_min", 0.0) >= INT8_MIN_COSINE:
         return "torch-int8", None
     checked = {name: rec for name, rec in meta.get("gguf", {}).items() if (directory / name).is_file()}
     faithful = sorted(name for name, rec in checked.items() if rec.get("cosine_min", 0.0) >= GGUF_MIN_COSINE)
