@@ -88,7 +88,7 @@ class TaskOutcome:
     cached: int = 0
     seconds: float = 0.0
     attempts_used: dict[int, int] = field(default_factory=lambda: defaultdict(int))
-    # The verifier on the accepted explanations with their quotes emptied (``prose_alone``): agreeing, read, abstained
+    # The verifier on the accepted explanations' own words (``prose_alone``): agreeing, read, abstained
     prose_alone: dict[str, int] = field(default_factory=dict)
 
 
@@ -171,10 +171,9 @@ def build_task(task: Task, pool: Sequence[Post], validation: Sequence[Post], bac
 
 
 def prose_alone(task: Task, verifier: Verifier, accepted: Sequence[Instruction]) -> dict[str, int]:
-    """How many accepted explanations the verifier still reads as their gold label with the quotes and the stated label
-    emptied (``without_quotes``): with quote
-    hints the verifier's own classifier chose the clauses quoted, so agreement on the prose alone is the independent
-    part of its check."""
+    """How many accepted explanations the verifier still reads as their gold label with the quotes and the stated
+    label emptied (``without_quotes``): with quote hints the verifier's own classifier chose the clauses quoted, so
+    agreement on the explanation's own words is the independent part of its check."""
     read = read_verdicts(task, verifier, [without_quotes(s.explanation or "") for s in accepted])
     judged = [(r, s) for r, s in zip(read, accepted, strict=True) if r is not None]
     return {"agrees": sum(agrees(task, r.labels, s.labels) for r, s in judged), "read": len(judged),

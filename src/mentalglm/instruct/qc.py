@@ -332,14 +332,15 @@ def read_verdicts(task: Task, verifier: Verifier, explanations: Sequence[str]) -
     the quote and denials gives it an empty text, whose reading is the training prior (SOS-HL: P(high) 0.6), not the
     explanation's argument: there the task's definitions read the denials (``by_definition``), else abstain."""
     readings = [verifier_reading(explanation, task) for explanation in explanations]
-    judged = [i for i, reading in enumerate(readings) if not affirms_nothing(reading)]
+    judged = {i for i, reading in enumerate(readings) if not affirms_nothing(reading)}
+    predicted = iter(verifier.predict(task, [readings[i] for i in sorted(judged)]) if judged else [])
     read: list[Reading | None] = []
-    for explanation in explanations:
+    for i, explanation in enumerate(explanations):
+        if i in judged:  # the predictions come in index order
+            read.append(Reading(tuple(next(predicted)), verifier.name))
+            continue
         labels = by_definition(task, explanation)
         read.append(Reading(labels, DEFINITIONS) if labels is not None else None)
-    for i, labels in zip(judged, verifier.predict(task, [readings[i] for i in judged]) if judged else [],
-                         strict=True):
-        read[i] = Reading(tuple(labels), verifier.name)
     return read
 
 

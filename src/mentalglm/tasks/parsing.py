@@ -245,9 +245,9 @@ _CANCELS = re.compile("(?:不是|并非|并不是|绝非|不能说|不可能|不
                       "并不代表|不意味着|不等于|有)$")
 
 
-def _denied(text: str, start: int) -> bool:
-    """Whether the declared phrase at ``start`` is denied (see _DENIAL_FILLER and _CANCELS)."""
-    cue_text = _mask_non_negations(text)
+def _denied(text: str, cue_text: str, start: int) -> bool:
+    """Whether the declared phrase at ``start`` is denied (see _DENIAL_FILLER and _CANCELS); ``cue_text`` is ``text``
+    with its non-negations masked (``_mask_non_negations``)."""
     clause_ends = list(_CLAUSE_END.finditer(cue_text, 0, start))
     window_start = clause_ends[-1].end() if clause_ends else 0
     for cue in _STRONG_CUE.finditer(cue_text, window_start, start):
@@ -257,8 +257,9 @@ def _denied(text: str, start: int) -> bool:
 
 
 def _declared(task: Task, text: str, field: str, denied: bool) -> set[str]:
+    cue_text = _mask_non_negations(text)
     return {label.id for label in task.labels for phrase in getattr(label, field)
-            for m in re.finditer(re.escape(phrase), text) if _denied(text, m.start()) is denied}
+            for m in re.finditer(re.escape(phrase), text) if _denied(text, cue_text, m.start()) is denied}
 
 
 def claimed_labels(task: Task, text: str) -> set[str]:
