@@ -31,7 +31,7 @@ from mentalglm.analyze.artifacts import default_artifacts_dir, load_task_model
 from mentalglm.evaluate.predict import machine_info, now_iso
 from mentalglm.files import atomic_write_text
 from mentalglm.instruct.grounding import label_statement, reason_only
-from mentalglm.instruct.qc import DEFINITIONS, agrees, read_verdicts, without_quotes
+from mentalglm.instruct.qc import DEFINITIONS, DESCRIPTIONS, agrees, read_verdicts, without_quotes
 from mentalglm.tasks import Task, get_task
 from mentalglm.train.classical import TfidfVerifier
 
@@ -47,7 +47,7 @@ def swapped(task: Task, labels: list[str]) -> list[str]:
 def judge(task: Task, verifier: TfidfVerifier, rows: list[dict[str, Any]]) -> dict[str, Any]:
     def outcomes(texts: list[str], golds: list[list[str]], want_agree: bool) -> tuple[list[Any], list[bool]]:
         read = read_verdicts(task, verifier, texts)
-        return read, [r is not None and agrees(task, r.labels, g) == want_agree for r, g in zip(read, golds, strict=True)]
+        return read, [r is not None and r.agrees(task, g) == want_agree for r, g in zip(read, golds, strict=True)]
 
     def rate(texts: list[str], golds: list[list[str]], want_agree: bool) -> dict[str, Any]:
         read, ok = outcomes(texts, golds, want_agree)
@@ -56,6 +56,11 @@ def judge(task: Task, verifier: TfidfVerifier, rows: list[dict[str, Any]]) -> di
             by_label[gold[0]] += good
         return {"rate": round(sum(ok) / len(ok), 4), "abstained": sum(r is None for r in read),
                 "read_by_definitions": sum(r is not None and r.reader == DEFINITIONS for r in read),
+                # the verifier's reading disagreed and the task's descriptions agreed (instruct/description.py)
+                "agreed_by_descriptions": sum(r is not None and r.agreeing_reader(task, g) == DESCRIPTIONS
+                                              for r, g in zip(read, golds, strict=True)),
+                "verifier_alone": round(sum(r is not None and agrees(task, r.labels, g) == want_agree
+                                            for r, g in zip(read, golds, strict=True)) / len(read), 4),
                 "by_label": {label: round(by_label[label] / sum(g[0] == label for g in golds), 3)
                              for label in dict.fromkeys(g[0] for g in golds)}}
 
@@ -80,10 +85,11 @@ def judge(task: Task, verifier: TfidfVerifier, rows: list[dict[str, Any]]) -> di
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--artifacts-dir", type=Path, default=None)
+    parser.add_argument("--data", type=Path, default=DATA, help="the invented explanations (default: %(default)s)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    rows = [json.loads(line) for line in DATA.read_text(encoding="utf-8").splitlines() if line.strip()]
-    result: dict[str, Any] = {"date": now_iso(), "machine": machine_info(), "data": DATA.name, "tasks": {}}
+    rows = [json.loads(line) for line in args.data.read_text(encoding="utf-8").splitlines() if line.strip()]
+    result: dict[str, Any] = {"date": now_iso(), "machine": machine_info(), "data": args.data.name, "tasks": {}}
     for task_id in ("emotion", "cognitive_distortion"):
         task = get_task(task_id)
         model = load_task_model(task_id, (args.artifacts_dir or default_artifacts_dir()).expanduser())

@@ -323,3 +323,55 @@ def test_prose_alone_credits_the_verifier_only_with_what_the_explanation_itself_
     quoting = make_instruction(SUICIDE, POSTS[0], "判断为「高自杀风险」：帖子中写道“药已经准备好了”，作者很难过。")
     arguing = make_instruction(SUICIDE, POSTS[2], "判断为「高自杀风险」：帖子中写道“已经写好了遗书”，说明作者已做好准备。")
     assert prose_alone(SUICIDE, ReadsPlans(), [quoting, arguing]) == {"agrees": 1, "read": 2, "abstained": 0}
+
+
+def test_the_task_descriptions_read_what_the_verifier_trained_on_posts_cannot():
+    """A classifier trained on posts reads "一次失败就推及所有事情" as nothing in particular; the task's descriptions
+    (definitions and ``cues_zh``) read it as overgeneralisation. Either reader reading the gold label passes; the
+    stated verdict is read by neither, so the same prose under another label is still refused."""
+    from mentalglm.instruct.description import by_description
+    from mentalglm.instruct.qc import DESCRIPTIONS, Verdict, apply_verifier
+
+    distortion, emotion = get_task("cognitive_distortion"), get_task("emotion")
+    prose = "帖子中写道“这次又搞砸了”，作者凭一次失败就认定自己每次都会失败，把一件事推及所有事情。"
+    assert by_description(distortion, [f"判断为「以偏概全」：{prose}", f"判断为「应该式」：{prose}"]) == \
+        [("overgeneralization",), ("overgeneralization",)]
+    assert by_description(distortion, ["判断为「应该式」：帖子中写道“”，"]) == [None]  # nothing but the layout
+    assert by_description(SUICIDE, [prose]) == [None]  # a task that declares no cues takes no part
+
+    class ReadsLabeling:
+        name = "posts"
+
+        def predict(self, task, explanations):
+            return [("labeling",)] * len(explanations)
+
+    fits, swapped, labeling = Verdict(True), Verdict(True), Verdict(True)
+    apply_verifier(distortion, ReadsLabeling(), [(["overgeneralization"], f"判断为「以偏概全」：{prose}"),
+                                                 (["should_statements"], f"判断为「应该式」：{prose}"),
+                                                 (["labeling"], f"判断为「乱贴标签」：{prose}")],
+                   [fits, swapped, labeling])
+    assert fits.passed and fits.read_by == {"verifier": DESCRIPTIONS}
+    assert not swapped.passed and "its descriptions read 以偏概全" in swapped.reasons[0]
+    assert labeling.passed and labeling.read_by == {"verifier": "posts"}
+    happy = "判断为「高兴」：帖子中写道“终于拿到offer了”，作者为得到工作而开心，充满期待。"
+    assert by_description(emotion, [happy]) == [("happy",)]
+
+
+def test_a_bad_cue_pattern_fails_when_the_task_is_loaded():
+    from mentalglm.tasks.registry import task_from_mapping
+
+    raw = {"id": "t", "name_zh": "测", "name_en": "t", "language": "zh", "type": "single-label", "instruction": "请判断",
+           "question": "?", "labels": [{"id": "a", "zh": "甲", "en": "a", "cues_zh": ["(未闭合"]},
+                                      {"id": "b", "zh": "乙", "en": "b"}]}
+    with pytest.raises(ValueError, match="label 'a': cues_zh pattern"):
+        task_from_mapping(raw)
+
+
+@pytest.mark.parametrize(("explanation", "fits"), [
+    ("判断为「乱贴标签」：帖子中写道“我就是个垃圾”，这是在用笼统的负面标签定义自己，不符合描述具体行为或事件的定义。", True),
+    ("判断为「乱贴标签」：帖子中写道“我就是个垃圾”，作者用负面标签定义自己，不符合读心术的定义。", True),
+    ("判断为「乱贴标签」：帖子中写道“心如刀绞”，作者感到极度痛苦，不符合描述为笼统、负面的标签的定义。", False),
+])
+def test_saying_a_definition_does_not_fit_contradicts_the_label_unless_it_rules_out_another(explanation, fits):
+    verdict = check_sample(get_task("cognitive_distortion"), ["labeling"], explanation, "我就是个垃圾，心如刀绞")
+    assert verdict.checks["not_contradicting"] is fits, verdict.reasons

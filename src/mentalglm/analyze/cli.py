@@ -21,7 +21,7 @@ from mentalglm.backends.registry import cli_options
 from mentalglm.console import comma_list, make_console
 from mentalglm.errors import ConfigError
 from mentalglm.files import atomic_write_text
-from mentalglm.instruct.qc import DEFINITIONS
+from mentalglm.instruct.qc import DEFINITIONS, DESCRIPTIONS
 from mentalglm.tasks import CHINESE_MAIN_TASKS
 from mentalglm.train.screen import NO_LABEL
 
@@ -96,6 +96,8 @@ def render(result: PostResult, text: str) -> Group:
                 agree = {True: "agrees", False: "DISAGREES", None: "n/a"}[task_result.verifier_agrees]
                 if task_result.verifier_reader == DEFINITIONS:
                     agree += " (read by the task's definitions: it argues by what the post lacks)"
+                elif task_result.verifier_reader == DESCRIPTIONS:
+                    agree += " (read by the task's label descriptions)"
                 grounded = "grounded LLM (quote copied from the post); " if task_result.explanation_source == \
                     "llm_grounded" else "LLM; "
                 parts.append(Text(f"{grounded}verifier {agree}; QC "

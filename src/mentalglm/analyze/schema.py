@@ -85,7 +85,7 @@ class TaskResult(BaseModel):
     verifier_reader: str | None = Field(
         default=None, description="who read the label from the explanation: the TF-IDF verifier, or 'definitions' "
         "for one that argues only by denying what the task defines a label as lacking ('没有明确表达自杀意图' for low "
-        "risk)")
+        "risk), or 'descriptions' where the task's label descriptions read the label and the verifier did not")
     qc_passed: bool | None = None
     qc_reasons: list[str] = Field(default_factory=list)
     attempts: int = 0

@@ -23,8 +23,8 @@ from typing import Any
 from mentalglm.evaluate.bertscore import BertScorer, EncoderUnavailable
 from mentalglm.instruct.qc import (
     DEFINITIONS,
+    DESCRIPTIONS,
     Verifier,
-    agrees,
     evidence_quotes,
     grounded_share,
     read_verdicts,
@@ -165,8 +165,10 @@ def explanation_scores(task: Task, answers: Sequence[ExplainedAnswer], verifier:
         read = read_verdicts(task, verifier, [a.explanation for a in labelled])
         judged = [(r, a) for r, a in zip(read, labelled, strict=True) if r is not None]
         if judged:
-            out["label_consistency"] = _mean([float(agrees(task, r.labels, a.labels)) for r, a in judged])
+            out["label_consistency"] = _mean([float(r.agrees(task, a.labels)) for r, a in judged])
         out["verifier_abstained"] = len(labelled) - len(judged)
-        out["read_by_definitions"] = sum(r.reader == DEFINITIONS for r, _ in judged)
+        readers = [r.agreeing_reader(task, a.labels) or r.reader for r, a in judged]
+        out["read_by_definitions"] = readers.count(DEFINITIONS)
+        out["agreed_by_descriptions"] = readers.count(DESCRIPTIONS)
         out["verifier"] = verifier.name
     return out

@@ -37,7 +37,6 @@ from mentalglm.instruct.qc import (
     QCConfig,
     Verdict,
     Verifier,
-    agrees,
     apply_verifier,
     check_sample,
     near_duplicates,
@@ -176,7 +175,7 @@ def prose_alone(task: Task, verifier: Verifier, accepted: Sequence[Instruction])
     agreement on the explanation's own words is the independent part of its check."""
     read = read_verdicts(task, verifier, [without_quotes(s.explanation or "") for s in accepted])
     judged = [(r, s) for r, s in zip(read, accepted, strict=True) if r is not None]
-    return {"agrees": sum(agrees(task, r.labels, s.labels) for r, s in judged), "read": len(judged),
+    return {"agrees": sum(r.agrees(task, s.labels) for r, s in judged), "read": len(judged),
             "abstained": len(accepted) - len(judged)}
 
 

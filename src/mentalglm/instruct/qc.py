@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from mentalglm.backends.copy_guard import comparable
+from mentalglm.instruct.description import by_description
 from mentalglm.instruct.grounding import QUOTES, STATES
 from mentalglm.tasks.layout import LABEL_SEPARATOR, render_answer
 from mentalglm.tasks.parsing import argued_by_denial, claimed_labels, find_mentions, parse
@@ -69,6 +70,10 @@ normalise = comparable  # QC and the decode-time copy guard compare text the sam
 # The same bound holds for the post outside the quotation marks: prose that goes on copying the post after its quote
 # ("…”，她觉得自己没用，记性越来越差，什么都能忘…") explains nothing.
 MAX_DEFINITION_RUN = 16
+# "不符合<what>的定义" says a definition does not fit; it denies the explanation's own label unless <what> names another
+# ("不符合读心术的定义" in an explanation of 乱贴标签 is a fair way to rule a label out) or is what the own label is the
+# absence of (its ``argued_by_denying_zh``: "不符合描述具体行为或事件的定义" argues 乱贴标签).
+_NOT_FITTING = re.compile(r"不(?:符合|属于|满足)([^，,。；;！？]{1,24}?)的?(?:定义|标准)")
 _CONTRADICTION = re.compile(r"与[^，。；]{0,12}(定义|标注|标签)(并)?不(符|一致)|(并)?不(符合|属于|支持)(该|这一|此|这个)?(标注|定义|标签|类别|判断)")
 
 
@@ -243,8 +248,17 @@ def check_contradiction(task: Task, labels: Sequence[str], explanation: str, pos
                         config: QCConfig) -> str | None:
     """An explanation must not say that its own label does not fit ("…这与自杀风险的定义不符", written by the 0.5B
     for a post it was asked to explain as low risk)."""
-    match = _CONTRADICTION.search(asserted_part(explanation))
-    return f"says the label does not fit ({match.group(0)!r})" if match else None
+    asserted = asserted_part(explanation)
+    match = _CONTRADICTION.search(asserted)
+    if match:
+        return f"says the label does not fit ({match.group(0)!r})"
+    denied_for_gold = [p for label in labels for p in task.label(label).argued_by_denying_zh]
+    for match in _NOT_FITTING.finditer(asserted):  # "不符合描述为笼统、负面的标签的定义"
+        what = match.group(1)
+        other = {m.label_id for m in find_mentions(task, what)} - set(labels)
+        if not other and not any(p in what for p in denied_for_gold):
+            return f"says the label does not fit ({match.group(0)!r})"
+    return None
 
 
 def check_other_labels(task: Task, labels: Sequence[str], explanation: str, post: str,
@@ -300,6 +314,7 @@ def check_sample(task: Task, labels: Sequence[str], explanation: str | None, pos
 
 
 DEFINITIONS = "definitions"  # the reader of an explanation that argues only by denial (``by_definition``)
+DESCRIPTIONS = "descriptions"  # the reader of the task's label descriptions (instruct/description.py)
 
 
 def by_definition(task: Task, explanation: str) -> tuple[str, ...] | None:
@@ -319,10 +334,23 @@ def by_definition(task: Task, explanation: str) -> tuple[str, ...] | None:
 
 @dataclass(frozen=True)
 class Reading:
-    """The labels an explanation argues and who read them (the verifier, or ``DEFINITIONS``)."""
+    """The labels an explanation argues and who read them (the verifier, or ``DEFINITIONS``); ``described``: what
+    the task's descriptions read (instruct/description.py), for a task that declares them."""
 
     labels: tuple[str, ...]
     reader: str
+    described: tuple[str, ...] | None = None
+
+    def agreeing_reader(self, task: Task, gold: Sequence[str]) -> str | None:
+        """Who reads the gold label(s) in the explanation: the first reader, else the descriptions, else None."""
+        if agrees(task, self.labels, gold):
+            return self.reader
+        if self.described is not None and agrees(task, self.described, gold):
+            return DESCRIPTIONS
+        return None
+
+    def agrees(self, task: Task, gold: Sequence[str]) -> bool:
+        return self.agreeing_reader(task, gold) is not None
 
 
 def read_verdicts(task: Task, verifier: Verifier, explanations: Sequence[str]) -> list[Reading | None]:
@@ -330,17 +358,21 @@ def read_verdicts(task: Task, verifier: Verifier, explanations: Sequence[str]) -
 
     The verifier reads what the explanation asserts (``verifier_reading``). One that affirms nothing but the label,
     the quote and denials gives it an empty text, whose reading is the training prior (SOS-HL: P(high) 0.6), not the
-    explanation's argument: there the task's definitions read the denials (``by_definition``), else abstain."""
+    explanation's argument: there the task's definitions read the denials (``by_definition``), else abstain. A task
+    whose labels declare ``cues_zh`` is also read by its descriptions (``by_description``): an explanation passes
+    when either reader reads its label, since each refuses fair explanations the other reads (a classifier trained on
+    posts does not know "推及所有事情"; a description does not know the posts' words)."""
     readings = [verifier_reading(explanation, task) for explanation in explanations]
     judged = {i for i, reading in enumerate(readings) if not affirms_nothing(reading)}
     predicted = iter(verifier.predict(task, [readings[i] for i in sorted(judged)]) if judged else [])
+    described = by_description(task, readings)
     read: list[Reading | None] = []
     for i, explanation in enumerate(explanations):
         if i in judged:  # the predictions come in index order
-            read.append(Reading(tuple(next(predicted)), verifier.name))
+            read.append(Reading(tuple(next(predicted)), verifier.name, described[i]))
             continue
         labels = by_definition(task, explanation)
-        read.append(Reading(labels, DEFINITIONS) if labels is not None else None)
+        read.append(Reading(labels, DEFINITIONS, described[i]) if labels is not None else None)
     return read
 
 
@@ -363,14 +395,17 @@ def apply_verifier(task: Task, verifier: Verifier, items: Sequence[tuple[Sequenc
         if reading is None:
             verdict.abstained.append("verifier")
             continue
-        ok = agrees(task, reading.labels, gold)
+        agreeing = reading.agreeing_reader(task, gold)
+        ok = agreeing is not None
         verdict.checks["verifier"] = ok
-        verdict.read_by["verifier"] = reading.reader
+        verdict.read_by["verifier"] = agreeing or reading.reader
         if not ok:
             verdict.passed = False
             shown = "、".join(task.label(p).zh for p in reading.labels) or "无"
             reader = "the task's definitions (what its denials argue)" if reading.reader == DEFINITIONS else reading.reader
-            verdict.reasons.append(f"verifier: {reader} reads the explanation as {shown}")
+            also = "" if reading.described is None else \
+                f" (its descriptions read {'、'.join(task.label(p).zh for p in reading.described)})"
+            verdict.reasons.append(f"verifier: {reader} reads the explanation as {shown}{also}")
 
 
 def _shingles(text: str, n: int = 5) -> set[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -57,6 +58,7 @@ def task_from_mapping(raw: dict[str, Any], origin: str = "<mapping>") -> Task:
             positive=bool(item.get("positive", False)),
             claims_zh=tuple(item.get("claims_zh", ())),
             argued_by_denying_zh=tuple(item.get("argued_by_denying_zh", ())),
+            cues_zh=_patterns(origin, str(item["id"]), item.get("cues_zh", ())),
         )
         for item in raw["labels"]
     )
@@ -89,6 +91,19 @@ def task_from_mapping(raw: dict[str, Any], origin: str = "<mapping>") -> Task:
         notices=_notices(raw.get("notices"), ids, origin),
         frozen_encoders=_encoders(raw.get("frozen_encoders", ()), f"{origin}: frozen_encoders"),
     )
+
+
+def _patterns(origin: str, label: str, raw: Any) -> tuple[str, ...]:
+    """A label's ``cues_zh``: a list of regular expressions, each checked here so a typo fails at load, not in QC."""
+    if not isinstance(raw, list | tuple) or not all(isinstance(p, str) and p for p in raw):
+        raise ValueError(f"{origin}: label {label!r}: cues_zh must be a list of non-empty strings")
+    for pattern in raw:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"{origin}: label {label!r}: cues_zh pattern {pattern!r} is not a regular expression: "
+                             f"{exc}") from None
+    return tuple(raw)
 
 
 def _encoders(raw: Any, where: str) -> tuple[str, ...]:
