@@ -48,3 +48,24 @@ def test_appender_cuts_a_torn_tail_and_syncs_on_close_when_asked(tmp_path):
     with JsonlAppender(path, sync_each=False) as out:
         out.write([{"a": 2}, '{"a": 3}'])
     assert [value for _, value in read_jsonl(path)] == [{"a": 1}, {"a": 2}, {"a": 3}]
+
+
+def test_an_atomic_write_gives_a_new_file_the_umask_mode_and_keeps_an_old_files_mode(tmp_path):
+    import os
+    import stat
+
+    from mentalglm.files import _new_file_mode, atomic_write_text
+
+    old = os.umask(0o022)
+    _new_file_mode.cache_clear()  # read once per process; this test sets its own umask
+    try:
+        fresh = atomic_write_text(tmp_path / "new.json", "{}")
+        assert stat.S_IMODE(fresh.stat().st_mode) == 0o644  # not the temporary file's 0600
+        private = tmp_path / "private.json"
+        private.write_text("{}")
+        private.chmod(0o600)
+        atomic_write_text(private, "[]")
+        assert stat.S_IMODE(private.stat().st_mode) == 0o600 and private.read_text() == "[]"
+    finally:
+        os.umask(old)
+        _new_file_mode.cache_clear()

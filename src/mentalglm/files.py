@@ -12,9 +12,12 @@ import hashlib
 import json
 import os
 import pickle
+import shutil
+import stat
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO, Self, TypeVar
@@ -22,9 +25,24 @@ from typing import Any, BinaryIO, Self, TypeVar
 T = TypeVar("T")
 
 
+@cache
+def _new_file_mode() -> int:
+    """What open() would give a new file under the process umask (read without a thread-unsafe os.umask call)."""
+    probe = tempfile.mkdtemp()
+    try:
+        with open(os.path.join(probe, "f"), "w"):
+            pass
+        return stat.S_IMODE(os.stat(os.path.join(probe, "f")).st_mode)
+    finally:
+        shutil.rmtree(probe, ignore_errors=True)
+
+
 def atomic_write_text(path: Path, text: str) -> Path:
-    """Write beside the target, fsync, then rename: a crash leaves the old file or none, never half a file."""
+    """Write beside the target, fsync, then rename: a crash leaves the old file or none, never half a file. The file
+    keeps the mode of the one it replaces, or gets a new file's (the temporary file's own 0600 would make every
+    result, export and dataset private to its writer)."""
     path = Path(path)
+    mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else _new_file_mode()
     path.parent.mkdir(parents=True, exist_ok=True)
     handle = tempfile.NamedTemporaryFile(
         "w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
@@ -34,6 +52,7 @@ def atomic_write_text(path: Path, text: str) -> Path:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(handle.name, mode)
         os.replace(handle.name, path)
     except BaseException:
         Path(handle.name).unlink(missing_ok=True)
