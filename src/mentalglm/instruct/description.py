@@ -14,6 +14,7 @@ must recover the label from the argument, not from the label the writer was give
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
@@ -22,8 +23,8 @@ import numpy as np
 from mentalglm.instruct.grounding import QUOTES, STATES
 from mentalglm.tasks.schema import Label, Task
 
-# One matched cue counts as much as a perfect match of the description's characters: cues are the words a
-# description of the thinking uses; the character similarity breaks ties between labels whose cues are absent.
+# Each matched cue adds this to the cosine similarity (0-1) of the reading's characters with the label's description:
+# a few cues outweigh a shared vocabulary of common characters, and the similarity decides where no cue matches.
 CUE_WEIGHT = 0.1
 _LETTER = re.compile(r"[A-Za-z\u4e00-\u9fff]")
 # the verdicts in corner brackets and the words the grounded layout writes around them and the quote
@@ -45,7 +46,7 @@ def _model(labels: tuple[Label, ...]) -> tuple[list[str], Any, Any, list[list[re
     return [label.id for label in labels], vectorizer, vectorizer.transform(descriptions), cues
 
 
-def by_description(task: Task, readings: list[str]) -> list[tuple[str, ...] | None]:
+def by_description(task: Task, readings: Sequence[str]) -> list[tuple[str, ...] | None]:
     """The label each reading (what an explanation asserts: qc.verifier_reading) describes best, None for a reading
     with nothing left once the verdicts in corner brackets and the layout's own words are taken out."""
     if not takes_part(task) or not readings:
