@@ -297,6 +297,19 @@ def test_openai_client_gets_mentalglm_analysis_with_crisis_resources(api_client)
     assert too_long.value.status_code == 413
 
 
+def test_chat_refuses_text_that_is_not_chinese_and_still_says_where_help_is(api_client):
+    """The analyzer's models only learned Chinese posts: an English suicide note would read as "no evident risk"."""
+    openai = pytest.importorskip("openai")
+    api = openai.OpenAI(base_url="http://testserver/v1", api_key="unused", http_client=api_client(), max_retries=0)
+    with pytest.raises(openai.UnprocessableEntityError, match="Chinese posts only") as refused:
+        api.chat.completions.create(model="mentalglm", messages=[
+            {"role": "user", "content": "I want to kill myself tonight, the pills are ready."}])
+    assert "12356" in str(refused.value) and "120" in str(refused.value)
+    for mixed in ("I want to die 我不想活了", "hhhh 笑死", "wo xiang zisha"):  # Weibo mixes Latin letters in
+        reply = api.chat.completions.create(model="mentalglm", messages=[{"role": "user", "content": mixed}])
+        assert "【" in reply.choices[0].message.content, mixed
+
+
 def test_raw_model_is_served_only_when_turned_on_and_still_gets_crisis_resources(api_client, monkeypatch):
     openai = pytest.importorskip("openai")
     monkeypatch.setenv("MENTALGLM_API_KEY", "k")

@@ -55,6 +55,9 @@ class InputRow:
     error: str | None = None
 
 
+MIN_CJK_SHARE = 0.5  # below this share of Chinese characters a post is "mostly not Chinese" (out_of_domain)
+
+
 def cjk_share(text: str) -> float:
     """CJK share of the letters; 0 for text without letters."""
     letters = _LETTER.findall(text)
@@ -238,10 +241,11 @@ class Analyzer:
         for row, text, tasks, i in zip(rows, texts, per_post, range(len(rows)), strict=True):
             high = is_high_risk(tasks)
             share = cjk_share(text)
+            outside = share < MIN_CJK_SHARE
             out.append(PostResult(
-                id=row.id, text_length=len(text), out_of_domain=share < 0.5, cjk_share=round(share, 4),
+                id=row.id, text_length=len(text), out_of_domain=outside, cjk_share=round(share, 4),
                 pii_scrubbed=dict(scrubbed[i].counts) if scrubbed else {}, tasks=tasks, high_risk=high,
-                notices=notices(tasks, self.locale, out_of_domain=share < 0.5), injection_suspected=bool(guarded[i][1]),
+                notices=notices(tasks, self.locale, out_of_domain=outside), injection_suspected=bool(guarded[i][1]),
                 injection_spans=[list(span) for span in guarded[i][1]]))
         return out
 

@@ -25,6 +25,13 @@ NOT_CHINESE = ("这条帖子主要不是中文：模型只学过中文帖子，�
                " / This post is mostly not Chinese: the models only learned Chinese posts, so every result, "
                "\"no evident risk\" included, is unreliable; read the post.")
 
+# The chat endpoint answers as MentalGLM: a message that is not Chinese is refused (422) rather than read by models
+# that only learned Chinese posts (an English suicide note reads as "no evident risk"), and the refusal still says
+# where help is, since nobody has read the message.
+NOT_CHINESE_CHAT = ("MentalGLM reads Chinese posts only: this message is {share:.0%} Chinese characters, so it was not "
+                    "analysed; send the post in Chinese. 如果你或你身边的人有危险，请立即求助 / if you or someone near "
+                    "you is in danger, get help now: {resources}.")
+
 CRISIS: dict[str, tuple[str, tuple[CrisisResource, ...]]] = {
     "zh-CN": (
         "这条帖子显示出较高的自杀风险。如果你或你身边的人有危险，请立即求助：",
@@ -52,6 +59,12 @@ SUPPORT: dict[str, tuple[str, tuple[CrisisResource, ...]]] = {
            "call the psychological assistance hotline:",
            (CrisisResource(name="China psychological assistance hotline", contact="12356", note="24 hours"),)),
 }
+
+
+def not_chinese_chat(share: float) -> str:
+    """The chat endpoint's refusal of a mostly non-Chinese message, with the crisis resources."""
+    resources = "; ".join(f"{r.name} {r.contact}" for r in CRISIS["en"][1])
+    return NOT_CHINESE_CHAT.format(share=share, resources=resources)
 
 
 def check_locale(locale: str) -> str:
