@@ -8,7 +8,6 @@ domain checks, safety notices and per-post facts every result carries.
 from __future__ import annotations
 
 import copy
-import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
@@ -27,9 +26,10 @@ from mentalglm.backends.base import Backend, GenerationSettings
 from mentalglm.data.pii import scrub
 from mentalglm.errors import ConfigError, MentalGLMError, MissingDataError
 from mentalglm.tasks import CHINESE_MAIN_TASKS, Task, get_task
+from mentalglm.tasks.parsing import cjk_share
 
 __all__ = ["DEFAULT_ENGINE", "DEFAULT_MAX_CHARS", "ENGINES", "Analyzer", "InputRow", "InputTextError", "check_text",
-           "cjk_share", "classifier_view"]
+           "classifier_view"]
 
 ENGINES: tuple[EngineName, ...] = tuple(STRATEGIES)
 # The default by benchmarks/bench_analyze.py: the same labels as hybrid, evidence the classifier really used,
@@ -37,8 +37,6 @@ ENGINES: tuple[EngineName, ...] = tuple(STRATEGIES)
 # (docs/analyze.md, "Which engine").
 DEFAULT_ENGINE: EngineName = "attribution"
 DEFAULT_MAX_CHARS = 2000
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
-_LETTER = re.compile(r"[^\W\d_]")
 
 
 class InputTextError(MentalGLMError):
@@ -56,12 +54,6 @@ class InputRow:
 
 
 MIN_CJK_SHARE = 0.5  # below this share of Chinese characters a post is "mostly not Chinese" (out_of_domain)
-
-
-def cjk_share(text: str) -> float:
-    """CJK share of the letters; 0 for text without letters."""
-    letters = _LETTER.findall(text)
-    return len(_CJK.findall(text)) / len(letters) if letters else 0.0
 
 
 def check_text(text: str, max_chars: int) -> None:

@@ -12,7 +12,6 @@ check them against hand-computed values.
 from __future__ import annotations
 
 import math
-import re
 import unicodedata
 from collections import Counter
 from collections.abc import Sequence
@@ -29,10 +28,8 @@ from mentalglm.instruct.qc import (
     grounded_share,
     read_verdicts,
 )
+from mentalglm.tasks.parsing import cjk_share
 from mentalglm.tasks.schema import Task
-
-_CJK = re.compile(r"[\u4e00-\u9fff]")
-_LETTER = re.compile(r"[A-Za-z\u4e00-\u9fff]")
 
 
 @cache
@@ -99,12 +96,6 @@ def corpus_bleu(hypotheses: Sequence[Sequence[str]], references: Sequence[Sequen
     hyp_len, ref_len = sum(map(len, hypotheses)), sum(map(len, references))
     brevity = 1.0 if hyp_len >= ref_len else math.exp(1 - ref_len / hyp_len)
     return brevity * math.exp(log_precision / max_n)
-
-
-def cjk_share(text: str) -> float:
-    """Share of letters that are Chinese characters (0 for text without letters)."""
-    letters = _LETTER.findall(text)
-    return len(_CJK.findall(text)) / len(letters) if letters else 0.0
 
 
 @dataclass(frozen=True)

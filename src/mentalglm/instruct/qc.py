@@ -18,11 +18,9 @@ from mentalglm.backends.copy_guard import comparable
 from mentalglm.instruct.description import by_description
 from mentalglm.instruct.grounding import QUOTES, STATES
 from mentalglm.tasks.layout import LABEL_SEPARATOR, render_answer
-from mentalglm.tasks.parsing import argued_by_denial, claimed_labels, find_mentions, parse
+from mentalglm.tasks.parsing import argued_by_denial, cjk_share, claimed_labels, find_mentions, parse
 from mentalglm.tasks.schema import Task
 
-_CJK = re.compile(r"[\u4e00-\u9fff]")
-_LETTER = re.compile(r"[A-Za-z\u4e00-\u9fff]")
 _QUOTE = re.compile(r"[“\"「『]([^”\"」』]{2,})[”\"」』]")
 _REFUSAL = re.compile(
     r"抱歉|对不起|我无法|我不能|无法回答|无法提供|作为一个?(?:AI|人工智能|语言模型)|请寻求专业|I'?m sorry|I cannot|as an AI",
@@ -210,8 +208,7 @@ def check_layout(task: Task, labels: Sequence[str], explanation: str, post: str,
 
 
 def check_language(task: Task, labels: Sequence[str], explanation: str, post: str, config: QCConfig) -> str | None:
-    letters = _LETTER.findall(explanation)
-    share = len(_CJK.findall(explanation)) / len(letters) if letters else 0.0
+    share = cjk_share(explanation)
     return None if share >= config.min_cjk_share else f"not Chinese enough (CJK share {share:.2f})"
 
 

@@ -29,7 +29,7 @@ from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from mentalglm.analyze.engine import InputRow, cjk_share
+from mentalglm.analyze.engine import InputRow
 from mentalglm.analyze.normalise import normalise
 from mentalglm.analyze.safety import not_chinese_chat
 from mentalglm.analyze.schema import ErrorRecord, Notice, PostResult, TaskResult
@@ -38,6 +38,7 @@ from mentalglm.data.pii import scrub
 from mentalglm.serve.settings import ServeSettings
 from mentalglm.tasks import get_task
 from mentalglm.tasks.layout import LABEL_PREFIX, REASON_PREFIX, render_answer
+from mentalglm.tasks.parsing import cjk_share
 
 CHAT_KEY = "chat"  # the batcher key of chat requests (analyses are keyed by their options)
 MENTALGLM_MODEL = "mentalglm"  # the chat model that answers with the analyzer

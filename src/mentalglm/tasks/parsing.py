@@ -370,3 +370,15 @@ def label_sentence(task: Task, text: str) -> list[str]:
 def mentions_in_first_sentence(task: Task, text: str) -> list[str]:
     """Labels asserted in the first sentence before the reasoning marker."""
     return _asserted(task, _first_sentence(text))
+
+
+_ANY_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_ANY_LETTER = re.compile(r"[^\W\d_]")
+
+
+def cjk_share(text: str) -> float:
+    """Share of a text's letters (any script; digits and punctuation are not letters) that are Chinese characters;
+    0 for text without letters. The one measure of "is this Chinese" (the analyzer's out-of-domain flag, the chat
+    endpoint's refusal, QC's language check, the explanation scores)."""
+    letters = _ANY_LETTER.findall(text)
+    return len(_ANY_CJK.findall(text)) / len(letters) if letters else 0.0
