@@ -54,18 +54,20 @@ def test_an_atomic_write_gives_a_new_file_the_umask_mode_and_keeps_an_old_files_
     import os
     import stat
 
-    from mentalglm.files import _new_file_mode, atomic_write_text
+    from mentalglm.files import atomic_write_text
 
     old = os.umask(0o022)
-    _new_file_mode.cache_clear()  # read once per process; this test sets its own umask
     try:
         fresh = atomic_write_text(tmp_path / "new.json", "{}")
+        assert atomic_write_text(tmp_path / "a" / "b.json", "{}").read_text() == "{}"  # a new folder too
         assert stat.S_IMODE(fresh.stat().st_mode) == 0o644  # not the temporary file's 0600
         private = tmp_path / "private.json"
         private.write_text("{}")
         private.chmod(0o600)
         atomic_write_text(private, "[]")
         assert stat.S_IMODE(private.stat().st_mode) == 0o600 and private.read_text() == "[]"
+        os.umask(0o077)
+        assert stat.S_IMODE(atomic_write_text(tmp_path / "umask.json", "{}").stat().st_mode) == 0o600
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "new.json", "private.json", "umask.json"]  # no probe left
     finally:
         os.umask(old)
-        _new_file_mode.cache_clear()

@@ -12,12 +12,11 @@ import hashlib
 import json
 import os
 import pickle
-import shutil
 import stat
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO, Self, TypeVar
@@ -25,16 +24,16 @@ from typing import Any, BinaryIO, Self, TypeVar
 T = TypeVar("T")
 
 
-@cache
-def _new_file_mode() -> int:
-    """What open() would give a new file under the process umask (read without a thread-unsafe os.umask call)."""
-    probe = tempfile.mkdtemp()
+def _new_file_mode(directory: Path) -> int:
+    """What open() gives a new file in ``directory`` (umask, default ACLs): probed, since reading the umask is not
+    thread-safe."""
+    probe = directory / f".mode-probe-{os.getpid()}-{threading.get_ident()}"
+    fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        with open(os.path.join(probe, "f"), "w"):
-            pass
-        return stat.S_IMODE(os.stat(os.path.join(probe, "f")).st_mode)
+        return stat.S_IMODE(os.fstat(fd).st_mode)
     finally:
-        shutil.rmtree(probe, ignore_errors=True)
+        os.close(fd)
+        probe.unlink(missing_ok=True)
 
 
 def atomic_write_text(path: Path, text: str) -> Path:
@@ -42,8 +41,11 @@ def atomic_write_text(path: Path, text: str) -> Path:
     keeps the mode of the one it replaces, or gets a new file's (the temporary file's own 0600 would make every
     result, export and dataset private to its writer)."""
     path = Path(path)
-    mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else _new_file_mode()
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        mode = _new_file_mode(path.parent)
     handle = tempfile.NamedTemporaryFile(
         "w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
     )

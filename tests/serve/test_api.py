@@ -303,9 +303,14 @@ def test_chat_refuses_text_that_is_not_chinese_and_still_says_where_help_is(api_
     api = openai.OpenAI(base_url="http://testserver/v1", api_key="unused", http_client=api_client(), max_retries=0)
     with pytest.raises(openai.UnprocessableEntityError, match="Chinese posts only") as refused:
         api.chat.completions.create(model="mentalglm", messages=[
-            {"role": "user", "content": "I want to kill myself tonight, the pills are ready."}])
+            {"role": "user", "content": "I cannot go on any more, goodbye everyone."}])
     assert "12356" in str(refused.value) and "120" in str(refused.value)
-    for mixed in ("I want to die 我不想活了", "hhhh 笑死", "wo xiang zisha"):  # Weibo mixes Latin letters in
+    with pytest.raises(openai.UnprocessableEntityError):  # 自杀 is read from "kill myself": still mostly English
+        api.chat.completions.create(model="mentalglm", messages=[
+            {"role": "user", "content": "I want to kill myself tonight, the pills are ready."}])
+    for mixed in ("I want to die 我不想活了", "hhhh 笑死", "wo xiang zisha", "yyds 绝绝子 xswl hhhh",
+                  "好难过 https://www.xiaohongshu.com/explore/abc123", "@xiaoming_official @momo 我好累",
+                  "#depression# #emo# 好想哭", "emo了 to be honest I can't take it 活着好累"):  # Weibo mixes scripts
         reply = api.chat.completions.create(model="mentalglm", messages=[{"role": "user", "content": mixed}])
         assert "【" in reply.choices[0].message.content, mixed
 

@@ -38,7 +38,7 @@ from mentalglm.data.pii import scrub
 from mentalglm.serve.settings import ServeSettings
 from mentalglm.tasks import get_task
 from mentalglm.tasks.layout import LABEL_PREFIX, REASON_PREFIX, render_answer
-from mentalglm.tasks.parsing import cjk_share
+from mentalglm.tasks.parsing import chinese_share_by_words
 
 CHAT_KEY = "chat"  # the batcher key of chat requests (analyses are keyed by their options)
 MENTALGLM_MODEL = "mentalglm"  # the chat model that answers with the analyzer
@@ -192,16 +192,18 @@ def _post_of(body: ChatCompletionRequest) -> str:
     return text
 
 
-# Below this share of Chinese characters (of the letters, in the text the classifiers read: "I want to die 我不想活了"
-# is 0.88 once 想死 is read, "wo xiang zisha" 0.22) a chat message is refused as not Chinese. Lower than the 0.5 at
-# which the analyzer warns (out_of_domain): Weibo posts mix in Latin letters ("hhhh 笑死" is 0.33) and are read.
-MIN_CHAT_CJK_SHARE = 0.2
+# Below this share of Chinese (``chinese_share_by_words`` of the text the classifiers read, where 想死 stands for
+# "want to die") a chat message is refused as not Chinese. Weibo posts mix in English words, pinyin, links, @handles
+# and #topics#, and are read: "yyds 绝绝子 xswl hhhh" is 0.5, "wo xiang zisha" 0.5, "I want to die 我不想活了" 0.88,
+# "emo了 to be honest I can't take it 活着好累" 0.36. "I want to kill myself tonight, the pills are ready." is 0.2
+# (its 自杀 read from "kill myself"), and the models, which read no English, decided it "无明显风险": refused.
+MIN_CHAT_CHINESE_SHARE = 0.3
 
 
 def _chinese(text: str) -> str:
     """MentalGLM's models only learned Chinese posts: a message that is not Chinese is refused, with where help is."""
-    share = cjk_share(normalise(text))
-    if share < MIN_CHAT_CJK_SHARE:
+    share = chinese_share_by_words(normalise(text))
+    if share < MIN_CHAT_CHINESE_SHARE:
         raise HTTPException(422, not_chinese_chat(share))
     return text
 

@@ -382,3 +382,18 @@ def cjk_share(text: str) -> float:
     endpoint's refusal, QC's language check, the explanation scores)."""
     letters = _ANY_LETTER.findall(text)
     return len(_ANY_CJK.findall(text)) / len(letters) if letters else 0.0
+
+
+# What a message carries besides its words: links, @handles and Weibo #topics# (or #tags), left out when weighing
+# how Chinese a chat message is.
+_NOT_WORDS = re.compile(r"https?://\S+|www\.\S+|@[\w\-.]+|#[^#\s]{1,40}#|#\w+")
+_OTHER_WORD = re.compile(r"[^\W\d_\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
+
+
+def chinese_share_by_words(text: str) -> float:
+    """Chinese characters against runs of other letters (a Latin word counts once, as a character does), links,
+    @handles and #topics# left out: how Chinese a message reads. "emo了 to be honest I can't take it 活着好累" is
+    0.36 by this and 0.17 by ``cjk_share``; "I want to kill myself tonight" is 0. 0 for text with neither."""
+    kept = _NOT_WORDS.sub(" ", text)
+    chinese, other = len(_ANY_CJK.findall(kept)), len(_OTHER_WORD.findall(kept))
+    return chinese / (chinese + other) if chinese + other else 0.0
