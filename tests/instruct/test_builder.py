@@ -333,6 +333,10 @@ def test_the_task_descriptions_read_what_the_verifier_trained_on_posts_cannot():
     from mentalglm.instruct.qc import DESCRIPTIONS, Verdict, apply_verifier
 
     distortion, emotion = get_task("cognitive_distortion"), get_task("emotion")
+    # nothing but the label's own names, the quotation or a verdict in other brackets: nothing argued, nothing read
+    assert by_description(distortion, ["判断为「应该式」：帖子中写道“今天又下雨了”，这是典型的应该式思维。",
+                                       "判断为「应该式」：帖子中写道“我应该更努力”，作者心情很好。",
+                                       "判断为【应该式】：作者很开心。", "作者今天很累。"]) == [None] * 4
     prose = "帖子中写道“这次又搞砸了”，作者凭一次失败就认定自己每次都会失败，把一件事推及所有事情。"
     assert by_description(distortion, [f"判断为「以偏概全」：{prose}", f"判断为「应该式」：{prose}"]) == \
         [("overgeneralization",), ("overgeneralization",)]
@@ -371,6 +375,10 @@ def test_a_bad_cue_pattern_fails_when_the_task_is_loaded():
     ("判断为「乱贴标签」：帖子中写道“我就是个垃圾”，这是在用笼统的负面标签定义自己，不符合描述具体行为或事件的定义。", True),
     ("判断为「乱贴标签」：帖子中写道“我就是个垃圾”，作者用负面标签定义自己，不符合读心术的定义。", True),
     ("判断为「乱贴标签」：帖子中写道“心如刀绞”，作者感到极度痛苦，不符合描述为笼统、负面的标签的定义。", False),
+    ("判断为「乱贴标签」：帖子中写道“我就是个垃圾”，作者用负面标签定义自己，不符合其他认知歪曲的定义。", True),
+    ("判断为「乱贴标签」：帖子中写道“我永远不符合爸妈的定义”，作者用负面标签定义自己。", True),  # the post's words
+    ("判断为「乱贴标签」：帖子中写道“我就是个垃圾”，作者很难过，不符合乱贴标签或读心术的定义。", False),
+    ("判断为「乱贴标签」：帖子中写道“我就是个垃圾”，作者很难过，不太符合乱贴标签的定义。", False),
 ])
 def test_saying_a_definition_does_not_fit_contradicts_the_label_unless_it_rules_out_another(explanation, fits):
     verdict = check_sample(get_task("cognitive_distortion"), ["labeling"], explanation, "我就是个垃圾，心如刀绞")

@@ -7,8 +7,10 @@ the posts (乱贴标签, 58 % of SocialCD-3K) and let through only 34.7 % of exp
 each label's declared description (its names, ``definition_zh`` and ``cues_zh``, tasks/*.yaml), as a clinician
 reading the explanation would, and answers the one label it matches best (nothing for an empty reading).
 
-A task takes part by declaring ``cues_zh`` on its labels. The stated verdict (判断为「…」) is not read: the reader
-must recover the label from the argument, not from the label the writer was given.
+A task takes part by declaring ``cues_zh`` on its labels. It reads the explanation's own words only: not the verdict
+(判断为「…」, in any brackets), not the quotation of the post (the verifier reads that), and not any label's names or
+synonyms — an explanation that only says "这是典型的应该式思维" argues nothing, and the reader must recover the label
+from the argument, not from the label the writer was given. A label is read only where one of its cues is.
 """
 
 from __future__ import annotations
@@ -23,12 +25,11 @@ import numpy as np
 from mentalglm.instruct.grounding import QUOTES, STATES
 from mentalglm.tasks.schema import Label, Task
 
-# Each matched cue adds this to the cosine similarity (0-1) of the reading's characters with the label's description:
-# a few cues outweigh a shared vocabulary of common characters, and the similarity decides where no cue matches.
-CUE_WEIGHT = 0.1
+# The score of a label: its matched cues, plus the cosine similarity (0-1) of the reading's characters with its
+# definition, which only breaks ties between labels with as many cues (it is 0.1-0.2 for unrelated prose).
 _LETTER = re.compile(r"[A-Za-z\u4e00-\u9fff]")
-# the verdicts in corner brackets and the words the grounded layout writes around them and the quote
-_NOT_ARGUMENT = re.compile(f"「[^」]*」|{STATES}|{QUOTES}")
+# quotations and verdicts in any brackets, and the words the grounded layout writes around them
+_NOT_ARGUMENT = re.compile(f"[“\"「『【《][^”\"」』】》]*[”\"」』】》]|{STATES}|{QUOTES}")
 
 
 def takes_part(task: Task) -> bool:
@@ -40,22 +41,31 @@ def _model(labels: tuple[Label, ...]) -> tuple[list[str], Any, Any, list[list[re
     """The labels' ids, a character TF-IDF fitted on their descriptions, the descriptions' vectors and cues."""
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    descriptions = [f"{label.zh} {' '.join(label.synonyms)}：{label.definition_zh}" for label in labels]
+    descriptions = [label.definition_zh for label in labels]
     vectorizer = TfidfVectorizer(analyzer="char", ngram_range=(1, 2)).fit(descriptions)
     cues = [[re.compile(p) for p in label.cues_zh] for label in labels]
     return [label.id for label in labels], vectorizer, vectorizer.transform(descriptions), cues
 
 
+def _without_names(task: Task, text: str) -> str:
+    """``text`` without any label's names and synonyms (longest first, so 乱贴标签 goes before 标签)."""
+    forms = sorted({f for label in task.labels for f in label.surface_forms if len(f) > 1}, key=len, reverse=True)
+    for form in forms:
+        text = text.replace(form, " ")
+    return text
+
+
 def by_description(task: Task, readings: Sequence[str]) -> list[tuple[str, ...] | None]:
-    """The label each reading (what an explanation asserts: qc.verifier_reading) describes best, None for a reading
-    with nothing left once the verdicts in corner brackets and the layout's own words are taken out."""
+    """The label each reading (what an explanation asserts: qc.verifier_reading) describes best, or None where none
+    of the labels' cues is in the explanation's own words."""
     if not takes_part(task) or not readings:
         return [None] * len(readings)
     ids, vectorizer, descriptions, cues = _model(tuple(
         label for label in task.labels if label.id in task.classifier_labels))
-    texts = [_NOT_ARGUMENT.sub("", reading) for reading in readings]
+    texts = [_without_names(task, _NOT_ARGUMENT.sub(" ", reading)) for reading in readings]
     similarity = (vectorizer.transform(texts) @ descriptions.T).toarray()
     hits = np.array([[sum(bool(p.search(text)) for p in patterns) for patterns in cues] for text in texts])
-    score = similarity + CUE_WEIGHT * hits
-    return [(ids[int(row.argmax())],) if _LETTER.search(text) and row.max() > 0 else None
-            for text, row in zip(texts, score, strict=True)]
+    score = hits + similarity
+    best = score.argmax(axis=1)
+    return [(ids[int(b)],) if _LETTER.search(text) and row_hits[b] > 0 else None
+            for text, b, row_hits in zip(texts, best, hits, strict=True)]

@@ -68,10 +68,12 @@ normalise = comparable  # QC and the decode-time copy guard compare text the sam
 # The same bound holds for the post outside the quotation marks: prose that goes on copying the post after its quote
 # ("…”，她觉得自己没用，记性越来越差，什么都能忘…") explains nothing.
 MAX_DEFINITION_RUN = 16
-# "不符合<what>的定义" says a definition does not fit; it denies the explanation's own label unless <what> names another
-# ("不符合读心术的定义" in an explanation of 乱贴标签 is a fair way to rule a label out) or is what the own label is the
-# absence of (its ``argued_by_denying_zh``: "不符合描述具体行为或事件的定义" argues 乱贴标签).
-_NOT_FITTING = re.compile(r"不(?:符合|属于|满足)([^，,。；;！？]{1,24}?)的?(?:定义|标准)")
+# "不符合<what>的定义" (outside the quotation of the post) says a definition does not fit: the explanation's own label
+# when <what> names it or names no label at all ("不符合描述为笼统、负面的标签的定义"), unless <what> is what the own
+# label is the absence of (its ``argued_by_denying_zh``: "不符合描述具体行为或事件的定义" argues 乱贴标签) or rules
+# out others ("不符合读心术的定义", "不符合其他认知歪曲的定义").
+_NOT_FITTING = re.compile(r"不(?:太|完全|怎么|是很)?(?:符合|属于|满足)([^，,。；;！？]{1,24}?)的?定义")
+_OTHERS = re.compile(r"其他|其它|别的|另外")
 _CONTRADICTION = re.compile(r"与[^，。；]{0,12}(定义|标注|标签)(并)?不(符|一致)|(并)?不(符合|属于|支持)(该|这一|此|这个)?(标注|定义|标签|类别|判断)")
 
 
@@ -250,10 +252,11 @@ def check_contradiction(task: Task, labels: Sequence[str], explanation: str, pos
     if match:
         return f"says the label does not fit ({match.group(0)!r})"
     denied_for_gold = [p for label in labels for p in task.label(label).argued_by_denying_zh]
-    for match in _NOT_FITTING.finditer(asserted):  # "不符合描述为笼统、负面的标签的定义"
+    for match in _NOT_FITTING.finditer(_QUOTE.sub("", asserted)):
         what = match.group(1)
-        other = {m.label_id for m in find_mentions(task, what)} - set(labels)
-        if not other and not any(p in what for p in denied_for_gold):
+        named = {m.label_id for m in find_mentions(task, what)}
+        rules_out_others = bool(named - set(labels)) or bool(_OTHERS.search(what))
+        if named & set(labels) or not (rules_out_others or any(p in what for p in denied_for_gold)):
             return f"says the label does not fit ({match.group(0)!r})"
     return None
 
