@@ -28,9 +28,10 @@ NOT_CHINESE = ("这条帖子主要不是中文：模型只学过中文帖子，�
 # The chat endpoint answers as MentalGLM: a message that is not Chinese is refused (422) rather than read by models
 # that only learned Chinese posts (an English suicide note reads as "no evident risk"), and the refusal still says
 # where help is, since nobody has read the message.
-NOT_CHINESE_CHAT = ("MentalGLM reads Chinese posts only: this message is {share:.0%} Chinese (words of other scripts count once), so it was not "
-                    "analysed; send the post in Chinese. 如果你或你身边的人有危险，请立即求助 / if you or someone near "
-                    "you is in danger, get help now: {resources}.")
+NOT_CHINESE_CHAT = ("MentalGLM reads Chinese posts only: this message is {share:.0%} Chinese (words of other scripts "
+                    "count once), so it was not analysed; send the post in Chinese. "
+                    "如果你或你身边的人有危险，请立即求助 / if you or someone near you is in danger, get help now: "
+                    "{resources}.")
 
 CRISIS: dict[str, tuple[str, tuple[CrisisResource, ...]]] = {
     "zh-CN": (

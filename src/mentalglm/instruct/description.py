@@ -3,9 +3,9 @@
 Why: the verifier is a classifier trained on posts (train/classical.py ``TfidfVerifier``). Posts never say "以偏概全"
 or "把一次失败推及所有事情", so on cognitive distortion it reads an explanation's prose as the commonest label of
 the posts (乱贴标签, 58 % of SocialCD-3K) and let through only 34.7 % of explanations written for their label
-(benchmarks/verifier_judge_invented.py). This reader needs no data: it compares what the explanation asserts with
-each label's declared description (its names, ``definition_zh`` and ``cues_zh``, tasks/*.yaml), as a clinician
-reading the explanation would, and answers the one label it matches best (nothing for an empty reading).
+(benchmarks/verifier_judge_invented.py). This reader needs no data: it looks in what the explanation asserts for each
+label's declared cues (``cues_zh``, tasks/*.yaml; ties broken by character similarity with ``definition_zh``), as a
+clinician reading the explanation would, and answers the one label it matches best.
 
 A task takes part by declaring ``cues_zh`` on its labels. It reads the explanation's own words only: not the verdict
 (判断为「…」, in any brackets), not the quotation of the post (the verifier reads that), and not any label's names or
@@ -27,7 +27,6 @@ from mentalglm.tasks.schema import Label, Task
 
 # The score of a label: its matched cues, plus the cosine similarity (0-1) of the reading's characters with its
 # definition, which only breaks ties between labels with as many cues (it is 0.1-0.2 for unrelated prose).
-_LETTER = re.compile(r"[A-Za-z\u4e00-\u9fff]")
 # quotations and verdicts in any brackets, and the words the grounded layout writes around them
 _NOT_ARGUMENT = re.compile(f"[“\"「『【《][^”\"」』】》]*[”\"」』】》]|{STATES}|{QUOTES}")
 
@@ -47,12 +46,11 @@ def _model(labels: tuple[Label, ...]) -> tuple[list[str], Any, Any, list[list[re
     return [label.id for label in labels], vectorizer, vectorizer.transform(descriptions), cues
 
 
-def _without_names(task: Task, text: str) -> str:
-    """``text`` without any label's names and synonyms (longest first, so 乱贴标签 goes before 标签)."""
-    forms = sorted({f for label in task.labels for f in label.surface_forms if len(f) > 1}, key=len, reverse=True)
-    for form in forms:
-        text = text.replace(form, " ")
-    return text
+@cache
+def _names(labels: tuple[Label, ...]) -> re.Pattern[str]:
+    """Every label's names and synonyms, longest first (乱贴标签 before 标签)."""
+    forms = sorted({f for label in labels for f in label.surface_forms if len(f) > 1}, key=len, reverse=True)
+    return re.compile("|".join(map(re.escape, forms)))
 
 
 def by_description(task: Task, readings: Sequence[str]) -> list[tuple[str, ...] | None]:
@@ -62,10 +60,10 @@ def by_description(task: Task, readings: Sequence[str]) -> list[tuple[str, ...] 
         return [None] * len(readings)
     ids, vectorizer, descriptions, cues = _model(tuple(
         label for label in task.labels if label.id in task.classifier_labels))
-    texts = [_without_names(task, _NOT_ARGUMENT.sub(" ", reading)) for reading in readings]
+    names = _names(task.labels)
+    texts = [names.sub(" ", _NOT_ARGUMENT.sub(" ", reading)) for reading in readings]
     similarity = (vectorizer.transform(texts) @ descriptions.T).toarray()
     hits = np.array([[sum(bool(p.search(text)) for p in patterns) for patterns in cues] for text in texts])
     score = hits + similarity
     best = score.argmax(axis=1)
-    return [(ids[int(b)],) if _LETTER.search(text) and row_hits[b] > 0 else None
-            for text, b, row_hits in zip(texts, best, hits, strict=True)]
+    return [(ids[int(b)],) if row_hits[b] > 0 else None for b, row_hits in zip(best, hits, strict=True)]

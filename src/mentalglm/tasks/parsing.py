@@ -378,8 +378,8 @@ _ANY_LETTER = re.compile(r"[^\W\d_]")
 
 def cjk_share(text: str) -> float:
     """Share of a text's letters (any script; digits and punctuation are not letters) that are Chinese characters;
-    0 for text without letters. The one measure of "is this Chinese" (the analyzer's out-of-domain flag, the chat
-    endpoint's refusal, QC's language check, the explanation scores)."""
+    0 for text without letters. The one letter-by-letter measure of "is this Chinese" (the analyzer's out-of-domain
+    flag, QC's language check, the explanation scores; the chat endpoint weighs words: ``chinese_share_by_words``)."""
     letters = _ANY_LETTER.findall(text)
     return len(_ANY_CJK.findall(text)) / len(letters) if letters else 0.0
 
