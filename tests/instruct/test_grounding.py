@@ -53,7 +53,7 @@ def test_the_grammar_states_the_label_and_offers_only_the_posts_clauses() -> Non
     assert root.startswith(f'root ::= "{label_statement(task, ["low"])}帖子中写道“"')
     assert quote == 'quote ::= "活着好累" | "算了吧，走了"'
     prose = re.search(r"prose ::= (.+)", grammar).group(1)  # type: ignore[union-attr]
-    assert all(mark in prose for mark in "“”「」\"。")  # the free text can neither quote nor end the sentence
+    assert all(mark in prose for mark in "“”「」‘’'\"。")  # the free text can neither quote nor end the sentence
     with pytest.raises(ValueError, match="clause"):
         explanation_grammar(task, ["low"], ["啊", " "])
 

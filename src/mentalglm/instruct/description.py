@@ -28,7 +28,7 @@ from mentalglm.tasks.schema import Label, Task
 # The score of a label: its matched cues, plus the cosine similarity (0-1) of the reading's characters with its
 # definition, which only breaks ties between labels with as many cues (it is 0.1-0.2 for unrelated prose).
 # quotations and verdicts in any brackets, and the words the grounded layout writes around them
-_NOT_ARGUMENT = re.compile(f"[“\"「『【《][^”\"」』】》]*[”\"」』】》]|{STATES}|{QUOTES}")
+_NOT_ARGUMENT = re.compile(f"[“\"「『【《‘][^”\"」』】》’]*[”\"」』】》’]|{STATES}|{QUOTES}")
 
 
 def takes_part(task: Task) -> bool:

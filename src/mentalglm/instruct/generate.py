@@ -75,11 +75,14 @@ def teacher_messages(task: Task, post_text: str, labels: Sequence[str], *,
     shown = task.labels if config.all_definitions else [task.label(label_id) for label_id in labels]
     definitions = "\n".join(f"- {label.zh}：{label.definition_zh}" for label in shown)
     quotes = "".join(f"“{h}”" for h in hints)
+    examples = "".join("\n" + template["grounded_example"].format(example=label.example_zh)
+                       for label in map(task.label, labels) if label.example_zh)
     system = template["system"]
     if grounded:
         system = template["grounded_system"]
         user = template["grounded_user"].format(post=post_text, gold_labels=label_names(task, labels),
-                                                label_definitions=definitions, quotes=quotes or "（任选帖子中的一句）",
+                                                label_definitions=definitions, label_examples=examples,
+                                                quotes=quotes or "（任选帖子中的一句）",
                                                 ending=template["grounded_endings"]["change" if ask_change else "reason"])
     else:
         shots = ""

@@ -31,8 +31,9 @@ from mentalglm.tasks.layout import label_names
 _BOUNDARY = re.compile(r"[，。！？；：,.!?;:…~～\n\r]+|(?<=[^\x00-\x7f])\s+|\s+(?=[^\x00-\x7f])")
 MAX_UNITS = 40  # longer posts merge neighbouring clauses into this many units (bounded cost per post)
 MAX_QUOTE_CHARS = 60  # a longer clause is offered cut at this length (still a substring of the post)
-# Free text: any character but quotation marks, sentence ends and line breaks, so one sentence, quoting nothing.
-_PROSE_CHAR = r'[^“”"「」『』《》\n\r。！？!?]'
+# Free text: any character but quotation marks (single ones too: the 1.5B teacher wrote "如‘废物’" of a post
+# without that word), sentence ends and line breaks, so one sentence, quoting nothing.
+_PROSE_CHAR = r"""[^“”"「」『』《》‘’'\n\r。！？!?]"""
 REASON_CHARS = (8, 60)
 CHANGE_CHARS = (4, 56)  # at 36 the teacher's 如果-sentences were cut mid-clause ("…那么判断就。")
 # Tokens the shape needs at most (Qwen: ~1 token per 1-1.5 Chinese characters), so replies are never cut short.
@@ -149,7 +150,8 @@ def reason_only(task: Task, labels: Sequence[str], explanation: str) -> str:
 
 def grounded_settings(settings: GenerationSettings, task: Task, grammar: str, post: str) -> GenerationSettings:
     """Decoding settings of one grounded explanation: its grammar, room for its shape, and the copy guard against
-    reading back the task's definitions or the post beyond its quotation (backends/copy_guard.py; QC rejects both)."""
-    definitions = tuple(label.definition_zh for label in task.labels if label.definition_zh)
+    reading back the task's definitions, its labels' examples or the post beyond its quotation (backends/copy_guard.py;
+    QC rejects copied definitions and posts; a copied example would state what the post does not say)."""
+    definitions = tuple(text for label in task.labels for text in (label.definition_zh, label.example_zh) if text)
     return replace(settings, grammar=grammar, max_new_tokens=max(settings.max_new_tokens, MAX_NEW_TOKENS),
                    avoid_copying=(*definitions, post))

@@ -21,7 +21,7 @@ from mentalglm.tasks.layout import LABEL_SEPARATOR, render_answer
 from mentalglm.tasks.parsing import argued_by_denial, cjk_share, claimed_labels, find_mentions, parse
 from mentalglm.tasks.schema import Task
 
-_QUOTE = re.compile(r"[“\"「『]([^”\"」』]{2,})[”\"」』]")
+_QUOTE = re.compile(r"[“\"「『‘]([^”\"」』’]{2,})[”\"」』’]")
 _REFUSAL = re.compile(
     r"抱歉|对不起|我无法|我不能|无法回答|无法提供|作为一个?(?:AI|人工智能|语言模型)|请寻求专业|I'?m sorry|I cannot|as an AI",
     re.IGNORECASE,
@@ -282,8 +282,9 @@ def check_evidence(task: Task, labels: Sequence[str], explanation: str, post: st
     share = grounded_share(explanation, post, task)
     if share is None:
         return "quotes no evidence from the post"
-    if share == 0:
-        return "quoted evidence does not occur in the post"
+    if share < 1:  # one quote the post lacks is a fabrication, whatever else is quoted right
+        return "quoted evidence does not occur in the post" if share == 0 else \
+            "part of the quoted evidence does not occur in the post"
     return None
 
 

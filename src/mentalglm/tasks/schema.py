@@ -43,6 +43,9 @@ class Label:
     # (Burns' descriptions: 总是 / 永远 for overgeneralisation, 应该 / 必须 for should statements): with the label's
     # definition they make QC's second reader of explanations (instruct/description.py). Never used to read answers.
     cues_zh: tuple[str, ...] = ()
+    # How an explanation of this label argues, shown on an invented post ("帖子写道“我就是个废物”，作者用…"): a grounded
+    # teacher sees it for the labels it explains (instruct/generate.py), and may not copy it (backends/copy_guard.py).
+    example_zh: str = ""
 
     @property
     def surface_forms(self) -> tuple[str, ...]:
