@@ -88,6 +88,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default=os.environ.get("MENTALGLM_DATA_DIR"))
     parser.add_argument("--backend", default="llamacpp:default")
+    parser.add_argument("--artifacts-dir", type=Path, default=None,
+                        help="the analyzer that decides (default: the embedded default analyzer)")
     parser.add_argument("--per-task", type=int, default=50)
     parser.add_argument("--tasks", nargs="*", default=list(CHINESE_MAIN_TASKS))
     parser.add_argument("--out", type=Path, default=Path("results/analyze-bench/hybrid-explanations.json"))
@@ -97,12 +99,13 @@ def main() -> None:
     backend = create_backend(args.backend)
     rows: dict[str, Any] = {}
     for task_id in args.tasks:
-        analyzer = Analyzer([task_id], "hybrid", backend=backend, regenerate=args.regenerate)
+        analyzer = Analyzer([task_id], "hybrid", backend=backend, artifacts_dir=args.artifacts_dir,
+                            regenerate=args.regenerate)
         validation = canonical_splits(task_id, args.data_dir, include_extra=False)[0]["validation"]
         rows[task_id] = measure(analyzer, task_id, [p.text for p in validation[:args.per_task]])
         print(task_id, json.dumps(rows[task_id], ensure_ascii=False), flush=True)
     record = {"date": now_iso(), "machine": machine_info(), "threads": os.environ.get("MENTALGLM_THREADS"),
-              "backend": backend.model_id, "split": "validation", "per_task": args.per_task, "regenerate": args.regenerate,
+              "backend": backend.model_id, "analyzer": str(args.artifacts_dir or "default"), "split": "validation", "per_task": args.per_task, "regenerate": args.regenerate,
               "results": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out, json.dumps(record, indent=2, ensure_ascii=False))

@@ -90,6 +90,8 @@ def test_backend_failures_are_recorded_and_the_run_continues(tmp_path):
         ("帖子中“药已经准备好了”说明有具体方法，但整体看属于低自杀风险，因为语气平静且没有更多的细节。", "no_other_label"),
         ("发帖人表达了明确的自杀意图和具体的准备行为，时间也很明确，所以属于高自杀风险的范畴。", "evidence"),
         ("帖子中“明天就去海边”说明了具体的时间和地点安排，这是典型的自杀准备行为，风险很高。", "evidence"),
+        # single quotation marks quote too: a word the post does not have is not its evidence
+        ("帖子中“药已经准备好了”用了‘遗书’这样的字眼，说明已经有具体方法和准备行为，风险很高。", "evidence"),
         ("高", "length"),
     ],
 )
@@ -275,6 +277,50 @@ def test_grounded_drafts_ask_under_the_posts_grammar_and_pass_qc(tmp_path):
     free = FakeBackend("scripted", responses=free_teacher, supports_grammar=True)
     list(generate_explanations(SUICIDE, POSTS[:1], free, ResultCache(tmp_path / "f.jsonl"), settings=GenerationSettings()))
     assert free.calls == 1
+
+
+def test_grounded_drafts_carry_the_engines_prompt_and_export_it_as_the_explainers_rows(tmp_path):
+    """The explainer learns what the hybrid engine asks (its prompt: no 如果-request) answered as the teacher did up to
+    the 如果-sentence, which the engine measures instead; only accepted samples become rows."""
+    from mentalglm.instruct.export import export_explainer_rows
+    from mentalglm.instruct.grounding import without_change
+
+    def teacher(request) -> str:
+        statement = re.search(r'root ::= "(.*?)帖子中写道“"', request.settings.grammar).group(1)
+        quote = re.search(r'quote ::= "(.*?)"', request.settings.grammar).group(1)
+        return f"{statement}帖子中写道“{quote}”，这句话说出了作者当下的打算。如果帖子只是抱怨小事，判断会不同。"
+
+    backend = FakeBackend("scripted", responses=teacher, supports_grammar=True)
+    drafts = list(generate_explanations(SUICIDE, POSTS[:2], backend, ResultCache(tmp_path / "c.jsonl"),
+                                        settings=GenerationSettings(max_new_tokens=64), grounded=True))
+    for draft in drafts:
+        prompt = draft.meta["engine_prompt"]
+        assert prompt == teacher_messages(SUICIDE, draft.post.text, draft.post.labels, grounded=True,
+                                          ask_change=False)
+        assert "如果" not in prompt[-1]["content"]
+    from mentalglm.data.instructions import make_instruction
+
+    samples = [make_instruction(SUICIDE, d.post, d.explanation) for d in drafts[:1]]
+    path = export_explainer_rows(samples, {d.post.id: d.meta["engine_prompt"] for d in drafts}, tmp_path, "train")
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert [row["id"] for row in rows] == ["p:1"]
+    assert rows[0]["messages"][:-1] == drafts[0].meta["engine_prompt"]
+    assert rows[0]["messages"][-1] == {"role": "assistant", "content": without_change(drafts[0].explanation)}
+    assert rows[0]["messages"][-1]["content"].endswith("打算。") and "如果" not in rows[0]["messages"][-1]["content"]
+
+
+def test_a_grounded_teacher_sees_the_example_of_each_label_it_explains_and_may_not_copy_it():
+    from mentalglm.instruct.grounding import grounded_settings
+
+    task = get_task("cognitive_distortion")
+    labeling, blaming = task.label("labeling"), task.label("blaming")
+    user = teacher_messages(task, "我就是个没用的人", ["labeling"], grounded=True, hints=["我就是个没用的人"])[1]
+    assert labeling.example_zh and labeling.example_zh in user["content"]
+    assert blaming.example_zh not in user["content"]
+    settings = grounded_settings(GenerationSettings(), task, 'root ::= "x"', "我就是个没用的人")
+    assert labeling.example_zh in settings.avoid_copying and blaming.example_zh in settings.avoid_copying
+    # a task without examples asks as before
+    assert "写法示范" not in teacher_messages(SUICIDE, "加班好累", ["low"], grounded=True)[1]["content"]
 
 
 def test_a_quote_reader_offers_only_the_clauses_that_carry_the_gold_label(tmp_path):

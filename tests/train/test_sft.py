@@ -126,3 +126,43 @@ def test_stage_two_starts_from_stage_one_adapter(run_yaml) -> None:
     assert json.loads((adapters[1].parent / "done.json").read_text())["previous_adapter"] == str(adapters[0])
     after = load_file(adapters[1] / "adapter_model.safetensors")
     assert any(not torch.equal(trained[k], after[k]) for k in trained)
+
+
+def test_an_adapter_trained_above_a_folded_base_adapter_leaves_the_lower_layers_as_they_were(run_yaml, tmp_path) -> None:
+    """The backbone tier's explainer: the heads' adapter folded into the base (``base_adapter``), a new adapter on the
+    upper layers only (``layers_to_transform``), so the states the heads read are those of the folded base."""
+    from peft import LoraConfig, get_peft_model
+
+    from mentalglm.train.config import ModelArguments
+    from mentalglm.train.export import merge_adapter
+    from mentalglm.train.sft import load_base_model
+
+    config = load_run_config(run_yaml(max_steps=2))
+    base_args = config.model
+    plain = load_base_model(base_args)
+    n_layers = len(plain.get_decoder().layers)
+    linear = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    heads = get_peft_model(plain, LoraConfig(r=4, lora_alpha=8, target_modules=linear,
+                                              layers_to_transform=[0], init_lora_weights=False))
+    heads.save_pretrained(tmp_path / "heads")
+    folded = load_base_model(ModelArguments(**{**base_args.__dict__, "base_adapter": str(tmp_path / "heads")}))
+    again = load_base_model(base_args)
+    changed = [name for name, weight in folded.state_dict().items() if not torch.equal(weight, again.state_dict()[name])]
+    assert changed and all(".layers.0." in name for name in changed)
+
+    config = load_run_config(run_yaml(max_steps=2, base_adapter=str(tmp_path / "heads"),
+                                      target_modules=linear, layers_to_transform=[n_layers - 1]))
+    adapters = run_training(config)
+    trained = load_file(adapters[-1] / "adapter_model.safetensors")
+    assert trained and all(f".layers.{n_layers - 1}." in name for name in trained)
+    merged = merge_adapter(adapters[-1], tmp_path / "merged")
+    from transformers import AutoModelForCausalLM
+
+    whole = AutoModelForCausalLM.from_pretrained(merged, dtype=torch.float32).state_dict()
+    for name, weight in folded.state_dict().items():  # every layer below the explainer's is the folded base's
+        if f".layers.{n_layers - 1}." not in name and "lm_head" not in name:
+            assert torch.equal(weight, whole[name]), name
+    with pytest.raises(Exception, match="base_adapter"):
+        load_run_config(run_yaml(base_adapter=str(tmp_path / "nothing")))
+    with pytest.raises(Exception, match="layers_to_transform"):
+        load_run_config(run_yaml(layers_to_transform=[0]))  # PEFT needs the module names listed

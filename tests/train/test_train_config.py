@@ -12,7 +12,8 @@ from mentalglm.errors import ConfigError
 from mentalglm.train.config import RunConfig, load_run_config
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-SHIPPED = sorted(CONFIGS.glob("*.yaml"))
+EXPLAINER = CONFIGS / "cpu-backbone-explainer.yaml"  # one stage on the builder's explainer rows, not the recipe
+SHIPPED = sorted(p for p in CONFIGS.glob("*.yaml") if p != EXPLAINER)
 
 
 def test_configs_are_shipped() -> None:
@@ -30,6 +31,13 @@ def test_shipped_config_validates(path: Path) -> None:
     assert all(d.startswith("cimhi:") for stage in config.data.stages[1:] for d in stage.datasets)
     assert isinstance(config.training.learning_rate, float) and config.training.learning_rate > 0
     assert isinstance(config.lora.lora_r, int)
+
+
+def test_the_explainer_config_trains_above_the_backbone_adapter() -> None:
+    config = load_run_config(EXPLAINER, check_files=False, check_model=False)
+    assert config.model.base_adapter == "runs/backbone-l12/best/adapter"
+    assert config.lora.layers_to_transform == list(range(12, 24))  # the heads read the first 12 layers
+    assert config.data.stages[0].datasets[0].endswith("train.explainer.jsonl")
 
 
 def test_paper_configs_use_glm4() -> None:

@@ -16,6 +16,7 @@ from typing import Any
 from mentalglm.data.instructions import Instruction
 from mentalglm.data.pii import scrub
 from mentalglm.files import atomic_write_text, write_jsonl
+from mentalglm.instruct.grounding import without_change
 
 FORMATS = ("chat", "alpaca", "hf")
 
@@ -66,3 +67,22 @@ def export_samples(samples: Sequence[Instruction], out_dir: Path, name: str,
         Dataset.from_list(rows).save_to_disk(str(path))
         written["hf"] = str(path)
     return {"files": written, "rows": len(samples), "pii_replaced": dict(pii_counts)}
+
+
+def export_explainer_rows(samples: Sequence[Instruction], prompts: dict[str, list[dict[str, str]]], out_dir: Path,
+                          name: str) -> Path:
+    """``<name>.explainer.jsonl``: for each accepted grounded sample, the prompt the hybrid engine sends for its post
+    and gold labels, answered with the explanation the teacher wrote (QC-passed) up to its 如果-sentence, which the
+    engine measures instead of asking. The rows an LLM is tuned on to explain as the teacher did (docs/backbone.md).
+    The prompts were built from the scrubbed post; the answers are scrubbed here as the other formats are."""
+    rows = []
+    for sample in samples:
+        prompt = prompts.get(sample.id)
+        if prompt is None or not sample.explanation:
+            continue
+        answer = scrub(without_change(sample.explanation)).text
+        rows.append({"id": sample.id, "task": sample.task,
+                     "messages": [*prompt, {"role": "assistant", "content": answer}]})
+    path = out_dir / f"{name}.explainer.jsonl"
+    write_jsonl(path, rows)
+    return path

@@ -211,6 +211,7 @@ def generate_explanations(
     label (clause occlusion, instruct/occlusion.py; every clause where none carries it), offered in the prompt too.
     """
     plan: deque[Draft | tuple[Post, int]] = deque()
+    engine_prompts: dict[str, list[dict[str, str]]] = {}  # post id -> the prompt the hybrid engine would send
     sent: list[tuple[Post, str]] = []
     index_of_key: dict[str, int] = {}
     records: dict[int, dict[str, Any]] = {}
@@ -232,6 +233,9 @@ def generate_explanations(
                                         few_shots=() if quotable else few_shots, hints=hints)
             settings_now = grounded_settings(try_settings, task, explanation_grammar(task, post.labels, quotable),
                                              text) if quotable else try_settings
+            if quotable:
+                engine_prompts[post.id] = teacher_messages(task, text, post.labels, config=config, grounded=True,
+                                                           hints=hints, ask_change=False)
             key = cache_key(messages, backend.model_id, settings_now)
             record = cache_store.get(key)
             if record is not None:
@@ -265,13 +269,22 @@ def generate_explanations(
             plan.popleft()
             if on_progress:
                 on_progress(0, 1)
-            yield head
+            yield _with_engine_prompt(head, engine_prompts)
         elif head is not None and head[1] in records:
             post, i = plan.popleft()
             first = sent[i][0] is post
-            yield _draft_from_record(post, task, attempt, sent[i][1], records[i], cached=not first)
+            yield _with_engine_prompt(_draft_from_record(post, task, attempt, sent[i][1], records[i],
+                                                         cached=not first), engine_prompts)
         else:  # the head waits for its answer, or the next posts have not been read yet
             exhausted = next(results, None) is None
+
+
+def _with_engine_prompt(draft: Draft, prompts: dict[str, list[dict[str, str]]]) -> Draft:
+    """A grounded draft carries the prompt the hybrid engine would send for its post (``engine_prompt``): the
+    builder exports it with the accepted explanation as the explaining model's training row."""
+    if draft.post.id in prompts:
+        draft.meta["engine_prompt"] = prompts[draft.post.id]
+    return draft
 
 
 def _draft_from_record(post: Post, task: Task, attempt: int, key: str, record: dict[str, Any],

@@ -142,6 +142,12 @@ def quoted_clause(explanation: str, pieces: Sequence[Clause]) -> Clause | None:
     return next((clause for clause in pieces if match.group(1) in clause.text), None)
 
 
+def without_change(explanation: str) -> str:
+    """A grounded explanation without its closing 如果-sentence (what would change the reading)."""
+    at = explanation.find("。如果")
+    return explanation[:at + 1] if at >= 0 else explanation
+
+
 def reason_only(task: Task, labels: Sequence[str], explanation: str) -> str:
     """The explanation without its label sentence: what the prose alone says (the verifier's harder reading)."""
     statement = label_statement(task, labels)

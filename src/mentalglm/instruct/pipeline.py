@@ -24,7 +24,7 @@ from mentalglm.data.pii import scrub
 from mentalglm.data.records import Post
 from mentalglm.data.sampling import stratified_sample
 from mentalglm.files import atomic_write_text, write_jsonl
-from mentalglm.instruct.export import export_samples
+from mentalglm.instruct.export import export_explainer_rows, export_samples
 from mentalglm.instruct.generate import (
     Draft,
     ResultCache,
@@ -89,6 +89,8 @@ class TaskOutcome:
     attempts_used: dict[int, int] = field(default_factory=lambda: defaultdict(int))
     # The verifier on the accepted explanations' own words (``prose_alone``): agreeing, read, abstained
     prose_alone: dict[str, int] = field(default_factory=dict)
+    # Post id -> the prompt the hybrid engine would send for it (grounded drafts): the explainer's training rows
+    engine_prompts: dict[str, list[dict[str, str]]] = field(default_factory=dict)
 
 
 def _tfidf_verifier(task: Task, pool: Sequence[Post], sampled: Sequence[Post],
@@ -149,6 +151,8 @@ def build_task(task: Task, pool: Sequence[Post], validation: Sequence[Post], bac
                            "explanation": draft.explanation, **verdict.to_dict()})
             if verdict.passed:
                 outcome.accepted.append(make_instruction(task, draft.post, draft.explanation))
+                if "engine_prompt" in draft.meta:
+                    outcome.engine_prompts[draft.post.id] = draft.meta["engine_prompt"]
                 outcome.attempts_used[attempt] += 1
             elif draft.error and draft.error.startswith(("empty post", "post has")):
                 outcome.dropped["rejected before sending: " + draft.error.split(",")[0]] += 1
@@ -252,6 +256,9 @@ def run_build(config: BuildConfig, data_dir: Path | None, out_dir: Path, backend
     elapsed = time.perf_counter() - started
     samples = [s for o in outcomes for s in o.accepted]
     exported = export_samples(samples, out_dir, config.split, formats)
+    prompts = {post_id: prompt for o in outcomes for post_id, prompt in o.engine_prompts.items()}
+    if prompts:
+        exported["files"]["explainer"] = str(export_explainer_rows(samples, prompts, out_dir, config.split))
     write_jsonl(out_dir / "qc_log.jsonl", qc_log)
     summary = summarise([(row["task"], Verdict(row["passed"], row["reasons"], row["checks"], row.get("abstained", [])))
                          for row in qc_log if row["attempt"] == 0])

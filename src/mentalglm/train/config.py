@@ -44,6 +44,9 @@ class ModelArguments:
     num_layers: int | None = _help(
         "Keep only the first N decoder layers (a shallower model: about N/total of the compute a token); "
         "None keeps them all.", None)
+    base_adapter: str | None = _help(
+        "A LoRA adapter folded into the base before this run's adapter is added (the backbone tier's "
+        "`best/adapter`: an explainer trained above its layers leaves what the task heads read unchanged).", None)
     trust_remote_code: bool = _help("Allow the model's own Python code (GLM-4 checkpoints need it).", False)
     chat_template: str | None = _help(
         "Jinja chat template replacing the tokenizer's (a path to a .jinja file or the template itself); "
@@ -77,6 +80,8 @@ class LoraArguments:
     lora_dropout: float = _help("Dropout on the LoRA input.", 0.05)
     target_modules: list[str] | str = _help(
         "Module names to adapt, or 'all-linear' (every linear layer but the output head).", "all-linear")
+    layers_to_transform: list[int] | None = _help(
+        "Adapt only these decoder layers (0-based); None adapts every layer.", None)
 
 
 @dataclass
@@ -212,6 +217,10 @@ def _check_values(config: RunConfig, where: str) -> None:
             _parse_spec(spec, where)
     if config.model.dtype not in ("bfloat16", "float16", "float32", "auto"):
         raise ConfigError(f"{where}: dtype must be bfloat16, float16, float32 or auto, got {config.model.dtype!r}")
+    if config.lora.layers_to_transform is not None and isinstance(config.lora.target_modules, str):
+        raise ConfigError(f"{where}: layers_to_transform needs target_modules listed by name (PEFT refuses it with "
+                          f"{config.lora.target_modules!r}), e.g. [q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, "
+                          "down_proj]")
     if config.training.max_steps == 0 or config.training.max_steps < -1:
         raise ConfigError(f"{where}: max_steps must be -1 (use epochs) or > 0, got {config.training.max_steps}")
 
@@ -313,6 +322,9 @@ def check_paths(config: RunConfig, where: str = "config") -> None:
                 root = resolve_data_dir(Path(config.data.data_dir) if config.data.data_dir else None)
                 if not root.is_dir():
                     raise ConfigError(f"{where}: data directory {root} does not exist")
+    adapter = config.model.base_adapter
+    if adapter and not (Path(adapter) / "adapter_config.json").is_file():
+        raise ConfigError(f"{where}: base_adapter {adapter} is not a LoRA adapter directory (no adapter_config.json)")
     if config.model.chat_template and config.model.chat_template.endswith(".jinja"):
         if not Path(config.model.chat_template).is_file():
             raise ConfigError(f"{where}: chat template file {config.model.chat_template} does not exist")

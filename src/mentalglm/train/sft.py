@@ -145,7 +145,8 @@ def load_base_model(model: ModelArguments) -> Any:
     source, gguf = resolve_model_source(model)
     kwargs: dict[str, Any] = {"dtype": _dtype(model.dtype), "trust_remote_code": model.trust_remote_code}
     if not gguf:
-        return keep_layers(AutoModelForCausalLM.from_pretrained(source, **kwargs), model.num_layers)
+        return keep_layers(with_base_adapter(AutoModelForCausalLM.from_pretrained(source, **kwargs), model),
+                           model.num_layers)
     from transformers import GgufConfig
 
     # transformers 5 keeps GGUF blocks packed by default, and packed weights cannot be trained or merged:
@@ -155,7 +156,22 @@ def load_base_model(model: ModelArguments) -> Any:
     quantizer = getattr(loaded, "hf_quantizer", None)
     if quantizer is not None:
         quantizer.remove_quantization_config(loaded)
-    return keep_layers(loaded, model.num_layers)
+    return keep_layers(with_base_adapter(loaded, model), model.num_layers)
+
+
+def with_base_adapter(model: Any, arguments: ModelArguments) -> Any:
+    """The model with ``arguments.base_adapter`` folded into its weights (unchanged without one).
+
+    An adapter trained on a shallower cut of the base (the backbone tier's first 12 layers) names only those
+    layers, so it folds into the whole base as well: the layers it names become exactly what the cut model had."""
+    if not arguments.base_adapter:
+        return model
+    from peft import PeftModel
+
+    adapter = Path(arguments.base_adapter)
+    if not (adapter / "adapter_config.json").is_file():
+        raise ConfigError(f"base_adapter {adapter} is not a LoRA adapter directory (no adapter_config.json)")
+    return PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
 
 
 def keep_layers(model: Any, num_layers: int | None) -> Any:
@@ -180,7 +196,8 @@ def _peft_model(config: RunConfig, previous_adapter: Path | None) -> Any:
     if previous_adapter is not None:
         return PeftModel.from_pretrained(base, str(previous_adapter), is_trainable=True)
     lora = LoraConfig(r=config.lora.lora_r, lora_alpha=config.lora.lora_alpha, lora_dropout=config.lora.lora_dropout,
-                      target_modules=config.lora.target_modules, task_type="CAUSAL_LM")
+                      target_modules=config.lora.target_modules, layers_to_transform=config.lora.layers_to_transform,
+                      task_type="CAUSAL_LM")
     return get_peft_model(base, lora)
 
 
@@ -299,7 +316,10 @@ def run_stage(config: RunConfig, stage: StageArguments, previous_adapter: Path |
     trainer.save_model(str(adapter_dir))
     if trainer.is_world_process_zero():
         trainer.processing_class.save_pretrained(str(adapter_dir))
-        (adapter_dir / BASE_FILE).write_text(json.dumps(asdict(config.model), indent=1), encoding="utf-8")
+        base = asdict(config.model)
+        if base["base_adapter"]:  # export may run from another directory
+            base["base_adapter"] = str(Path(base["base_adapter"]).resolve())
+        (adapter_dir / BASE_FILE).write_text(json.dumps(base, indent=1), encoding="utf-8")
         done = {"stage": stage.name, "global_step": trainer.state.global_step, "train_loss": result.training_loss,
                 "resumed_from": checkpoint, "previous_adapter": str(previous_adapter) if previous_adapter else None}
         tmp = stage_dir / (DONE_FILE + ".tmp")
