@@ -37,7 +37,9 @@ def train(
         table.add_row(*(str(row[c]) for c in ("stage", "datasets", "samples", "state", "output")))
     console.print(table)
     console.print(f"model {run.model.name_or_path}" + (f" ({run.model.gguf_file})" if run.model.gguf_file else "")
-                  + f", LoRA r={run.lora.lora_r} alpha={run.lora.lora_alpha} on {run.lora.target_modules}")
+                  + (f" with {run.model.base_adapter} folded in" if run.model.base_adapter else "")
+                  + f", LoRA r={run.lora.lora_r} alpha={run.lora.lora_alpha} on {run.lora.target_modules}"
+                  + (f" of layers {run.lora.layers_to_transform}" if run.lora.layers_to_transform else ""))
     if dry_run:
         console.print("[green]config is valid[/green] (dry run: no model loaded)")
         return
