@@ -301,12 +301,19 @@ def test_grounded_drafts_carry_the_engines_prompt_and_export_it_as_the_explainer
     from mentalglm.data.instructions import make_instruction
 
     samples = [make_instruction(SUICIDE, d.post, d.explanation) for d in drafts[:1]]
-    path = export_explainer_rows(samples, {d.post.id: d.meta["engine_prompt"] for d in drafts}, tmp_path, "train")
+    path = export_explainer_rows(samples, {("suicide_risk", d.post.id): d.meta["engine_prompt"] for d in drafts},
+                                 tmp_path, "train")
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     assert [row["id"] for row in rows] == ["p:1"]
     assert rows[0]["messages"][:-1] == drafts[0].meta["engine_prompt"]
     assert rows[0]["messages"][-1] == {"role": "assistant", "content": without_change(drafts[0].explanation)}
     assert rows[0]["messages"][-1]["content"].endswith("打算。") and "如果" not in rows[0]["messages"][-1]["content"]
+    # a long post's merged clause may hold "。如果": the cut is looked for after the quotation
+    merged = "判断为「高自杀风险」：帖子中写道“我受够了。如果明天还这样我就走了”，这说出了打算。如果只是抱怨，判断会不同。"
+    assert without_change(merged) == "判断为「高自杀风险」：帖子中写道“我受够了。如果明天还这样我就走了”，这说出了打算。"
+    # another task's prompt for the same post id is not this sample's
+    other = export_explainer_rows(samples, {("emotion", "p:1"): drafts[0].meta["engine_prompt"]}, tmp_path, "x")
+    assert other.read_text(encoding="utf-8") == ""
 
 
 def test_a_grounded_teacher_sees_the_example_of_each_label_it_explains_and_may_not_copy_it():

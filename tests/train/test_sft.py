@@ -162,6 +162,12 @@ def test_an_adapter_trained_above_a_folded_base_adapter_leaves_the_lower_layers_
     for name, weight in folded.state_dict().items():  # every layer below the explainer's is the folded base's
         if f".layers.{n_layers - 1}." not in name and "lm_head" not in name:
             assert torch.equal(weight, whole[name]), name
+    recorded = json.loads((adapters[-1] / "mentalglm_base.json").read_text(encoding="utf-8"))
+    assert recorded["base_adapter"] == str((tmp_path / "heads").resolve()) and len(recorded["base_adapter_sha256"]) == 64
+    heads.base_model.model.model.layers[0].self_attn.q_proj.lora_B.default.weight.data += 1.0  # a retrained backbone
+    heads.save_pretrained(tmp_path / "heads")
+    with pytest.raises(Exception, match="changed since"):
+        merge_adapter(adapters[-1], tmp_path / "merged-again")
     with pytest.raises(Exception, match="base_adapter"):
         load_run_config(run_yaml(base_adapter=str(tmp_path / "nothing")))
     with pytest.raises(Exception, match="layers_to_transform"):

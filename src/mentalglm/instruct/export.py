@@ -69,20 +69,22 @@ def export_samples(samples: Sequence[Instruction], out_dir: Path, name: str,
     return {"files": written, "rows": len(samples), "pii_replaced": dict(pii_counts)}
 
 
-def export_explainer_rows(samples: Sequence[Instruction], prompts: dict[str, list[dict[str, str]]], out_dir: Path,
-                          name: str) -> Path:
+def export_explainer_rows(samples: Sequence[Instruction], prompts: dict[tuple[str, str], list[dict[str, str]]],
+                          out_dir: Path, name: str) -> Path:
     """``<name>.explainer.jsonl``: for each accepted grounded sample, the prompt the hybrid engine sends for its post
     and gold labels, answered with the explanation the teacher wrote (QC-passed) up to its 如果-sentence, which the
     engine measures instead of asking. The rows an LLM is tuned on to explain as the teacher did (docs/backbone.md).
-    The prompts were built from the scrubbed post; the answers are scrubbed here as the other formats are."""
+    ``prompts`` is keyed by (task, post id). Every turn but the system prompt is scrubbed here, as in the other
+    formats, whether or not the teacher was sent a scrubbed post."""
     rows = []
     for sample in samples:
-        prompt = prompts.get(sample.id)
+        prompt = prompts.get((sample.task, sample.id))
         if prompt is None or not sample.explanation:
             continue
-        answer = scrub(without_change(sample.explanation)).text
-        rows.append({"id": sample.id, "task": sample.task,
-                     "messages": [*prompt, {"role": "assistant", "content": answer}]})
+        turns = [*prompt, {"role": "assistant", "content": without_change(sample.explanation)}]
+        rows.append({"id": sample.id, "task": sample.task, "messages": [
+            {**turn, "content": turn["content"] if turn["role"] == "system" else scrub(turn["content"]).text}
+            for turn in turns]})
     path = out_dir / f"{name}.explainer.jsonl"
     write_jsonl(path, rows)
     return path

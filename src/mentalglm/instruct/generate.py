@@ -234,8 +234,8 @@ def generate_explanations(
             settings_now = grounded_settings(try_settings, task, explanation_grammar(task, post.labels, quotable),
                                              text) if quotable else try_settings
             if quotable:
-                engine_prompts[post.id] = teacher_messages(task, text, post.labels, config=config, grounded=True,
-                                                           hints=hints, ask_change=False)
+                engine_prompts[post.id] = teacher_messages(task, text, post.labels, grounded=True, hints=hints,
+                                                           ask_change=False)  # as the engine asks: its defaults
             key = cache_key(messages, backend.model_id, settings_now)
             record = cache_store.get(key)
             if record is not None:

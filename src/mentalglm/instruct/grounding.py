@@ -143,8 +143,10 @@ def quoted_clause(explanation: str, pieces: Sequence[Clause]) -> Clause | None:
 
 
 def without_change(explanation: str) -> str:
-    """A grounded explanation without its closing 如果-sentence (what would change the reading)."""
-    at = explanation.find("。如果")
+    """A grounded explanation without its closing 如果-sentence (what would change the reading), looked for after the
+    quotation: a long post's merged clause may itself hold "。如果"."""
+    quoted = re.search(QUOTES + r"“[^”]*”", explanation)
+    at = explanation.find("。如果", quoted.end() if quoted else 0)
     return explanation[:at + 1] if at >= 0 else explanation
 
 

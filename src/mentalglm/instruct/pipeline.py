@@ -256,9 +256,9 @@ def run_build(config: BuildConfig, data_dir: Path | None, out_dir: Path, backend
     elapsed = time.perf_counter() - started
     samples = [s for o in outcomes for s in o.accepted]
     exported = export_samples(samples, out_dir, config.split, formats)
-    prompts = {post_id: prompt for o in outcomes for post_id, prompt in o.engine_prompts.items()}
-    if prompts:
-        exported["files"]["explainer"] = str(export_explainer_rows(samples, prompts, out_dir, config.split))
+    prompts = {(o.task, post_id): prompt for o in outcomes for post_id, prompt in o.engine_prompts.items()}
+    # written on every build (empty without grounded drafts), so a rebuild never leaves an older run's rows behind
+    exported["files"]["explainer"] = str(export_explainer_rows(samples, prompts, out_dir, config.split))
     write_jsonl(out_dir / "qc_log.jsonl", qc_log)
     summary = summarise([(row["task"], Verdict(row["passed"], row["reasons"], row["checks"], row.get("abstained", [])))
                          for row in qc_log if row["attempt"] == 0])

@@ -47,6 +47,10 @@ class ModelArguments:
     base_adapter: str | None = _help(
         "A LoRA adapter folded into the base before this run's adapter is added (the backbone tier's "
         "`best/adapter`: an explainer trained above its layers leaves what the task heads read unchanged).", None)
+    base_adapter_sha256: str | None = _help(
+        "SHA-256 of the base adapter's weights; training records it beside its own adapter, and a base adapter that "
+        "changed since (a retrained backbone in the same place) is refused when the base is loaded again (export).",
+        None)
     trust_remote_code: bool = _help("Allow the model's own Python code (GLM-4 checkpoints need it).", False)
     chat_template: str | None = _help(
         "Jinja chat template replacing the tokenizer's (a path to a .jinja file or the template itself); "

@@ -171,7 +171,22 @@ def with_base_adapter(model: Any, arguments: ModelArguments) -> Any:
     adapter = Path(arguments.base_adapter)
     if not (adapter / "adapter_config.json").is_file():
         raise ConfigError(f"base_adapter {adapter} is not a LoRA adapter directory (no adapter_config.json)")
+    digest = base_adapter_digest(adapter)
+    if arguments.base_adapter_sha256 and digest != arguments.base_adapter_sha256:
+        raise ConfigError(f"base_adapter {adapter} changed since this adapter was trained above it (SHA-256 "
+                          f"{digest[:12]}, trained with {arguments.base_adapter_sha256[:12]}): retrain, or point "
+                          "base_adapter at the adapter it was trained with")
     return PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+
+
+def base_adapter_digest(adapter: Path) -> str:
+    """SHA-256 of an adapter's weights file (PEFT's safetensors, else its .bin)."""
+    from mentalglm.files import sha256_file
+
+    weights = [adapter / name for name in ("adapter_model.safetensors", "adapter_model.bin") if (adapter / name).is_file()]
+    if not weights:
+        raise ConfigError(f"base_adapter {adapter} has no adapter_model.safetensors")
+    return sha256_file(weights[0])
 
 
 def keep_layers(model: Any, num_layers: int | None) -> Any:
@@ -317,8 +332,9 @@ def run_stage(config: RunConfig, stage: StageArguments, previous_adapter: Path |
     if trainer.is_world_process_zero():
         trainer.processing_class.save_pretrained(str(adapter_dir))
         base = asdict(config.model)
-        if base["base_adapter"]:  # export may run from another directory
+        if base["base_adapter"]:  # export may run from another directory, after the base adapter was retrained
             base["base_adapter"] = str(Path(base["base_adapter"]).resolve())
+            base["base_adapter_sha256"] = base_adapter_digest(Path(base["base_adapter"]))
         (adapter_dir / BASE_FILE).write_text(json.dumps(base, indent=1), encoding="utf-8")
         done = {"stage": stage.name, "global_step": trainer.state.global_step, "train_loss": result.training_loss,
                 "resumed_from": checkpoint, "previous_adapter": str(previous_adapter) if previous_adapter else None}
