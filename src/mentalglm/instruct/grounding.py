@@ -134,9 +134,12 @@ def explanation_grammar(task: Task, labels: Sequence[str], clauses: Sequence[str
     return "\n".join([*rules, f"prose ::= {_PROSE_CHAR}"])
 
 
+_QUOTATION = re.compile(QUOTES + r"“([^”]+)”")  # the quotation a grounded explanation's layout writes
+
+
 def quoted_clause(explanation: str, pieces: Sequence[Clause]) -> Clause | None:
     """The clause of ``pieces`` a grounded explanation quotes (its quote is a cut of one of them)."""
-    match = re.search(QUOTES + r"“([^”]+)”", explanation)
+    match = _QUOTATION.search(explanation)
     if match is None:
         return None
     return next((clause for clause in pieces if match.group(1) in clause.text), None)
@@ -145,7 +148,7 @@ def quoted_clause(explanation: str, pieces: Sequence[Clause]) -> Clause | None:
 def without_change(explanation: str) -> str:
     """A grounded explanation without its closing 如果-sentence (what would change the reading), looked for after the
     quotation: a long post's merged clause may itself hold "。如果"."""
-    quoted = re.search(QUOTES + r"“[^”]*”", explanation)
+    quoted = _QUOTATION.search(explanation)
     at = explanation.find("。如果", quoted.end() if quoted else 0)
     return explanation[:at + 1] if at >= 0 else explanation
 
