@@ -172,3 +172,29 @@ def test_an_adapter_trained_above_a_folded_base_adapter_leaves_the_lower_layers_
         load_run_config(run_yaml(base_adapter=str(tmp_path / "nothing")))
     with pytest.raises(Exception, match="layers_to_transform"):
         load_run_config(run_yaml(layers_to_transform=[0]))  # PEFT needs the module names listed
+
+
+def test_a_base_adapter_trained_on_a_cut_of_the_base_folds_into_its_layers_without_a_missing_keys_warning(
+        run_yaml, tmp_path) -> None:
+    """The backbone tier trains its adapter on the first layers only (no ``layers_to_transform`` in its config):
+    folded into the whole base it changes those layers and PEFT is not left warning about the others."""
+    import warnings
+
+    from peft import LoraConfig, get_peft_model
+
+    from mentalglm.train.config import ModelArguments
+    from mentalglm.train.sft import keep_layers, load_base_model
+
+    base_args = load_run_config(run_yaml(max_steps=2)).model
+    cut = keep_layers(load_base_model(base_args), 1)
+    heads = get_peft_model(cut, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                            init_lora_weights=False))
+    heads.save_pretrained(tmp_path / "heads")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        folded = load_base_model(ModelArguments(**{**base_args.__dict__, "base_adapter": str(tmp_path / "heads")}))
+    assert not [w for w in caught if "missing adapter keys" in str(w.message)]
+    plain = load_base_model(base_args).state_dict()
+    changed = [name for name, weight in folded.state_dict().items() if not torch.equal(weight, plain[name])]
+    assert changed and all(".layers.0." in name for name in changed)
+    assert len(folded.get_decoder().layers) > 1

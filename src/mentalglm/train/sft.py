@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import random
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -176,7 +177,27 @@ def with_base_adapter(model: Any, arguments: ModelArguments) -> Any:
         raise ConfigError(f"base_adapter {adapter} changed since this adapter was trained above it (SHA-256 "
                           f"{digest[:12]}, trained with {arguments.base_adapter_sha256[:12]}): retrain, or point "
                           "base_adapter at the adapter it was trained with")
-    return PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    return PeftModel.from_pretrained(model, str(adapter), config=_config_of_named_layers(adapter)).merge_and_unload()
+
+
+def _config_of_named_layers(adapter: Path) -> Any:
+    """The adapter's LoRA config, limited to the layers its weights name.
+
+    An adapter trained on a cut of the base declares no ``layers_to_transform``; PEFT would then add LoRA to every
+    layer of the whole base and warn that the upper layers' weights are missing (they fold as zero: harmless, but
+    the warning reads as a failed load)."""
+    from peft import PeftConfig
+    from safetensors import safe_open
+
+    config = PeftConfig.from_pretrained(str(adapter))
+    weights = adapter / "adapter_model.safetensors"
+    if config.layers_to_transform is not None or isinstance(config.target_modules, str) or not weights.is_file():
+        return config
+    with safe_open(str(weights), "pt") as handle:
+        named = sorted({int(m.group(1)) for key in handle.keys() if (m := re.search(r"\.layers\.(\d+)\.", key))})
+    if named:
+        config.layers_to_transform = named
+    return config
 
 
 def base_adapter_digest(adapter: Path) -> str:
