@@ -97,3 +97,29 @@ def export(
         console.print(f"{name} against transformers float32 on {record['posts']} validation posts: pooled cosine "
                       f"min {record['cosine_min']:.4f}, same labels {record['same_labels']:.1%}, largest "
                       f"probability gap {record['max_probability_gap']:.3f}")
+
+
+@app.command()
+def card(
+    backbone: Annotated[Path, typer.Option(help="A saved backbone (a run's best/ or final/); README.md is written "
+                                                "into it.")],
+    results_dir: Annotated[Path | None, typer.Option(help="Where `analyze-train --results-dir` wrote the test "
+                                                          "results (left out: test is marked not scored).")] = None,
+    bench: Annotated[Path | None, typer.Option(help="benchmarks/bench_backbone.py's JSON (speed).")] = None,
+    explanations: Annotated[Path | None, typer.Option(help="benchmarks/hybrid_explanations.py's JSON for the "
+                                                           "tuned explainer.")] = None,
+    analyzer: Annotated[Path | None, typer.Option(help="The analyzer trained on this backbone (`analyze-train "
+                                                       "--out`): which heads it kept.")] = None,
+) -> None:
+    """Write the model card (Hugging Face README.md) from what was measured: every number comes from a file."""
+    from mentalglm.train.backbone_card import CardSources, write_card
+
+    for option, path in (("--results-dir", results_dir), ("--bench", bench), ("--explanations", explanations),
+                         ("--analyzer", analyzer)):
+        if path is not None and not path.exists():
+            raise ConfigError(f"{option} {path}: not found")
+    sources = CardSources(backbone, results_dir, bench, explanations, analyzer)
+    path = write_card(sources)
+    console.print(f"[green]model card[/green] {path}")
+    for part in sources.missing:
+        console.print(f"[yellow]not on the card[/yellow]: {part} (not found in {results_dir})")
