@@ -355,3 +355,17 @@ def test_saved_parts_load_back_and_stale_ones_are_removed(tmp_path):
     assert loaded.predict(texts) == screened.predict(texts)
     save_task_model(replace(screened, classifier=screened.classifier.inner, card={}), tmp_path)  # without a screen
     assert not screen_path(tmp_path, "suicide_risk").exists()
+
+
+def test_an_explanation_quoting_the_whole_post_gets_no_sentence_about_the_rest(models):
+    """A one-clause post less its quoted clause is empty: no classifier reading of "the rest" is reported."""
+    post = "太开心了哈哈"
+
+    def reply(request):
+        assert 'quote ::= "太开心了哈哈"' in request.settings.grammar.splitlines()
+        return "判断为「高兴」：帖子中写道“太开心了哈哈”，直接表达了收到礼物后的喜悦和快乐。"
+
+    backend = FakeBackend(responses=reply, supports_grammar=True)
+    result = Analyzer(["emotion"], "hybrid", backend=backend, models=models).analyze(post).tasks["emotion"]
+    assert result.explanation_source == "llm_grounded"
+    assert result.explanation == reply(backend.requests[0])

@@ -30,6 +30,7 @@ from mentalglm.train.backbone_model import (
     BackboneFileError,
     BackboneHead,
     SharedReader,
+    TorchReader,
     load_backbone,
     load_heads,
 )
@@ -127,9 +128,10 @@ class _CountingReader:
     """A reader that counts its reads, with the heads of a trained backbone."""
 
     def __init__(self, directory: Path) -> None:
-        self.heads, self.reads = load_heads(directory), 0
+        self.heads, self.reads, self.meta = load_heads(directory), 0, {"hidden": 32}
 
     def pooled(self, texts):
+        assert all(texts), "an empty text reached the reader"
         self.reads += 1
         return np.ones((len(texts), 32), dtype=np.float32) * np.arange(len(texts))[:, None] / 10
 
@@ -148,6 +150,20 @@ def test_every_head_is_a_classifier_and_one_read_serves_all_tasks(tiny: Path, da
         if not head.multi_label:
             assert np.allclose(proba.sum(axis=1), 1.0)
     assert shared.reader.reads == 1
+
+
+def test_an_empty_text_reads_as_the_zero_vector_alone_or_among_others(tiny: Path, data: list[TaskData],
+                                                                    tmp_path: Path) -> None:
+    """Occlusion removes a one-clause post's only clause: the reader must not fail on the empty rest (no token to
+    pool), and an empty text reads the same whether it comes alone or padded among others."""
+    final = train_backbone(data, _settings(tiny, steps=3), tmp_path)
+    shared = SharedReader(TorchReader(final))
+    alone = shared.pooled([""])
+    assert alone.shape[0] == 1 and not alone.any()
+    mixed = shared.pooled(["今天很开心", "", "我不想活了"])
+    assert not mixed[1].any() and mixed[0].any()
+    assert np.allclose(mixed[[0, 2]], SharedReader(TorchReader(final)).pooled(["今天很开心", "我不想活了"]), atol=1e-5)
+    assert BackboneHead(shared, "emotion").predict([""])  # the heads decide something for it, without failing
 
 
 def test_a_resumed_run_logs_each_step_once(tiny: Path, data: list[TaskData], tmp_path: Path) -> None:

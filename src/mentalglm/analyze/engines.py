@@ -204,7 +204,10 @@ class HybridEngine(LabelsEngine):
         clause = quoted_clause(job.result.explanation or "", job.pieces)
         if clause is None:
             return ""
-        labels, _ = run.models[job.task.id].predict([classifier_view(occlusion.without(scrubbed, clause))])[0]
+        rest = occlusion.without(scrubbed, clause)
+        if not any(ch.isalnum() for ch in rest):  # the clause is the whole post: no reading of the rest to report
+            return ""
+        labels, _ = run.models[job.task.id].predict([classifier_view(rest)])[0]
         if set(labels) == set(job.labels):
             return f"即使去掉这句，分类器仍判为「{decided_names(job.task, job.labels)}」：帖子的其他内容也支持这一判断。"
         return f"如果去掉这句，分类器会改判为「{decided_names(job.task, labels)}」。"

@@ -334,9 +334,15 @@ class SharedReader:
     _last: tuple[list[str], np.ndarray] | None = field(default=None, repr=False)
 
     def pooled(self, texts: Sequence[str]) -> np.ndarray:
+        """An empty text (a post less its only clause, in occlusion) reads as the zero vector: what a padded torch
+        batch already gave it, and what no reader can compute alone (no token to pool)."""
         texts = list(texts)
         if self._last is None or self._last[0] != texts:
-            self._last = (texts, self.reader.pooled(texts))
+            read = [i for i, text in enumerate(texts) if text]
+            out = np.zeros((len(texts), int(self.reader.meta["hidden"])), dtype=np.float32)
+            if read:
+                out[read] = self.reader.pooled([texts[i] for i in read])
+            self._last = (texts, out)
         return self._last[1]
 
 
