@@ -369,3 +369,24 @@ def test_an_explanation_quoting_the_whole_post_gets_no_sentence_about_the_rest(m
     result = Analyzer(["emotion"], "hybrid", backend=backend, models=models).analyze(post).tasks["emotion"]
     assert result.explanation_source == "llm_grounded"
     assert result.explanation == reply(backend.requests[0])
+
+
+def test_an_analyzer_whose_backbone_carries_an_explainer_explains_with_it_by_default(models, tmp_path):
+    """One base decides and explains: `llamacpp:default` means the backbone's explainer GGUF; a named model is kept."""
+    import json
+
+    backbone = tmp_path / "backbone"
+    backbone.mkdir()
+    gguf = backbone / "explainer-q8_0.gguf"
+    gguf.write_bytes(b"GGUF" * 10)
+    meta = {"tasks": {}, "base": "embedded:qwen2.5-0.5b", "hidden": 8,
+            "explainer": {"file": gguf.name, "bytes": 40, "adapter_sha256": "a" * 64, "trained_above": "b" * 64}}
+    (backbone / "backbone.json").write_text(json.dumps(meta), encoding="utf-8")
+    assert Analyzer(["emotion"], "hybrid", artifacts_dir=tmp_path, models=models).describe()["llm"] == f"llamacpp:{gguf}"
+    named = Analyzer(["emotion"], "hybrid", "llamacpp:qwen2.5-0.5b", artifacts_dir=tmp_path, models=models)
+    assert named.describe()["llm"] == "llamacpp:qwen2.5-0.5b"
+    plain = Analyzer(["emotion"], "hybrid", artifacts_dir=tmp_path / "none", models=models)
+    assert plain.describe()["llm"] == "llamacpp:default"
+    gguf.write_bytes(b"GGUF")
+    with pytest.raises(Exception, match="cut copy"):  # never the untuned model in its place
+        Analyzer(["emotion"], "hybrid", artifacts_dir=tmp_path, models=models)

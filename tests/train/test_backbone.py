@@ -226,3 +226,52 @@ def test_the_merged_copy_reads_as_the_adapter_does_and_int8_is_chosen_only_once_
     adapter.write_bytes(adapter.read_bytes() + b" ")  # another adapter in its place
     with pytest.raises(BackboneFileError, match=f"{MERGED_DIR}: merged from another adapter"):
         TorchReader(final)
+
+
+def test_the_explainer_goes_beside_the_heads_only_when_trained_above_this_backbone(
+        tiny: Path, data: list[TaskData], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`backbone explainer`: the SFT adapter must record this backbone's adapter as its base (its lower layers are
+    the ones the heads read); the GGUF is recorded in backbone.json, and a recorded file gone or cut short is
+    refused by name, never replaced by another LLM."""
+    from dataclasses import asdict
+
+    from peft import LoraConfig, get_peft_model
+
+    from mentalglm.analyze.artifacts import own_explainer
+    from mentalglm.train import export
+    from mentalglm.train.backbone_model import ADAPTER_DIR, attach_explainer, explainer_gguf
+    from mentalglm.train.config import ModelArguments
+    from mentalglm.train.sft import BASE_FILE, base_adapter_digest, load_base_model
+
+    monkeypatch.setattr(export, "find_converter", lambda fetch=False: tmp_path / "convert.py")
+    monkeypatch.setattr(export, "convert_to_gguf", lambda merged, out, kind: out.write_bytes(b"GGUF" * 100) and out)
+    final = train_backbone(data, _settings(tiny, steps=3), tmp_path / "run")
+    own = final / ADAPTER_DIR
+
+    def explainer_adapter(base_adapter: Path, name: str) -> Path:
+        arguments = ModelArguments(name_or_path=str(tiny), base_adapter=str(base_adapter))
+        model = get_peft_model(load_base_model(arguments), LoraConfig(r=2, target_modules=["q_proj"]))
+        model.save_pretrained(tmp_path / name)
+        recorded = {**asdict(arguments), "base_adapter_sha256": base_adapter_digest(base_adapter)}
+        (tmp_path / name / BASE_FILE).write_text(json.dumps(recorded), encoding="utf-8")
+        return tmp_path / name
+
+    assert explainer_gguf(final) is None and own_explainer(tmp_path) is None
+    path = attach_explainer(final, explainer_adapter(own, "explainer"))
+    assert path == final / "explainer-q8_0.gguf" and explainer_gguf(final) == path
+    recorded = json.loads((final / META_FILE).read_text(encoding="utf-8"))["explainer"]
+    assert recorded["file"] == path.name and recorded["bytes"] == 400 and len(recorded["trained_above"]) == 64
+    assert not list(final.glob("backbone-merged-*"))  # the merged copy was scratch
+
+    other = tmp_path / "other-backbone"
+    get_peft_model(load_base_model(ModelArguments(name_or_path=str(tiny))),
+                   LoraConfig(r=2, target_modules=["v_proj"], init_lora_weights=False)).save_pretrained(other)
+    with pytest.raises(ConfigError, match="not trained above this backbone"):
+        attach_explainer(final, explainer_adapter(other, "stranger"))
+
+    path.write_bytes(b"GGUF")
+    with pytest.raises(BackboneFileError, match="cut copy"):
+        explainer_gguf(final)
+    path.unlink()
+    with pytest.raises(BackboneFileError, match="explainer-q8_0.gguf: missing"):
+        explainer_gguf(final)

@@ -211,6 +211,16 @@ def backbone_path(directory: Path) -> Path:
     return directory / "backbone"
 
 
+def own_explainer(directory: Path | None) -> Path | None:
+    """The explainer GGUF of the analyzer's backbone (``mentalglm backbone explainer``), None without one: the
+    LLM that ``llamacpp:default`` means for this analyzer (one base decides and explains)."""
+    if directory is None or not (backbone_path(directory) / "backbone.json").is_file():
+        return None
+    from mentalglm.train.backbone_model import explainer_gguf  # torch: only with a backbone
+
+    return explainer_gguf(backbone_path(directory))
+
+
 class BackboneEnsemble:
     """Card key ``backbone``: the TF-IDF model averaged with the task's head on the shared backbone (``backbone/``).
 

@@ -14,7 +14,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from mentalglm.analyze.artifacts import TaskModel, default_artifacts_dir, load_task_model
+from mentalglm.analyze.artifacts import TaskModel, default_artifacts_dir, load_task_model, own_explainer
 from mentalglm.analyze.engines import ENGINES as STRATEGIES
 from mentalglm.analyze.engines import Batch, Engine, classifier_view
 from mentalglm.analyze.injection import strip_injection
@@ -37,6 +37,7 @@ ENGINES: tuple[EngineName, ...] = tuple(STRATEGIES)
 # (docs/analyze.md, "Which engine").
 DEFAULT_ENGINE: EngineName = "attribution"
 DEFAULT_MAX_CHARS = 2000
+DEFAULT_BACKEND = "llamacpp:default"  # the embedded 0.5B, or the explainer of the analyzer's backbone
 
 
 class InputTextError(MentalGLMError):
@@ -78,11 +79,13 @@ class Analyzer:
     """Analyse posts for several tasks at once with one engine (analyze/engines.py).
 
     ``models`` (task id -> TaskModel) replaces the trained artifacts (tests, custom classifiers);
-    ``backend`` is a spec such as ``llamacpp:default`` or a ready ``Backend``, created only when needed.
+    ``backend`` is a spec such as ``llamacpp:default`` or a ready ``Backend``, created only when needed; for an
+    analyzer whose backbone carries an explainer (``mentalglm backbone explainer``), ``llamacpp:default`` is that
+    explainer (``llamacpp:qwen2.5-0.5b`` names the untuned embedded model).
     """
 
     def __init__(self, tasks: Sequence[str] = CHINESE_MAIN_TASKS, engine: EngineName = DEFAULT_ENGINE,
-                 backend: str | Backend = "llamacpp:default", artifacts_dir: str | Path | None = None, *,
+                 backend: str | Backend = DEFAULT_BACKEND, artifacts_dir: str | Path | None = None, *,
                  models: Mapping[str, TaskModel] | None = None, explain: bool = True,
                  max_chars: int = DEFAULT_MAX_CHARS, locale: str = DEFAULT_LOCALE,
                  settings: GenerationSettings | None = None, regenerate: int = REDRAWS,
@@ -111,6 +114,8 @@ class Analyzer:
             except MissingDataError:
                 if STRATEGIES[engine].needs_classifiers:
                     raise  # the llm engine only uses a classifier as its verifier, when one is built
+        if backend == DEFAULT_BACKEND and (explainer := own_explainer(directory)) is not None:
+            backend = f"llamacpp:{explainer}"  # the backbone's own explaining layers, not the untuned 0.5B
         self._backend_spec = backend
         self._backend_options = dict(backend_options or {})  # e.g. {"concurrency": 8} for a vLLM server
         self._backend: Backend | None = backend if isinstance(backend, Backend) else None

@@ -100,6 +100,23 @@ def export(
 
 
 @app.command()
+def explainer(
+    backbone: Annotated[Path, typer.Option(help="A saved backbone (a run's best/, or an analyzer's backbone/).")],
+    adapter: Annotated[Path, typer.Option(help="The explainer's SFT adapter, trained above this backbone's adapter "
+                                               "(configs/cpu-backbone-explainer.yaml: <output_dir>/explainer/adapter).")],
+    gguf_type: Annotated[str, typer.Option(help="GGUF tensor type: f32, f16, bf16 or q8_0.")] = "q8_0",
+) -> None:
+    """Put the explaining half beside the heads: merge the explainer adapter into the base, convert it to GGUF and
+    record it in backbone.json. An analyzer on this backbone then explains with it where `--backend` is left at
+    llamacpp:default (`llamacpp:qwen2.5-0.5b` still names the untuned model)."""
+    from mentalglm.train.backbone_model import attach_explainer
+
+    path = attach_explainer(backbone, adapter, gguf_type)
+    console.print(f"[green]explainer[/green] {path} ({path.stat().st_size / 1e6:.0f} MB), recorded in "
+                  f"{backbone / 'backbone.json'}")
+
+
+@app.command()
 def card(
     backbone: Annotated[Path, typer.Option(help="A saved backbone (a run's best/ or final/); README.md is written "
                                                 "into it.")],

@@ -398,6 +398,63 @@ def export_gguf(directory: Path, gguf_type: str = "q8_0") -> Path:
     return target
 
 
+# --------------------------------------------------------------------------- the explaining half
+
+EXPLAINER_KEY = "explainer"  # backbone.json: the explainer GGUF beside the heads, and what it was made from
+
+
+def attach_explainer(directory: Path, adapter: Path, gguf_type: str = "q8_0") -> Path:
+    """The explaining half beside the heads: an SFT adapter trained above this backbone's adapter (its
+    ``base_adapter``, configs/cpu-backbone-explainer.yaml) merged into the base and converted to GGUF
+    (``explainer-<type>.gguf``), recorded in backbone.json; the analyzer's LLM engines then explain with it.
+
+    An adapter trained above another backbone is refused: its lower layers would not be the ones the heads read."""
+    import shutil
+    import tempfile
+
+    from mentalglm.files import sha256_file
+    from mentalglm.train.export import base_arguments, convert_to_gguf, find_converter, merge_adapter
+
+    own = directory / ADAPTER_DIR / ADAPTER_WEIGHTS
+    if not own.is_file():
+        raise BackboneFileError(own, "missing")
+    if not (adapter / ADAPTER_WEIGHTS).is_file():
+        raise ConfigError(f"{adapter} is not a LoRA adapter directory (no {ADAPTER_WEIGHTS}); point --adapter at "
+                          "<output_dir>/explainer/adapter")
+    trained_above = base_arguments(adapter).base_adapter_sha256
+    if trained_above != sha256_file(own):
+        raise ConfigError(f"{adapter} was not trained above this backbone's adapter {own} (it records "
+                          f"{(trained_above or 'no base adapter')[:12]}): train it with base_adapter: "
+                          f"{directory / ADAPTER_DIR}")
+    find_converter(fetch=True)  # fail before the slow merge when there is none to be had
+    target = directory / f"explainer-{gguf_type}.gguf"
+    with tempfile.TemporaryDirectory(prefix="backbone-merged-", dir=directory) as scratch:
+        merged = merge_adapter(adapter, Path(scratch) / MERGED_DIR)
+        partial = Path(scratch) / target.name
+        convert_to_gguf(merged, partial, gguf_type)
+        shutil.move(partial, target)
+    meta = read_backbone_meta(directory)
+    meta[EXPLAINER_KEY] = {"file": target.name, "bytes": target.stat().st_size,
+                           "adapter_sha256": sha256_file(adapter / ADAPTER_WEIGHTS), "trained_above": trained_above}
+    atomic_write_text(directory / META_FILE, json.dumps(meta, ensure_ascii=False, indent=1) + "\n")
+    return target
+
+
+def explainer_gguf(directory: Path) -> Path | None:
+    """The explainer GGUF that backbone.json records (None: the backbone has none); a recorded one that is missing
+    or cut short is refused by name, never replaced by another LLM."""
+    record = read_backbone_meta(directory).get(EXPLAINER_KEY)
+    if not record:
+        return None
+    path = directory / record["file"]
+    if not path.is_file():
+        raise BackboneFileError(path, "missing", "write it again with `mentalglm backbone explainer`")
+    if path.stat().st_size != record.get("bytes", path.stat().st_size):
+        raise BackboneFileError(path, f"{path.stat().st_size} bytes, {record['bytes']} recorded (a cut copy)",
+                                "write it again with `mentalglm backbone explainer`")
+    return path
+
+
 def agreement(reference: Any, other: Any, texts: dict[str, list[str]]) -> dict[str, Any]:
     """Two readers on the same posts: pooled-state cosine, label agreement, largest probability gap."""
     heads = reference.heads
