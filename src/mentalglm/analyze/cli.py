@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from mentalglm.analyze.batch import AnalyzerRecipe, RunSummary
-from mentalglm.analyze.engine import DEFAULT_ENGINE, DEFAULT_MAX_CHARS, ENGINES, Analyzer
+from mentalglm.analyze.engine import DEFAULT_BACKEND, DEFAULT_ENGINE, DEFAULT_MAX_CHARS, ENGINES, Analyzer
 from mentalglm.analyze.schema import PostResult, TaskResult
 from mentalglm.backends.registry import cli_options
 from mentalglm.console import comma_list, make_console
@@ -136,7 +136,9 @@ def analyze(
                                             "`mentalglm pathway train --out DIR`, given as --artifacts-dir DIR).")
                      ] = ",".join(CHINESE_MAIN_TASKS),
     engine: Annotated[str, typer.Option(help="attribution | hybrid | labels | llm")] = DEFAULT_ENGINE,
-    backend: Annotated[str, typer.Option(help="LLM backend spec for hybrid / llm.")] = "llamacpp:default",
+    backend: Annotated[str, typer.Option(help="LLM backend spec for hybrid / llm; llamacpp:default is the embedded "
+                                              "0.5B, or the explainer of an --artifacts-dir backbone that has one "
+                                              "(mentalglm backbone explainer).")] = DEFAULT_BACKEND,
     concurrency: Annotated[int | None, typer.Option(
         min=1, help="LLM requests in flight at once (hybrid / llm with a server backend, openai:MODEL).")] = None,
     explain: Annotated[bool, typer.Option("--explain/--no-explain", help="Write explanations (LLM).")] = True,

@@ -28,7 +28,7 @@ from mentalglm.errors import ConfigError, MentalGLMError, MissingDataError
 from mentalglm.tasks import CHINESE_MAIN_TASKS, Task, get_task
 from mentalglm.tasks.parsing import cjk_share
 
-__all__ = ["DEFAULT_ENGINE", "DEFAULT_MAX_CHARS", "ENGINES", "Analyzer", "InputRow", "InputTextError", "check_text",
+__all__ = ["DEFAULT_BACKEND", "DEFAULT_ENGINE", "DEFAULT_MAX_CHARS", "ENGINES", "Analyzer", "InputRow", "InputTextError", "check_text",
            "classifier_view"]
 
 ENGINES: tuple[EngineName, ...] = tuple(STRATEGIES)
