@@ -55,6 +55,7 @@ def test_the_card_carries_the_measured_numbers_and_names_what_was_not_measured(t
     assert "| torch int8 (gate, up) | 0.9933 | 97.0% |" in card
     assert "Speed not measured" in card and "Explanations" in card and "Not measured for this copy" in card
     assert "distilled" not in card  # the explainer's limitation only once it was measured
+    assert "No explainer attached to this copy" in card
 
 
 def test_the_card_reports_the_speed_and_explanation_benchmarks(tmp_path) -> None:

@@ -174,11 +174,16 @@ def _engines(meta: dict[str, Any], bench: dict[str, Any] | None) -> list[str]:
     return lines
 
 
-def _explanations(record: dict[str, Any] | None) -> list[str]:
+def _explanations(record: dict[str, Any] | None, meta: dict[str, Any]) -> list[str]:
+    attached = meta.get("explainer")
+    status = [f"Attached: `{attached['file']}` (backbone.json `explainer`); an analyzer on this backbone explains with it "
+              "where the backend is left at llamacpp:default." if attached else
+              "No explainer attached to this copy: an analyzer on it explains with the untuned embedded 0.5B "
+              "(`mentalglm backbone explainer` attaches one).", ""]
     if record is None:
-        return ["Not measured for this copy: `python benchmarks/hybrid_explanations.py --backend llamacpp:GGUF "
+        return [*status, "Not measured for this copy: `python benchmarks/hybrid_explanations.py --backend llamacpp:GGUF "
                 "--artifacts-dir ARTIFACTS --out FILE`, then `--explanations FILE` here."]
-    lines = [f"`benchmarks/hybrid_explanations.py`, backend `{record.get('backend')}`, {record.get('per_task')} "
+    lines = [*status, f"`benchmarks/hybrid_explanations.py`, backend `{record.get('backend')}`, {record.get('per_task')} "
              f"{record.get('split', 'validation')} posts a task, {record.get('regenerate')} redraws allowed:", "",
              "| task | first draws passing QC and verifier | kept after redraws | verifier agrees (kept) | "
              "quotes found | median s |", "|---|---|---|---|---|---|"]
@@ -221,7 +226,7 @@ def render_card(sources: CardSources) -> str:
              "## Validation (the run's own, heads alone)", "", *_validation(meta), "",
              "## Test", "", *_test(meta, sources), "",
              "## Engines and speed", "", *_engines(meta, _read_json(sources.bench)), "",
-             "## Explanations (the same base's upper layers, tuned to explain)", "", *_explanations(explained), "",
+             "## Explanations (the same base's upper layers, tuned to explain)", "", *_explanations(explained, meta), "",
              "## Limitations", "", *_limitations(meta, explained is not None), ""]
     return "\n".join(parts)
 
