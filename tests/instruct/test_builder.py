@@ -436,3 +436,20 @@ def test_a_bad_cue_pattern_fails_when_the_task_is_loaded():
 def test_saying_a_definition_does_not_fit_contradicts_the_label_unless_it_rules_out_another(explanation, fits):
     verdict = check_sample(get_task("cognitive_distortion"), ["labeling"], explanation, "我就是个垃圾，心如刀绞")
     assert verdict.checks["not_contradicting"] is fits, verdict.reasons
+
+
+@pytest.mark.parametrize(("label", "reason", "fits"), [
+    ("sad", "作者经历了困难和痛苦，但并没有表现出任何消极情绪", False),  # what the tuned explainer wrote
+    ("happy", "作者感到非常高兴，但并没有明确表达任何情绪或感受", False),
+    ("angry", "作者在抱怨，却没有明显的情绪", False),
+    ("happy", "作者表达了喜悦，没有任何消极情绪", True),  # another polarity denied: no contradiction
+    ("sad", "作者没有任何积极情绪，只有失落", True),
+    ("sad", "虽然没有直接说难过，但失眠透露出低落", True),  # not saying the word is not denying the feeling
+    ("neutral", "只是陈述事实，没有表达任何情绪或倾向", True),  # 中性 is argued by exactly this denial
+    ("sad", "作者很失落。如果帖子没有表达任何情绪，就会是中性", True),  # a conditional sentence asserts nothing
+])
+def test_an_emotion_explanation_may_not_deny_that_the_post_shows_its_feeling(label, reason, fits):
+    task = get_task("emotion")
+    explanation = f"判断为「{task.label(label).zh}」：帖子中写道“最近总是睡不着”，{reason}。"
+    verdict = check_sample(task, [label], explanation, "最近总是睡不着，很开心")
+    assert verdict.checks["not_contradicting"] is fits, verdict.reasons

@@ -18,7 +18,14 @@ from mentalglm.backends.copy_guard import comparable
 from mentalglm.instruct.description import by_description
 from mentalglm.instruct.grounding import QUOTES, STATES
 from mentalglm.tasks.layout import LABEL_SEPARATOR, render_answer
-from mentalglm.tasks.parsing import argued_by_denial, cjk_share, claimed_labels, find_mentions, parse
+from mentalglm.tasks.parsing import (
+    argued_by_denial,
+    cjk_share,
+    claimed_labels,
+    denied_own,
+    find_mentions,
+    parse,
+)
 from mentalglm.tasks.schema import Task
 
 _QUOTE = re.compile(r"[“\"「『‘]([^”\"」』’]{2,})[”\"」』’]")
@@ -246,7 +253,8 @@ def check_copy(task: Task, labels: Sequence[str], explanation: str, post: str, c
 def check_contradiction(task: Task, labels: Sequence[str], explanation: str, post: str,
                         config: QCConfig) -> str | None:
     """An explanation must not say that its own label does not fit ("…这与自杀风险的定义不符", written by the 0.5B
-    for a post it was asked to explain as low risk)."""
+    for a post it was asked to explain as low risk), nor deny what the label says of the post ("…但并没有表达任何情绪"
+    of a post explained as 悲伤: the label's ``contradicted_by_denying_zh``, written by the tuned explainer)."""
     asserted = asserted_part(explanation)
     match = _CONTRADICTION.search(asserted)
     if match:
@@ -258,6 +266,9 @@ def check_contradiction(task: Task, labels: Sequence[str], explanation: str, pos
         rules_out_others = bool(named - set(labels)) or bool(_OTHERS.search(what))
         if named & set(labels) or not (rules_out_others or any(p in what for p in denied_for_gold)):
             return f"says the label does not fit ({match.group(0)!r})"
+    denied = denied_own(task, _QUOTE.sub("", asserted)) & set(labels)
+    if denied:
+        return "denies what its label says of the post (" + "、".join(task.label(d).zh for d in sorted(denied)) + ")"
     return None
 
 

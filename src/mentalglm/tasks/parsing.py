@@ -273,6 +273,12 @@ def argued_by_denial(task: Task, text: str) -> set[str]:
     return _declared(task, text, "argued_by_denying_zh", denied=True)
 
 
+def denied_own(task: Task, text: str) -> set[str]:
+    """Labels one of whose ``contradicted_by_denying_zh`` phrases occurs in ``text`` denied ("并没有表达任何情绪" for
+    悲伤): a text that says so of a post contradicts those labels."""
+    return _declared(task, text, "contradicted_by_denying_zh", denied=True)
+
+
 def _negated(cue_text: str, window_start: int, start: int) -> bool:
     clause_ends = list(_CLAUSE_END.finditer(cue_text, window_start, start))
     if clause_ends:

@@ -58,6 +58,7 @@ def task_from_mapping(raw: dict[str, Any], origin: str = "<mapping>") -> Task:
             positive=bool(item.get("positive", False)),
             claims_zh=tuple(item.get("claims_zh", ())),
             argued_by_denying_zh=tuple(item.get("argued_by_denying_zh", ())),
+            contradicted_by_denying_zh=tuple(item.get("contradicted_by_denying_zh", ())),
             cues_zh=_patterns(origin, str(item["id"]), item.get("cues_zh", ())),
             example_zh=item.get("example_zh", "").strip(),
         )

@@ -39,6 +39,9 @@ class Label:
     # Phrases whose denial argues for this label ("没有明确表达自杀意图" argues low risk, "没有明显的情绪倾向" neutral):
     # how QC reads an explanation that affirms nothing but such denials (instruct/qc.py ``by_definition``).
     argued_by_denying_zh: tuple[str, ...] = ()
+    # Phrases whose denial contradicts this label ("并没有表达任何情绪" of a post explained as 悲伤): QC refuses an
+    # explanation of the label that denies one of them (instruct/qc.py ``check_contradiction``).
+    contradicted_by_denying_zh: tuple[str, ...] = ()
     # Regular expressions for the words an explanation of this label uses when it describes the thinking it names
     # (Burns' descriptions: 总是 / 永远 for overgeneralisation, 应该 / 必须 for should statements): with the label's
     # definition they make QC's second reader of explanations (instruct/description.py). Never used to read answers.
