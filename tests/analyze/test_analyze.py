@@ -372,21 +372,32 @@ def test_an_explanation_quoting_the_whole_post_gets_no_sentence_about_the_rest(m
 
 
 def test_an_analyzer_whose_backbone_carries_an_explainer_explains_with_it_by_default(models, tmp_path):
-    """One base decides and explains: `llamacpp:default` means the backbone's explainer GGUF; a named model is kept."""
+    """One base decides and explains: `llamacpp:default` means the backbone's explainer GGUF (named by the adapter it
+    came from, so a resumed batch notices another one); a named model is kept; engines without an LLM never look."""
+    import hashlib
     import json
 
     backbone = tmp_path / "backbone"
-    backbone.mkdir()
+    (backbone / "adapter").mkdir(parents=True)
+    (backbone / "adapter" / "adapter_model.safetensors").write_bytes(b"heads' adapter")
     gguf = backbone / "explainer-q8_0.gguf"
     gguf.write_bytes(b"GGUF" * 10)
     meta = {"tasks": {}, "base": "embedded:qwen2.5-0.5b", "hidden": 8,
-            "explainer": {"file": gguf.name, "bytes": 40, "adapter_sha256": "a" * 64, "trained_above": "b" * 64}}
+            "explainer": {"file": gguf.name, "bytes": 40, "adapter_sha256": "a" * 64,
+                          "trained_above": hashlib.sha256(b"heads' adapter").hexdigest()}}
     (backbone / "backbone.json").write_text(json.dumps(meta), encoding="utf-8")
-    assert Analyzer(["emotion"], "hybrid", artifacts_dir=tmp_path, models=models).describe()["llm"] == f"llamacpp:{gguf}"
+    own = Analyzer(["emotion"], "hybrid", artifacts_dir=tmp_path, models=models)
+    assert own._backend_spec == f"llamacpp:{gguf.resolve()}"
+    assert own.describe()["llm"] == "backbone explainer explainer-q8_0.gguf (adapter aaaaaaaaaaaaaaaa)"
     named = Analyzer(["emotion"], "hybrid", "llamacpp:qwen2.5-0.5b", artifacts_dir=tmp_path, models=models)
     assert named.describe()["llm"] == "llamacpp:qwen2.5-0.5b"
     plain = Analyzer(["emotion"], "hybrid", artifacts_dir=tmp_path / "none", models=models)
     assert plain.describe()["llm"] == "llamacpp:default"
     gguf.write_bytes(b"GGUF")
+    Analyzer(["emotion"], "labels", artifacts_dir=tmp_path, models=models)  # no LLM: the explainer is not read
     with pytest.raises(Exception, match="cut copy"):  # never the untuned model in its place
+        Analyzer(["emotion"], "hybrid", artifacts_dir=tmp_path, models=models)
+    gguf.write_bytes(b"GGUF" * 10)
+    (backbone / "adapter" / "adapter_model.safetensors").write_bytes(b"retrained heads")
+    with pytest.raises(Exception, match="trained above another adapter"):
         Analyzer(["emotion"], "hybrid", artifacts_dir=tmp_path, models=models)

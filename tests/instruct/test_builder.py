@@ -447,6 +447,10 @@ def test_saying_a_definition_does_not_fit_contradicts_the_label_unless_it_rules_
     ("sad", "虽然没有直接说难过，但失眠透露出低落", True),  # not saying the word is not denying the feeling
     ("neutral", "只是陈述事实，没有表达任何情绪或倾向", True),  # 中性 is argued by exactly this denial
     ("sad", "作者很失落。如果帖子没有表达任何情绪，就会是中性", True),  # a conditional sentence asserts nothing
+    ("sad", "虽然没有直接表达任何情绪，但字里行间透露出失落", True),  # conceded, then argued
+    ("sad", "虽然没有明显的情绪词，但失眠透露出低落", True),  # 情绪词: words, not the feeling
+    ("surprise", "作者没有任何情绪准备，消息来得太突然", True),
+    ("sad", "作者很痛苦，却没有表现出任何情绪", False),  # 却 is no concession
 ])
 def test_an_emotion_explanation_may_not_deny_that_the_post_shows_its_feeling(label, reason, fits):
     task = get_task("emotion")

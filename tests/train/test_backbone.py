@@ -233,6 +233,7 @@ def test_the_explainer_goes_beside_the_heads_only_when_trained_above_this_backbo
     """`backbone explainer`: the SFT adapter must record this backbone's adapter as its base (its lower layers are
     the ones the heads read); the GGUF is recorded in backbone.json, and a recorded file gone or cut short is
     refused by name, never replaced by another LLM."""
+    import shutil
     from dataclasses import asdict
 
     from peft import LoraConfig, get_peft_model
@@ -258,10 +259,17 @@ def test_the_explainer_goes_beside_the_heads_only_when_trained_above_this_backbo
 
     assert explainer_gguf(final) is None and own_explainer(tmp_path) is None
     path = attach_explainer(final, explainer_adapter(own, "explainer"))
-    assert path == final / "explainer-q8_0.gguf" and explainer_gguf(final) == path
+    assert path == final / "explainer-q8_0.gguf" and explainer_gguf(final)[0] == path
     recorded = json.loads((final / META_FILE).read_text(encoding="utf-8"))["explainer"]
     assert recorded["file"] == path.name and recorded["bytes"] == 400 and len(recorded["trained_above"]) == 64
     assert not list(final.glob("backbone-merged-*"))  # the merged copy was scratch
+    moved = tmp_path / "analyzer" / "backbone"  # an analyzer's copy, after the run directory is gone
+    shutil.copytree(final, moved)
+    shutil.rmtree(tmp_path / "run")
+    assert attach_explainer(moved, tmp_path / "explainer") == moved / "explainer-q8_0.gguf"
+    with pytest.raises(ConfigError, match="GGUF type"):
+        attach_explainer(moved, tmp_path / "explainer", "q3")
+    final, path = moved, moved / "explainer-q8_0.gguf"
 
     other = tmp_path / "other-backbone"
     get_peft_model(load_base_model(ModelArguments(name_or_path=str(tiny))),

@@ -48,6 +48,8 @@ def test_the_card_carries_the_measured_numbers_and_names_what_was_not_measured(t
     assert "| suicide_risk | f1_positive | not scored | – | no: scored with the tier chosen before it |" in card
     assert "0.828" in card  # the published suicide-risk number, read from the task's declaration
     assert sources.missing == ["suicide_risk test results"]
+    render_card(sources)
+    assert sources.missing == ["suicide_risk test results"]  # rendered twice, listed once
     assert "| emotion | macro_f1 | 0.611 | 1500 |" in card and "| steps | 4321 |" in card
     assert "`aaaaaaaaaaaaaaaa…`" in card and "step 1234" in card and "first 96 tokens" in card
     assert "suicide_risk's validation metric rests on 57 posts" in card
@@ -61,7 +63,8 @@ def test_the_card_carries_the_measured_numbers_and_names_what_was_not_measured(t
 def test_the_card_reports_the_speed_and_explanation_benchmarks(tmp_path) -> None:
     best = _backbone(tmp_path)
     bench = tmp_path / "bench.json"
-    bench.write_text(json.dumps({"when": "2026-12-05T01:00:00", "threads": "2", "machine": {"cpu": "EPYC", "cores": 2},
+    bench.write_text(json.dumps({"when": "2026-12-05T01:00:00", "threads": "2", "machine": {"cpu": "EPYC", "cores": 64,
+                                                                                         "usable_cores": 2},
                                  "engines": [{"engine": "torch-int8", "cold_start_s": 7.6, "posts_per_s": 12.8,
                                               "peak_rss_gb": 1.7}]}))
     explained = tmp_path / "explained.json"
@@ -71,9 +74,9 @@ def test_the_card_reports_the_speed_and_explanation_benchmarks(tmp_path) -> None
                                          "kept_verifier_agrees_of_all": 0.97, "shown_quotes_found": 1.0,
                                          "seconds_median": 2.5}}}))
     card = render_card(CardSources(best, bench=bench, explanations=explained))
-    assert "| torch-int8 | 7.6 | 12.8 | 1.7 |" in card and "EPYC, 2 cores, 2 threads, 2026-12-05" in card
+    assert "| torch-int8 | 7.6 | 12.8 | 1.7 |" in card and "EPYC, 2 usable cores, 2 threads, 2026-12-05" in card
     assert "| emotion | 90.0% | 98.0% | 97.0% | 100.0% | 2.5 |" in card and "llamacpp:x.gguf" in card
-    assert "distilled" in card
+    assert "distilled" not in card  # measured, but no explainer attached: the analyzer does not explain with it
     assert "Not scored here" in card  # no results directory given
 
 

@@ -211,14 +211,16 @@ def backbone_path(directory: Path) -> Path:
     return directory / "backbone"
 
 
-def own_explainer(directory: Path | None) -> Path | None:
-    """The explainer GGUF of the analyzer's backbone (``mentalglm backbone explainer``), None without one: the
-    LLM that ``llamacpp:default`` means for this analyzer (one base decides and explains)."""
-    if directory is None or not (backbone_path(directory) / "backbone.json").is_file():
+def own_explainer(directory: Path | None) -> tuple[Path, str] | None:
+    """The explainer GGUF of the analyzer's backbone (``mentalglm backbone explainer``) and the digest of the adapter
+    it came from, None without one: the LLM that ``llamacpp:default`` means for this analyzer (one base decides and
+    explains). ``directory`` None is the default analyzer directory, as for the task models."""
+    root = backbone_path(directory or default_artifacts_dir())
+    if not (root / "backbone.json").is_file():
         return None
     from mentalglm.train.backbone_model import explainer_gguf  # torch: only with a backbone
 
-    return explainer_gguf(backbone_path(directory))
+    return explainer_gguf(root)
 
 
 class BackboneEnsemble:

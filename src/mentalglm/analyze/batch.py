@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
 
-from mentalglm.analyze.engine import Analyzer, InputRow
+from mentalglm.analyze.engine import DEFAULT_BACKEND, Analyzer, InputRow
 from mentalglm.analyze.io import InputFileError, Seek, check_file, index_rows, read_posts
 from mentalglm.analyze.outputs import (
     FileTask,
@@ -49,7 +49,7 @@ class AnalyzerRecipe:
 
     tasks: tuple[str, ...]
     engine: EngineName
-    backend: str = "llamacpp:default"
+    backend: str = DEFAULT_BACKEND
     backend_options: Mapping[str, Any] = field(default_factory=dict)
     artifacts_dir: str | None = None
     explain: bool = True

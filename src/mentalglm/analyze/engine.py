@@ -114,8 +114,12 @@ class Analyzer:
             except MissingDataError:
                 if STRATEGIES[engine].needs_classifiers:
                     raise  # the llm engine only uses a classifier as its verifier, when one is built
-        if backend == DEFAULT_BACKEND and (explainer := own_explainer(directory)) is not None:
-            backend = f"llamacpp:{explainer}"  # the backbone's own explaining layers, not the untuned 0.5B
+        self._llm_identity: str | None = None  # what describe() names for the LLM, when the spec is a path
+        if backend == DEFAULT_BACKEND and STRATEGIES[engine].uses_llm(True) \
+                and (explainer := own_explainer(directory)) is not None:
+            path, adapter_sha256 = explainer  # the backbone's own explaining layers, not the untuned 0.5B
+            backend = f"llamacpp:{path.resolve()}"
+            self._llm_identity = f"backbone explainer {path.name} (adapter {adapter_sha256[:16]})"
         self._backend_spec = backend
         self._backend_options = dict(backend_options or {})  # e.g. {"concurrency": 8} for a vLLM server
         self._backend: Backend | None = backend if isinstance(backend, Backend) else None
@@ -165,7 +169,8 @@ class Analyzer:
         """What decides the results (engine, tasks, LLM, classifier and pathway cards): a resumed batch must find
         the same."""
         spec = self._backend_spec
-        llm = None if not self.uses_llm else (spec.model_id if isinstance(spec, Backend) else str(spec))
+        llm = None if not self.uses_llm else (spec.model_id if isinstance(spec, Backend) else
+                                              self._llm_identity or str(spec))
         return {"engine": self.engine, "tasks": sorted(t.id for t in self.tasks), "explain": self.explain,
                 "locale": self.locale, "max_chars": self.max_chars, "llm": llm,
                 "cards": {task: model.card for task, model in sorted(self.models.items())},

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from mentalglm.analyze.engine import ENGINES, Analyzer
+from mentalglm.analyze.engine import DEFAULT_BACKEND, ENGINES, Analyzer
 from mentalglm.analyze.faithfulness import faithfulness as measure
 from mentalglm.console import comma_list, make_console
 from mentalglm.data.sampling import stratified_sample
@@ -34,7 +34,7 @@ def faithfulness(
     engine: Annotated[str, typer.Option(help="attribution | hybrid: the engine whose evidence is measured.")] = "attribution",
     split: Annotated[str, typer.Option(help="Canonical split of each task (decontaminated).")] = "test",
     limit: Annotated[int | None, typer.Option(help="A stratified sample of this many posts (hybrid is slow).")] = None,
-    backend: Annotated[str, typer.Option(help="LLM backend spec for hybrid.")] = "llamacpp:default",
+    backend: Annotated[str, typer.Option(help="LLM backend spec for hybrid.")] = DEFAULT_BACKEND,
     data_dir: Annotated[Path | None, typer.Option(help="Data directory (default: $MENTALGLM_DATA_DIR).")] = None,
     artifacts_dir: Annotated[Path | None, typer.Option(help="Trained classifiers (analyze-train --out).")] = None,
     out: Annotated[Path, typer.Option(help="Directory of the results JSON files (read by `mentalglm report`).")] = Path(

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from mentalglm.analyze.engine import DEFAULT_ENGINE, DEFAULT_MAX_CHARS
+from mentalglm.analyze.engine import DEFAULT_BACKEND, DEFAULT_ENGINE, DEFAULT_MAX_CHARS
 from mentalglm.analyze.safety import DEFAULT_LOCALE
 from mentalglm.analyze.schema import EngineName
 from mentalglm.errors import ConfigError
@@ -31,7 +31,8 @@ class ServeSettings(BaseModel):
     port: int = Field(default=8000, ge=0, le=65535, description="TCP port.")
     engine: EngineName = Field(default=DEFAULT_ENGINE,
                               description="attribution | hybrid | labels | llm (see docs/analyze.md).")
-    backend: str = Field(default="llamacpp:default", description="LLM backend spec for explanations and /v1/chat/completions.")
+    backend: str = Field(default=DEFAULT_BACKEND, description="LLM backend spec for explanations and /v1/chat/completions "
+                         "(llamacpp:default: the embedded 0.5B, or the explainer of the analyzer's backbone).")
     artifacts_dir: Path | None = Field(default=None, description="Trained classifiers (mentalglm analyze-train --out).")
     tasks: tuple[str, ...] = Field(default=CHINESE_MAIN_TASKS, min_length=1, description="Task ids the service analyses.")
     explain: bool = Field(default=True,

@@ -256,10 +256,12 @@ def _denied(text: str, cue_text: str, start: int) -> bool:
     return False
 
 
-def _declared(task: Task, text: str, field: str, denied: bool) -> set[str]:
+def _declared(task: Task, text: str, field: str, denied: bool,
+              keep: Callable[[str, re.Match[str]], bool] | None = None) -> set[str]:
     cue_text = _mask_non_negations(text)
     return {label.id for label in task.labels for phrase in getattr(label, field)
-            for m in re.finditer(re.escape(phrase), text) if _denied(text, cue_text, m.start()) is denied}
+            for m in re.finditer(re.escape(phrase), text)
+            if _denied(text, cue_text, m.start()) is denied and (keep is None or keep(text, m))}
 
 
 def claimed_labels(task: Task, text: str) -> set[str]:
@@ -273,10 +275,23 @@ def argued_by_denial(task: Task, text: str) -> set[str]:
     return _declared(task, text, "argued_by_denying_zh", denied=True)
 
 
+# After a declared feeling phrase, these make it another noun ("明显的情绪词", "任何情绪准备", "情绪起伏"): not the feeling.
+_FEELING_GOES_ON = re.compile("[词语汇化起伏波动准备管控]")
+# A denial conceded before an argument ("虽然没有直接表达任何情绪，但字里行间透露出失落") does not deny the label.
+_CONCESSIVE = re.compile("虽然|虽|尽管|即使|即便|哪怕")
+
+
+def _plainly_denied(text: str, match: re.Match[str]) -> bool:
+    if _FEELING_GOES_ON.match(text, match.end()):
+        return False
+    clause_ends = list(_CLAUSE_END.finditer(text, 0, match.start()))
+    return not _CONCESSIVE.search(text, clause_ends[-1].end() if clause_ends else 0, match.start())
+
+
 def denied_own(task: Task, text: str) -> set[str]:
-    """Labels one of whose ``contradicted_by_denying_zh`` phrases occurs in ``text`` denied ("并没有表达任何情绪" for
-    悲伤): a text that says so of a post contradicts those labels."""
-    return _declared(task, text, "contradicted_by_denying_zh", denied=True)
+    """Labels one of whose ``contradicted_by_denying_zh`` phrases occurs in ``text`` plainly denied ("但并没有表达任何
+    情绪" for 悲伤; not a concession before an argument, not "情绪词"): a text that says so of a post contradicts them."""
+    return _declared(task, text, "contradicted_by_denying_zh", denied=True, keep=_plainly_denied)
 
 
 def _negated(cue_text: str, window_start: int, start: int) -> bool:

@@ -143,13 +143,13 @@ def _kept(task_id: str, sources: CardSources) -> str:
     return "no: scored with the tier chosen before it" if card.get("backbone_rejected") else "–"
 
 
-def _limitations(meta: dict[str, Any], explained: bool) -> list[str]:
+def _limitations(meta: dict[str, Any], explains: bool) -> list[str]:
     lines = [*LIMITATIONS, f"The heads read the first {meta.get('max_length', '?')} tokens of a post; longer posts "
                            "are cut."]
     for task_id, record in meta.get("validation", {}).items():
         if isinstance(record, dict) and record.get("posts", SMALL_VALIDATION) < SMALL_VALIDATION:
             lines.append(f"{task_id}'s validation metric rests on {record['posts']} posts: read it as rough.")
-    if explained:
+    if explains:
         lines.append(EXPLAINER_LIMITATION)
     return [f"- {line}" for line in lines]
 
@@ -165,8 +165,8 @@ def _engines(meta: dict[str, Any], bench: dict[str, Any] | None) -> list[str]:
         lines.append("\nSpeed not measured for this copy: `python benchmarks/bench_backbone.py --backbone DIR`.")
         return lines
     machine = bench.get("machine", {})
-    lines += ["", f"Speed (`benchmarks/bench_backbone.py`, {machine.get('cpu', '?')}, {machine.get('cores', '?')} "
-                  f"cores, {bench.get('threads', '?')} threads, {bench.get('when', '?')[:10]}, median of passes):", "",
+    lines += ["", f"Speed (`benchmarks/bench_backbone.py`, {machine.get('cpu', '?')}, "
+                  f"{machine.get('usable_cores', machine.get('cores', '?'))} usable cores, {bench.get('threads') or '?'} threads, {bench.get('when', '?')[:10]}, median of passes):", "",
               "| engine | cold start (s) | posts/s, all heads | peak RSS (GB) |", "|---|---|---|---|"]
     for engine in bench.get("engines", []):
         lines.append(f"| {engine['engine']} | {engine['cold_start_s']} | {engine['posts_per_s']} | "
@@ -203,6 +203,7 @@ def render_card(sources: CardSources) -> str:
     """The card's Markdown (front matter included)."""
     from mentalglm.train.backbone_model import read_backbone_meta
 
+    sources.missing.clear()  # what this rendering could not find
     meta = read_backbone_meta(sources.backbone)
     explained = _read_json(sources.explanations)
     run = _read_json(sources.backbone.parent / "run.json")
@@ -226,8 +227,8 @@ def render_card(sources: CardSources) -> str:
              "## Validation (the run's own, heads alone)", "", *_validation(meta), "",
              "## Test", "", *_test(meta, sources), "",
              "## Engines and speed", "", *_engines(meta, _read_json(sources.bench)), "",
-             "## Explanations (the same base's upper layers, tuned to explain)", "", *_explanations(explained, meta), "",
-             "## Limitations", "", *_limitations(meta, explained is not None), ""]
+             "## Explanations", "", *_explanations(explained, meta), "",
+             "## Limitations", "", *_limitations(meta, bool(meta.get("explainer"))), ""]
     return "\n".join(parts)
 
 

@@ -111,6 +111,7 @@ def explainer(
     llamacpp:default (`llamacpp:qwen2.5-0.5b` still names the untuned model)."""
     from mentalglm.train.backbone_model import attach_explainer
 
+    backbone, adapter = backbone.expanduser(), adapter.expanduser()
     path = attach_explainer(backbone, adapter, gguf_type)
     console.print(f"[green]explainer[/green] {path} ({path.stat().st_size / 1e6:.0f} MB), recorded in "
                   f"{backbone / 'backbone.json'}")
@@ -133,9 +134,10 @@ def card(
 
     for option, path in (("--results-dir", results_dir), ("--bench", bench), ("--explanations", explanations),
                          ("--analyzer", analyzer)):
-        if path is not None and not path.exists():
+        if path is not None and not path.expanduser().exists():
             raise ConfigError(f"{option} {path}: not found")
-    sources = CardSources(backbone, results_dir, bench, explanations, analyzer)
+    sources = CardSources(*(p.expanduser() if p else None for p in (backbone, results_dir, bench, explanations,
+                                                                      analyzer)))  # type: ignore[arg-type]
     path = write_card(sources)
     console.print(f"[green]model card[/green] {path}")
     for part in sources.missing:

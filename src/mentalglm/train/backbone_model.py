@@ -413,7 +413,13 @@ def attach_explainer(directory: Path, adapter: Path, gguf_type: str = "q8_0") ->
     import tempfile
 
     from mentalglm.files import sha256_file
-    from mentalglm.train.export import base_arguments, convert_to_gguf, find_converter, merge_adapter
+    from mentalglm.train.export import (
+        GGUF_TYPES,
+        base_arguments,
+        convert_to_gguf,
+        find_converter,
+        merge_adapter,
+    )
 
     own = directory / ADAPTER_DIR / ADAPTER_WEIGHTS
     if not own.is_file():
@@ -426,10 +432,13 @@ def attach_explainer(directory: Path, adapter: Path, gguf_type: str = "q8_0") ->
         raise ConfigError(f"{adapter} was not trained above this backbone's adapter {own} (it records "
                           f"{(trained_above or 'no base adapter')[:12]}): train it with base_adapter: "
                           f"{directory / ADAPTER_DIR}")
+    if gguf_type not in GGUF_TYPES:
+        raise ConfigError(f"GGUF type {gguf_type!r} is not one of {', '.join(GGUF_TYPES)}")
     find_converter(fetch=True)  # fail before the slow merge when there is none to be had
     target = directory / f"explainer-{gguf_type}.gguf"
     with tempfile.TemporaryDirectory(prefix="backbone-merged-", dir=directory) as scratch:
-        merged = merge_adapter(adapter, Path(scratch) / MERGED_DIR)
+        # folded from this copy's adapter (its digest checked above), wherever the one trained with now lives
+        merged = merge_adapter(adapter, Path(scratch) / MERGED_DIR, base_adapter=own.parent)
         partial = Path(scratch) / target.name
         convert_to_gguf(merged, partial, gguf_type)
         shutil.move(partial, target)
@@ -440,19 +449,24 @@ def attach_explainer(directory: Path, adapter: Path, gguf_type: str = "q8_0") ->
     return target
 
 
-def explainer_gguf(directory: Path) -> Path | None:
-    """The explainer GGUF that backbone.json records (None: the backbone has none); a recorded one that is missing
-    or cut short is refused by name, never replaced by another LLM."""
+def explainer_gguf(directory: Path) -> tuple[Path, str] | None:
+    """The explainer GGUF that backbone.json records and the digest of the adapter it was merged from (None: the
+    backbone has none). A recorded one that is missing, cut short, or trained above another adapter than this
+    directory's (the heads were retrained since) is refused by name, never replaced by another LLM."""
+    from mentalglm.files import sha256_file
+
     record = read_backbone_meta(directory).get(EXPLAINER_KEY)
     if not record:
         return None
-    path = directory / record["file"]
+    path, again = directory / record["file"], "write it again with `mentalglm backbone explainer`"
     if not path.is_file():
-        raise BackboneFileError(path, "missing", "write it again with `mentalglm backbone explainer`")
+        raise BackboneFileError(path, "missing", again)
     if path.stat().st_size != record.get("bytes", path.stat().st_size):
-        raise BackboneFileError(path, f"{path.stat().st_size} bytes, {record['bytes']} recorded (a cut copy)",
-                                "write it again with `mentalglm backbone explainer`")
-    return path
+        raise BackboneFileError(path, f"{path.stat().st_size} bytes, {record['bytes']} recorded (a cut copy)", again)
+    if record.get("trained_above") != sha256_file(directory / ADAPTER_DIR / ADAPTER_WEIGHTS):
+        raise BackboneFileError(path, "trained above another adapter than this backbone's (retrained since)",
+                                "retrain the explainer above it, then " + again)
+    return path, str(record.get("adapter_sha256", ""))
 
 
 def agreement(reference: Any, other: Any, texts: dict[str, list[str]]) -> dict[str, Any]:

@@ -141,8 +141,10 @@ def base_arguments(adapter: Path) -> ModelArguments:
     return ModelArguments(name_or_path=base)
 
 
-def merge_adapter(adapter: Path, out: Path, *, base: str | None = None, dtype: str | None = None) -> Path:
-    """Load the base, apply the adapter, merge it and save safetensors plus the tokenizer into `out`."""
+def merge_adapter(adapter: Path, out: Path, *, base: str | None = None, dtype: str | None = None,
+                  base_adapter: Path | None = None) -> Path:
+    """Load the base, apply the adapter, merge it and save safetensors plus the tokenizer into `out`;
+    ``base_adapter`` replaces the path of the adapter it was trained above (its digest is still checked)."""
     from peft import PeftModel
 
     from mentalglm.train.sft import load_base_model, load_tokenizer
@@ -155,6 +157,8 @@ def merge_adapter(adapter: Path, out: Path, *, base: str | None = None, dtype: s
         arguments = dataclasses.replace(arguments, name_or_path=base, gguf_file=None)
     if dtype:
         arguments.dtype = dtype
+    if base_adapter is not None:
+        arguments = dataclasses.replace(arguments, base_adapter=str(base_adapter))
     model = PeftModel.from_pretrained(load_base_model(arguments), str(adapter))
     merged = model.merge_and_unload()
     out.mkdir(parents=True, exist_ok=True)
