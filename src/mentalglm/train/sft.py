@@ -194,9 +194,9 @@ def _config_of_named_layers(adapter: Path) -> Any:
     if config.layers_to_transform is not None or isinstance(config.target_modules, str) or not weights.is_file():
         return config
     with safe_open(str(weights), "pt") as handle:
-        named = sorted({int(m.group(1)) for key in handle.keys() if (m := re.search(r"\.layers\.(\d+)\.", key))})
-    if named:
-        config.layers_to_transform = named
+        layers = [re.search(r"\.layers\.(\d+)\.", key) for key in handle.keys()]
+    if layers and all(layers):  # a module outside the layers (lm_head) would be dropped by layers_to_transform
+        config.layers_to_transform = sorted({int(m.group(1)) for m in layers if m})
     return config
 
 
