@@ -259,14 +259,15 @@ def check_contradiction(task: Task, labels: Sequence[str], explanation: str, pos
     match = _CONTRADICTION.search(asserted)
     if match:
         return f"says the label does not fit ({match.group(0)!r})"
+    own_words = _QUOTE.sub("", asserted)  # what the explanation says, not what it quotes of the post
     denied_for_gold = [p for label in labels for p in task.label(label).argued_by_denying_zh]
-    for match in _NOT_FITTING.finditer(_QUOTE.sub("", asserted)):
+    for match in _NOT_FITTING.finditer(own_words):
         what = match.group(1)
         named = {m.label_id for m in find_mentions(task, what)}
         rules_out_others = bool(named - set(labels)) or bool(_OTHERS.search(what))
         if named & set(labels) or not (rules_out_others or any(p in what for p in denied_for_gold)):
             return f"says the label does not fit ({match.group(0)!r})"
-    denied = denied_own(task, _QUOTE.sub("", asserted)) & set(labels)
+    denied = denied_own(task, own_words) & set(labels)
     if denied:
         return "denies what its label says of the post (" + "、".join(task.label(d).zh for d in sorted(denied)) + ")"
     return None

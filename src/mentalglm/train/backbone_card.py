@@ -71,7 +71,7 @@ def _front_matter() -> str:
 
 
 def _recipe(meta: dict[str, Any], run: dict[str, Any] | None) -> list[str]:
-    settings = (run or {}).get("settings", run or {})
+    settings = run or {}  # run.json: the BackboneSettings the run was started with, flat
     rows = [("base", f"{meta['base']} ({BASE_MODEL}, dequantised to float32)"),
             ("layers read", str(meta.get("layers") or "all")),
             ("pooling", f"{meta.get('pooling', 'mean')} of the last hidden states after the final norm"),
