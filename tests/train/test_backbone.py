@@ -180,6 +180,35 @@ def test_a_resumed_run_logs_each_step_once(tiny: Path, data: list[TaskData], tmp
     assert evaluated == [6, 12]
 
 
+def test_a_run_trained_on_from_a_saved_backbone_starts_from_its_weights_and_is_tied_to_them(
+        tiny: Path, data: list[TaskData], tmp_path: Path) -> None:
+    from mentalglm.train.backbone import EVAL_FILE, RUN_FILE
+
+    first = train_backbone(data, _settings(tiny, steps=6), tmp_path / "first")
+    source = tmp_path / "first" / BEST_DIR
+    settings = _settings(tiny, steps=6, seed=14)
+    train_backbone(data, settings, tmp_path / "on", init_from=source, stop_after=2)
+    start = json.loads((tmp_path / "on" / EVAL_FILE).read_text(encoding="utf-8").splitlines()[0])
+    source_scores = json.loads((source / META_FILE).read_text(encoding="utf-8"))["validation"]
+    assert start["step"] == 0 and start["cognitive_distortion"] == source_scores["cognitive_distortion"]
+    final = train_backbone(data, settings, tmp_path / "on", init_from=source)  # resumed, not warm-started again
+    steps = [json.loads(line)["step"] for line in (tmp_path / "on" / EVAL_FILE).read_text(encoding="utf-8").splitlines()]
+    assert steps == [0, 6]
+    digests = json.loads((tmp_path / "on" / RUN_FILE).read_text(encoding="utf-8"))["init_from"]
+    assert json.loads((final / META_FILE).read_text(encoding="utf-8"))["init_from"] == digests
+    with pytest.raises(ConfigError, match="differs in: init_from"):  # resumed without it: another run
+        train_backbone(data, settings, tmp_path / "on")
+    # the start is a candidate for best/: where six more steps did not beat it on validation, it is kept
+    best_step = json.loads((final / META_FILE).read_text(encoding="utf-8"))["best_step"]
+    same = torch.allclose(load_heads(first).heads["emotion"].weight, load_heads(final).heads["emotion"].weight)
+    assert same == (best_step == 0)
+    with pytest.raises(ConfigError, match="1 layers"):
+        train_backbone(data, _settings(tiny, steps=2, layers=1), tmp_path / "cut", init_from=source)
+    (source / HEADS_FILE).unlink()
+    with pytest.raises(BackboneFileError, match=HEADS_FILE):
+        train_backbone(data, settings, tmp_path / "gone", init_from=source)
+
+
 def test_a_shallower_backbone_trains_saves_and_merges_with_its_layer_count(tiny: Path, data: list[TaskData],
                                                                            tmp_path: Path) -> None:
     from mentalglm.train.backbone_model import ADAPTER_DIR

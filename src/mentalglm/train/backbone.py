@@ -44,18 +44,22 @@ from torch import nn
 from mentalglm.data.records import Post
 from mentalglm.data.sampling import posts_sha256
 from mentalglm.errors import ConfigError
-from mentalglm.files import JsonlAppender, atomic_write_text, read_jsonl, read_lines, write_jsonl
+from mentalglm.files import JsonlAppender, atomic_write_text, read_jsonl, read_lines, sha256_file, write_jsonl
 from mentalglm.seeds import DEFAULT_SEED
 from mentalglm.tasks import get_task
 from mentalglm.tasks.schema import Task
 from mentalglm.train.backbone_model import (
     ADAPTER_DIR,
+    ADAPTER_WEIGHTS,
+    HEADS_FILE,
+    BackboneFileError,
     BackboneHeads,
     embed_texts,
     load_backbone_base,
     load_backbone_tokenizer,
     load_heads,
     pooled_states,
+    read_backbone_meta,
     save_backbone,
 )
 from mentalglm.train.encoder import positive_weights, score_probabilities, targets
@@ -257,14 +261,19 @@ def evaluate(model: Any, tokenizer: Any, heads: BackboneHeads, data: Sequence[Ta
 
 def train_backbone(data: Sequence[TaskData], settings: BackboneSettings, out: Path, *,
                    progress: Callable[[int, int, float], None] | None = None,
-                   stop_after: int | None = None) -> Path:
+                   stop_after: int | None = None, init_from: Path | None = None) -> Path:
     """Train (or resume, or find finished) the run in ``out``; returns ``out/final``.
 
     ``stop_after`` ends this call after that many steps (a checkpoint is written): for sessions with a deadline.
+    ``init_from`` (a saved backbone) starts the adapter and heads from its weights instead of from scratch, with a
+    fresh optimiser and schedule: a finished run trained on. The run records that backbone's digests, so it resumes
+    only from the same one.
     """
     identity = {**settings.identity(),
                 "data": {d.task.id: {"train": posts_sha256(d.train), "validation": posts_sha256(d.validation)}
                          for d in data}}
+    lineage = {} if init_from is None else {"init_from": warm_start_digests(init_from)}
+    identity.update(lineage)
     _check_run(out, identity)
     if (out / DONE_FILE).exists():
         return out / FINAL_DIR
@@ -294,7 +303,10 @@ def train_backbone(data: Sequence[TaskData], settings: BackboneSettings, out: Pa
         scheduler.load_state_dict(saved["scheduler"])
         state = saved["state"]
         log.info("resuming %s at step %d of %d", out, state["step"], settings.steps)
-    _trim_logs(out, state["step"])
+    elif init_from is not None:
+        _warm_start(model, heads, init_from, settings)
+    # a fresh start keeps no log row (an interrupted first validation of a warm start included)
+    _trim_logs(out, state["step"] if checkpoint.exists() else -1)
 
     def save(step: int) -> None:
         state["step"] = step
@@ -311,9 +323,12 @@ def train_backbone(data: Sequence[TaskData], settings: BackboneSettings, out: Pa
         if state["best"] is None or scores["mean"] > state["best"]["mean"]:
             state["best"] = record
             save_backbone(model, heads, out / BEST_DIR, settings=_saved_settings(settings),
-                          extra={"step": step, "validation": scores})
+                          extra={"step": step, "validation": scores, **lineage})
         log.info("step %d validation %s", step, json.dumps(scores, ensure_ascii=False))
 
+    if init_from is not None and not state["history"]:
+        validate(0)  # where the run starts is a candidate too: training on never leaves a worse best/
+        save(0)
     model.train()
     started, done_here = time.perf_counter(), 0
     new_log = not (out / LOG_FILE).exists()
@@ -353,29 +368,64 @@ def train_backbone(data: Sequence[TaskData], settings: BackboneSettings, out: Pa
             if stop_after is not None and done_here >= stop_after and finished < settings.steps:
                 save(finished)
                 return out / FINAL_DIR
-    return _finish(data, settings, out, state, model, heads, tokenizer)
+    return _finish(data, settings, out, state, model, heads, tokenizer, lineage)
 
 
 def _finish(data: Sequence[TaskData], settings: BackboneSettings, out: Path, state: dict[str, Any], model: Any,
-            heads: BackboneHeads, tokenizer: Any) -> Path:
+            heads: BackboneHeads, tokenizer: Any, lineage: dict[str, Any]) -> Path:
     """Put the best step's weights back into the model in memory (no second base is loaded), tune thresholds on
     the whole validation split, write ``final`` and ``done.json``."""
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
     best = out / BEST_DIR
-    set_peft_model_state_dict(model, load_file(str(best / ADAPTER_DIR / "adapter_model.safetensors")))
+    set_peft_model_state_dict(model, load_file(str(best / ADAPTER_DIR / ADAPTER_WEIGHTS)))
     heads.heads.load_state_dict(load_heads(best).heads.state_dict())
     full = evaluate(model, tokenizer, heads, data, settings, limit=None)
     for task_data in data:
         heads.thresholds[task_data.task.id] = full[task_data.task.id]["thresholds"] if task_data.task.is_multi_label \
             else []
     summary = {"best_step": state["best"]["step"], "validation": full, "history": state["history"],
-               "steps": settings.steps, "settings": asdict(settings)}
+               "steps": settings.steps, "settings": asdict(settings), **lineage}
     save_backbone(model, heads, out / FINAL_DIR, settings=_saved_settings(settings), extra=summary)
     atomic_write_text(out / DONE_FILE, json.dumps(summary, ensure_ascii=False, indent=2))
     (out / CHECKPOINT_FILE).unlink(missing_ok=True)
     return out / FINAL_DIR
+
+
+def warm_start_digests(directory: Path) -> dict[str, str]:
+    """The SHA-256 of a saved backbone's adapter and heads: what a run trained on from it is tied to."""
+    for path in (directory / ADAPTER_DIR / ADAPTER_WEIGHTS, directory / HEADS_FILE):
+        if not path.exists():
+            raise BackboneFileError(path, "missing: --init-from needs a saved backbone (a run's best/ or final/)")
+    return {"adapter_sha256": sha256_file(directory / ADAPTER_DIR / ADAPTER_WEIGHTS),
+            "heads_sha256": sha256_file(directory / HEADS_FILE)}
+
+
+def _warm_start(model: Any, heads: BackboneHeads, directory: Path, settings: BackboneSettings) -> None:
+    """Load a saved backbone's adapter and heads into a new run's model; refused, by name, where the saved one was
+    made on another base, another cut, another adapter shape or other task classes."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    meta = read_backbone_meta(directory)
+    if meta["base"] != settings.base or meta.get("layers") != settings.layers:
+        raise ConfigError(f"--init-from {directory}: trained on {meta['base']} ({meta.get('layers')} layers), this "
+                          f"run is {settings.base} ({settings.layers} layers)")
+    saved = load_heads(directory, meta)
+    if saved.tasks != heads.tasks:
+        raise ConfigError(f"--init-from {directory}: its heads ({', '.join(saved.tasks)}) are not this run's "
+                          f"({', '.join(heads.tasks)}) with the same classes")
+    weights = directory / ADAPTER_DIR / ADAPTER_WEIGHTS
+    try:
+        result = set_peft_model_state_dict(model, load_file(str(weights)))
+    except (OSError, RuntimeError, ValueError) as exc:  # other rank or shapes, truncated file
+        raise BackboneFileError(weights, f"does not fit this run's adapter ({type(exc).__name__}: {exc})") from exc
+    missing = [key for key in result.missing_keys if "lora_" in key]
+    if missing:
+        raise BackboneFileError(weights, f"lacks {len(missing)} of this run's adapter tensors (e.g. {missing[0]})")
+    heads.heads.load_state_dict(saved.heads.state_dict())
+    log.info("adapter and heads start from %s", directory)
 
 
 def _saved_settings(settings: BackboneSettings) -> dict[str, Any]:

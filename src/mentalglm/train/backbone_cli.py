@@ -14,6 +14,7 @@ import typer
 
 from mentalglm.console import make_console
 from mentalglm.errors import ConfigError
+from mentalglm.seeds import DEFAULT_SEED
 
 console = make_console(stderr=True)
 app = typer.Typer(help="The backbone tier: one LoRA adapter on the embedded Qwen 0.5B shared by all tasks, "
@@ -43,6 +44,12 @@ def train(
                                              "0 keeps them all.")] = 12,
     task_weights: Annotated[str | None, typer.Option(help="Share of steps per task, comma-separated in task order "
                                                           "(default 0.5,0.35,0.15).")] = None,
+    init_from: Annotated[Path | None, typer.Option(help="Start the adapter and heads from a saved backbone (a run's "
+                                                        "best/) instead of from scratch: train a finished run on, "
+                                                        "with a fresh schedule.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the task draws, the posts' order and dropout; give a run "
+                                           "trained on from another one's a new seed, so it reads its posts in "
+                                           "another order.")] = DEFAULT_SEED,
 ) -> None:
     """Train, or resume, the backbone; a finished run is reported, not retrained."""
     import torch
@@ -53,11 +60,12 @@ def train(
     if threads or os.environ.get("OMP_NUM_THREADS"):
         torch.set_num_threads(threads or int(os.environ["OMP_NUM_THREADS"]))
     weights = {} if task_weights is None else {"task_weights": _weights(task_weights)}
-    settings = BackboneSettings(base=base, steps=steps, layers=layers or None, **weights)
+    settings = BackboneSettings(base=base, steps=steps, layers=layers or None, seed=seed, **weights)
     cut = f" (first {layers} layers)" if layers else ""
     console.print(f"backbone: {base}{cut} + LoRA r={settings.lora_rank}, heads for {', '.join(settings.tasks)} "
                   f"(step shares {', '.join(f'{w:g}' for w in settings.task_weights)}); "
-                  f"{steps} steps of {settings.batch_size} posts in {out} (resumable)")
+                  f"{steps} steps of {settings.batch_size} posts in {out} (resumable)"
+                  + (f"; adapter and heads start from {init_from}" if init_from else ""))
     data = backbone_data(settings.tasks, data_dir)
     for task_data in data:
         console.print(f"  {task_data.task.id}: {len(task_data.train)} training / {len(task_data.validation)} "
@@ -68,7 +76,7 @@ def train(
             bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
             bar.refresh()
 
-        final = train_backbone(data, settings, out, progress=progress, stop_after=stop_after)
+        final = train_backbone(data, settings, out, progress=progress, stop_after=stop_after, init_from=init_from)
     if (out / DONE_FILE).exists():
         console.print(f"[green]done[/green]: {final}")
     else:
