@@ -58,6 +58,16 @@ def test_the_card_carries_the_measured_numbers_and_names_what_was_not_measured(t
     assert "Speed not measured" in card and "Explanations" in card and "Not measured for this copy" in card
     assert "distilled" not in card  # the explainer's limitation only once it was measured
     assert "No explainer attached to this copy" in card
+    assert "trained on from" not in card
+
+
+def test_a_backbone_trained_on_from_another_names_where_it_started(tmp_path) -> None:
+    best = _backbone(tmp_path)
+    meta = json.loads((best / "backbone.json").read_text(encoding="utf-8"))
+    meta["init_from"] = {"adapter_sha256": "c" * 64, "heads_sha256": "d" * 64}
+    (best / "backbone.json").write_text(json.dumps(meta), encoding="utf-8")
+    card = render_card(CardSources(best))
+    assert "| trained on from | a saved backbone: adapter `cccccccccccccccc…`, heads `dddddddddddddddd…`" in card
 
 
 def test_the_card_reports_the_speed_and_explanation_benchmarks(tmp_path) -> None:
