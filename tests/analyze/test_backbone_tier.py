@@ -39,13 +39,13 @@ def backbone(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return train_backbone(data, settings, root / "run")
 
 
-def _model_with_backbone(backbone: Path):
+def _model_with_backbone(backbone: Path, **card):
     model = fit_model("emotion", TEXTS, LABELS)
     head = shared_backbone(backbone, "emotion")
     ensemble, record = fit_ensemble(model.task, model.classifier, head, TEXTS, LABELS)
     ensemble.weight = record["weight_on_tfidf"] = 0.5  # both parts count, whatever the tiny model learned
     record.update(source=str(backbone), heads_sha256=sha256_file(backbone / HEADS_FILE), engine="auto")
-    model.card = {"task": "emotion", "model": {"kind": "char TF-IDF"}, "limitations": []}
+    model.card = {"task": "emotion", "model": {"kind": "char TF-IDF"}, "limitations": [], **card}
     add_backbone(model.card, record, kept=True)
     model.classifier = ensemble
     return model
@@ -78,6 +78,20 @@ def test_a_kept_backbone_is_saved_once_and_reloads_to_the_same_answers(backbone:
     other.card = {"task": "emotion"}
     save_task_model(other, tmp_path)  # a task without the backbone leaves the shared copy for the others
     assert (backbone_path(tmp_path) / HEADS_FILE).is_file()
+
+
+def test_a_backbone_that_beat_the_frozen_ensemble_replaces_it_on_the_card_and_on_disk(backbone: Path,
+                                                                                      tmp_path: Path) -> None:
+    from mentalglm.analyze.artifacts import frozen_path
+
+    frozen = {"kept": True, "weights": {"tfidf": 0.5, "e5": 0.5}}
+    model = _model_with_backbone(backbone, frozen_ensemble=frozen)
+    assert "frozen_ensemble" not in model.card and model.card["frozen_ensemble_replaced"] == frozen
+    frozen_path(tmp_path, "emotion").write_bytes(b"an older analyzer's frozen encoders")
+    save_task_model(model, tmp_path)
+    assert not frozen_path(tmp_path, "emotion").exists()
+    loaded = load_task_model("emotion", tmp_path)
+    assert isinstance(loaded.classifier, Ensemble) and isinstance(loaded.classifier.encoder, BackboneHead)
 
 
 def test_a_missing_or_other_backbone_is_refused_by_name(backbone: Path, tmp_path: Path) -> None:

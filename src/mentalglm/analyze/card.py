@@ -99,8 +99,9 @@ def add_backbone(card: dict[str, Any], record: dict[str, Any], kept: bool) -> No
     weight = record["weight_on_tfidf"]
     card["model"]["kind"] = (f"ensemble: {weight:.1f} x {TFIDF_KIND}, {1 - weight:.1f} x the backbone's head "
                              "(Qwen2.5-Coder-0.5B + LoRA shared by the tasks + linear head)")
-    if "ensemble" in card:  # the e5 tier it replaced, for the record; loading reads "backbone" alone
-        card["ensemble_replaced"] = card.pop("ensemble")
+    for replaced in ("ensemble", "frozen_ensemble"):  # the tier it beat, for the record; loading reads "backbone"
+        if replaced in card:
+            card[f"{replaced}_replaced"] = card.pop(replaced)
     card["backbone"] = record
 
 

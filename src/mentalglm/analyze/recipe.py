@@ -218,7 +218,9 @@ def train_task_model(task_id: str, data_dir: str | Path | None, *, c_grid: Seque
             log(f"{task.id}: the ensemble beat TF-IDF on {record['validation_win_rate_over_tfidf']:.0%} of paired "
                 f"validation resamples (needs {MIN_WIN_RATE:.0%}); TF-IDF alone is kept")
     frozen: dict[str, Any] | None = None
-    if task.frozen_encoders and encoder is None and backbone is None:  # the default tier; the others choose their own
+    # the default tier; the e5 tier chooses its own; the backbone must beat it (its head on 100 suicide-risk
+    # validation posts cannot, where the frozen ensemble was chosen by cross-validation over 1,133)
+    if task.frozen_encoders and encoder is None:
         from mentalglm.analyze.frozen import fit_frozen_ensemble
 
         averaged, frozen = fit_frozen_ensemble(task, best, train, validation, task.frozen_encoders, log)
