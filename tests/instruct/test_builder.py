@@ -451,6 +451,8 @@ def test_saying_a_definition_does_not_fit_contradicts_the_label_unless_it_rules_
     ("sad", "虽然没有明显的情绪词，但失眠透露出低落", True),  # 情绪词: words, not the feeling
     ("surprise", "作者没有任何情绪准备，消息来得太突然", True),
     ("sad", "作者很痛苦，却没有表现出任何情绪", False),  # 却 is no concession
+    ("sad", "作者只是不带任何情绪色彩地叙述了失眠", False),  # denied by 不带, as the tuned explainer wrote it
+    ("sad", "作者的话不含任何情感，只是记录", False),
 ])
 def test_an_emotion_explanation_may_not_deny_that_the_post_shows_its_feeling(label, reason, fits):
     task = get_task("emotion")
