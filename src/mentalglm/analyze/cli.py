@@ -290,7 +290,8 @@ def analyze_train(
         help="Also write each task's test predictions and a results JSON here, for `mentalglm report`.")] = None,
     backbone: Annotated[Path | None, typer.Option(
         help="A finished backbone (`mentalglm backbone train` RUN/final): each task's head, averaged with TF-IDF, "
-             "replaces the tier chosen so far where it beats it on >= 95 % of paired validation resamples.")
+             "replaces the tier chosen so far (TF-IDF, or the frozen ensemble a task's YAML declares) where it beats it "
+             "on >= 95 % of paired validation resamples.")
     ] = None,
     backbone_engine: Annotated[str, typer.Option(
         help="How the backbone reads posts, recorded in the cards and kept: auto (the fastest engine "

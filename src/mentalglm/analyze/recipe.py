@@ -159,7 +159,8 @@ def _fit_backbone(task: Task, tfidf: TfidfClassifier, current: Classifier, valid
                   backbone: Path, log: Callable[[str], None],
                   engine: str = "auto") -> tuple[Classifier, dict[str, Any], bool]:
     """TF-IDF averaged with the task's backbone head (weight on validation), kept only when it beats the tier
-    chosen so far (TF-IDF or the e5 ensemble) on >= 95 % of paired validation resamples, as the e5 tier must."""
+    chosen so far (TF-IDF, the e5 ensemble or the frozen one) on >= 95 % of paired validation resamples, as the e5
+    tier must."""
     from mentalglm.analyze.ensemble import fit_ensemble
     from mentalglm.files import sha256_file
     from mentalglm.tasks.metrics import paired_win_rate
