@@ -190,20 +190,26 @@ def test_a_run_trained_on_from_a_saved_backbone_starts_from_its_weights_and_is_t
     train_backbone(data, settings, tmp_path / "on", init_from=source, stop_after=2)
     start = json.loads((tmp_path / "on" / EVAL_FILE).read_text(encoding="utf-8").splitlines()[0])
     source_scores = json.loads((source / META_FILE).read_text(encoding="utf-8"))["validation"]
-    assert start["step"] == 0 and start["cognitive_distortion"] == source_scores["cognitive_distortion"]
+    assert start["step"] == 0 and all(start[task] == source_scores[task] for task in TASKS)  # values, thresholds
     final = train_backbone(data, settings, tmp_path / "on", init_from=source)  # resumed, not warm-started again
     steps = [json.loads(line)["step"] for line in (tmp_path / "on" / EVAL_FILE).read_text(encoding="utf-8").splitlines()]
     assert steps == [0, 6]
     digests = json.loads((tmp_path / "on" / RUN_FILE).read_text(encoding="utf-8"))["init_from"]
     assert json.loads((final / META_FILE).read_text(encoding="utf-8"))["init_from"] == digests
-    with pytest.raises(ConfigError, match="differs in: init_from"):  # resumed without it: another run
+    with pytest.raises(ConfigError, match="rerun with the same --init-from"):  # resumed without it
         train_backbone(data, settings, tmp_path / "on")
+    (tmp_path / "again").mkdir()  # killed during the start's validation: its row logged, no checkpoint yet
+    (tmp_path / "again" / EVAL_FILE).write_text(json.dumps(start) + "\n", encoding="utf-8")
+    train_backbone(data, settings, tmp_path / "again", init_from=source, stop_after=1)
+    assert [json.loads(line)["step"] for line in (tmp_path / "again" / EVAL_FILE).read_text().splitlines()] == [0]
     # the start is a candidate for best/: where six more steps did not beat it on validation, it is kept
     best_step = json.loads((final / META_FILE).read_text(encoding="utf-8"))["best_step"]
     same = torch.allclose(load_heads(first).heads["emotion"].weight, load_heads(final).heads["emotion"].weight)
     assert same == (best_step == 0)
-    with pytest.raises(ConfigError, match="1 layers"):
+    with pytest.raises(ConfigError, match="all layers"):
         train_backbone(data, _settings(tiny, steps=2, layers=1), tmp_path / "cut", init_from=source)
+    with pytest.raises(ConfigError, match="r, alpha, modules"):
+        train_backbone(data, _settings(tiny, steps=2, lora_alpha=8), tmp_path / "alpha", init_from=source)
     (source / HEADS_FILE).unlink()
     with pytest.raises(BackboneFileError, match=HEADS_FILE):
         train_backbone(data, settings, tmp_path / "gone", init_from=source)

@@ -68,6 +68,10 @@ def test_a_backbone_trained_on_from_another_names_where_it_started(tmp_path) -> 
     (best / "backbone.json").write_text(json.dumps(meta), encoding="utf-8")
     card = render_card(CardSources(best))
     assert "| trained on from | a saved backbone: adapter `cccccccccccccccc…`, heads `dddddddddddddddd…`" in card
+    assert "came after its own" in card and "the start was kept" not in card
+    meta["step"] = 0
+    (best / "backbone.json").write_text(json.dumps(meta), encoding="utf-8")
+    assert "the start was kept: no step of this run beat it" in render_card(CardSources(best))
 
 
 def test_the_card_reports_the_speed_and_explanation_benchmarks(tmp_path) -> None:

@@ -209,6 +209,9 @@ def _check_run(out: Path, identity: dict[str, Any]) -> None:
         recorded = json.loads(path.read_text(encoding="utf-8"))
         if recorded != identity:
             changed = sorted(k for k in set(recorded) | set(identity) if recorded.get(k) != identity.get(k))
+            if changed == ["init_from"] and "init_from" in recorded:
+                raise ConfigError(f"{out} was trained on from a saved backbone (adapter "
+                                  f"{recorded['init_from']['adapter_sha256'][:16]}…): rerun with the same --init-from")
             raise ConfigError(f"{out} holds another backbone run (differs in: {', '.join(changed)}); "
                               "choose another --out or delete it to start over")
     else:
@@ -393,11 +396,14 @@ def _finish(data: Sequence[TaskData], settings: BackboneSettings, out: Path, sta
     return out / FINAL_DIR
 
 
+INIT_FROM_FIX = "point --init-from at a saved backbone (a run's best/ or final/)"
+
+
 def warm_start_digests(directory: Path) -> dict[str, str]:
     """The SHA-256 of a saved backbone's adapter and heads: what a run trained on from it is tied to."""
     for path in (directory / ADAPTER_DIR / ADAPTER_WEIGHTS, directory / HEADS_FILE):
         if not path.exists():
-            raise BackboneFileError(path, "missing: --init-from needs a saved backbone (a run's best/ or final/)")
+            raise BackboneFileError(path, "missing", INIT_FROM_FIX)
     return {"adapter_sha256": sha256_file(directory / ADAPTER_DIR / ADAPTER_WEIGHTS),
             "heads_sha256": sha256_file(directory / HEADS_FILE)}
 
@@ -406,24 +412,37 @@ def _warm_start(model: Any, heads: BackboneHeads, directory: Path, settings: Bac
     """Load a saved backbone's adapter and heads into a new run's model; refused, by name, where the saved one was
     made on another base, another cut, another adapter shape or other task classes."""
     from peft import set_peft_model_state_dict
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     meta = read_backbone_meta(directory)
     if meta["base"] != settings.base or meta.get("layers") != settings.layers:
-        raise ConfigError(f"--init-from {directory}: trained on {meta['base']} ({meta.get('layers')} layers), this "
-                          f"run is {settings.base} ({settings.layers} layers)")
+        raise ConfigError(f"--init-from {directory}: trained on {meta['base']} ({meta.get('layers') or 'all'} layers), "
+                          f"this run is {settings.base} ({settings.layers or 'all'} layers)")
     saved = load_heads(directory, meta)
     if saved.tasks != heads.tasks:
         raise ConfigError(f"--init-from {directory}: its heads ({', '.join(saved.tasks)}) are not this run's "
                           f"({', '.join(heads.tasks)}) with the same classes")
+    config_path = directory / ADAPTER_DIR / "adapter_config.json"
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise BackboneFileError(config_path, f"unreadable ({exc})", INIT_FROM_FIX) from exc
+    theirs = (config.get("r"), config.get("lora_alpha"), sorted(config.get("target_modules") or []))
+    ours = (settings.lora_rank, settings.lora_alpha, sorted(LORA_TARGETS))
+    if theirs != ours:  # another alpha would scale the same weights otherwise: the start would not be the source
+        raise ConfigError(f"--init-from {directory}: its adapter (r, alpha, modules) is {theirs}, this run's {ours}")
     weights = directory / ADAPTER_DIR / ADAPTER_WEIGHTS
     try:
         result = set_peft_model_state_dict(model, load_file(str(weights)))
-    except (OSError, RuntimeError, ValueError) as exc:  # other rank or shapes, truncated file
-        raise BackboneFileError(weights, f"does not fit this run's adapter ({type(exc).__name__}: {exc})") from exc
+    except (OSError, RuntimeError, ValueError, SafetensorError) as exc:  # other shapes, truncated file
+        raise BackboneFileError(weights, f"does not fit this run's adapter ({type(exc).__name__}: {exc})",
+                                INIT_FROM_FIX) from exc
     missing = [key for key in result.missing_keys if "lora_" in key]
-    if missing:
-        raise BackboneFileError(weights, f"lacks {len(missing)} of this run's adapter tensors (e.g. {missing[0]})")
+    unexpected = [key for key in result.unexpected_keys if "lora_" in key]
+    if missing or unexpected:
+        raise BackboneFileError(weights, f"does not hold this run's adapter tensors ({len(missing)} missing, "
+                                         f"{len(unexpected)} unexpected)", INIT_FROM_FIX)
     heads.heads.load_state_dict(saved.heads.state_dict())
     log.info("adapter and heads start from %s", directory)
 

@@ -82,8 +82,11 @@ def _recipe(meta: dict[str, Any], run: dict[str, Any] | None) -> list[str]:
             rows.append((key.replace("_", " "), str(settings[key])))
     start = meta.get("init_from") or settings.get("init_from")
     if start:
+        kept = meta.get("step", meta.get("best_step"))
         rows.append(("trained on from", f"a saved backbone: adapter `{start['adapter_sha256'][:16]}…`, heads "
-                                        f"`{start['heads_sha256'][:16]}…` (the steps above came after its own)"))
+                                        f"`{start['heads_sha256'][:16]}…` "
+                     + ("(the start was kept: no step of this run beat it on validation)" if kept == 0
+                        else "(the steps above came after its own)")))
     lines = ["| setting | value |", "|---|---|", *[f"| {k} | {v} |" for k, v in rows]]
     if run is None:
         lines.append("\n(The run's `run.json` was not beside this copy: the training settings above are the "
