@@ -155,7 +155,7 @@ def _fit_ensemble(task: Task, tfidf: TfidfClassifier, train: Sequence[Post], val
     return ensemble, record
 
 
-def _fit_backbone(task: Task, tfidf: TfidfClassifier, current: Classifier, validation: Sequence[Post],
+def _fit_backbone(task: Task, tfidf: TfidfClassifier, current: Classifier, against: str, validation: Sequence[Post],
                   backbone: Path, log: Callable[[str], None],
                   engine: str = "auto") -> tuple[Classifier, dict[str, Any], bool]:
     """TF-IDF averaged with the task's backbone head (weight on validation), kept only when it beats the tier
@@ -173,10 +173,10 @@ def _fit_backbone(task: Task, tfidf: TfidfClassifier, current: Classifier, valid
     win = paired_win_rate(task, labels, fitted.predict(texts), current.predict(texts), n_resamples=1000)
     record.update({"source": str(backbone.resolve()), "heads_sha256": sha256_file(backbone / HEADS_FILE),
                    "engine": head.shared.reader.engine, "backbone_step": meta.get("best_step", meta.get("step")),
-                   "against": type(current).__name__, "validation_win_rate_over_against": round(win, 4)})
+                   "against": against, "validation_win_rate_over_against": round(win, 4)})
     kept = record["weight_on_tfidf"] < 1.0 and win >= MIN_WIN_RATE
     log(f"{task.id}: backbone ensemble (weight on TF-IDF {record['weight_on_tfidf']}) beat the "
-        f"{type(current).__name__} on {win:.0%} of paired validation resamples: "
+        f"{against} on {win:.0%} of paired validation resamples: "
         + ("kept" if kept else f"not kept (needs {MIN_WIN_RATE:.0%})"))
     return (fitted if kept else current), record, kept
 
@@ -228,7 +228,10 @@ def train_task_model(task_id: str, data_dir: str | Path | None, *, c_grid: Seque
         classifier = averaged or classifier
     backbone_record: tuple[dict[str, Any], bool] | None = None
     if backbone is not None:
-        classifier, record, kept = _fit_backbone(task, best, classifier, validation, backbone, log, backbone_engine)
+        against = ("the e5 ensemble" if ensemble is not None else "the frozen ensemble" if frozen and frozen["kept"]
+                   else "TF-IDF")
+        classifier, record, kept = _fit_backbone(task, best, classifier, against, validation, backbone, log,
+                                                 backbone_engine)
         backbone_record = (record, kept)
     screen_record: dict[str, Any] | None = None
     if screen is not None:
