@@ -220,7 +220,7 @@ def train_task_model(task_id: str, data_dir: str | Path | None, *, c_grid: Seque
                 f"validation resamples (needs {MIN_WIN_RATE:.0%}); TF-IDF alone is kept")
     frozen: dict[str, Any] | None = None
     # the default tier; the e5 tier chooses its own; the backbone must beat it (its head on 100 suicide-risk
-    # validation posts cannot, where the frozen ensemble was chosen by cross-validation over 1,133)
+    # validation posts cannot, where the frozen ensemble was chosen by cross-validation over train + validation)
     if task.frozen_encoders and encoder is None:
         from mentalglm.analyze.frozen import fit_frozen_ensemble
 
