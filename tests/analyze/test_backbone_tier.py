@@ -124,3 +124,39 @@ def test_auto_reads_with_llamacpp_only_from_a_gguf_checked_faithful(backbone: Pa
     assert choose_engine(copy, "torch") == ("torch", None)  # forced, as a saved model's card forces its engine
     (copy / "backbone-q8_0.gguf").unlink()
     assert choose_engine(copy)[0] == "torch"  # a check whose file is gone is not trusted
+
+
+class _NoOpinion:
+    """A reader with no opinion: every class equally likely."""
+
+    def __init__(self, width: int) -> None:
+        self.width = width
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        return np.full((len(texts), self.width), 1.0 / self.width)
+
+
+@pytest.mark.data
+def test_with_a_backbone_suicide_risk_still_fits_its_frozen_ensemble_and_the_head_must_beat_it(
+        data_dir, monkeypatch) -> None:
+    from mentalglm.analyze import frozen, recipe, screened
+
+    seen: dict[str, object] = {}
+
+    def frozen_fit(task, tfidf, train, validation, encoders, log):  # noqa: ANN001, ANN202 - stands in for the fit
+        return Ensemble(tfidf, _NoOpinion(len(tfidf.classes)), 0.5), {"kept": True, "weights": {"tfidf": 0.5,
+                                                                                                 "e5": 0.5}}
+
+    def backbone_fit(task, tfidf, current, against, validation, backbone, log, engine):  # noqa: ANN001, ANN202
+        seen.update(current=current, against=against)
+        return current, {"weight_on_tfidf": 0.5}, False
+
+    monkeypatch.setattr(frozen, "fit_frozen_ensemble", frozen_fit)
+    monkeypatch.setattr(recipe, "_fit_backbone", backbone_fit)
+    monkeypatch.setattr(screened, "fit_screened", lambda task, classifier, *a, **k: (classifier, {"kind": "none"}))
+    monkeypatch.setattr(screened, "screening_card", lambda *a, **k: {})
+    model = recipe.train_task_model("suicide_risk", data_dir, c_grid=(1.0,), log=lambda _: None,
+                                    backbone=Path("unused"))
+    assert seen["against"] == "the frozen ensemble" and isinstance(seen["current"], Ensemble)
+    assert model.classifier is seen["current"]  # the head lost: the frozen ensemble reads suicide risk
+    assert model.card["frozen_ensemble"]["kept"] and "backbone_rejected" in model.card
