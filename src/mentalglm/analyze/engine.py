@@ -28,8 +28,8 @@ from mentalglm.errors import ConfigError, MentalGLMError, MissingDataError
 from mentalglm.tasks import CHINESE_MAIN_TASKS, Task, get_task
 from mentalglm.tasks.parsing import cjk_share
 
-__all__ = ["DEFAULT_BACKEND", "DEFAULT_ENGINE", "DEFAULT_MAX_CHARS", "ENGINES", "Analyzer", "InputRow", "InputTextError", "check_text",
-           "classifier_view"]
+__all__ = ["DEFAULT_BACKEND", "DEFAULT_ENGINE", "DEFAULT_MAX_CHARS", "ENGINES", "Analyzer", "InputRow", "InputTextError",
+           "check_text", "classifier_view"]
 
 ENGINES: tuple[EngineName, ...] = tuple(STRATEGIES)
 # The default by benchmarks/bench_analyze.py: the same labels as hybrid, evidence the classifier really used,

@@ -381,9 +381,7 @@ def gguf_path(directory: Path, gguf_type: str) -> Path:
 def export_gguf(directory: Path, gguf_type: str = "q8_0") -> Path:
     """The merged model (``merged/``, written first when missing) converted to GGUF beside the heads
     (``backbone-<type>.gguf``)."""
-    import shutil
-
-    from mentalglm.train.export import convert_to_gguf, find_converter
+    from mentalglm.train.export import find_converter
 
     find_converter(fetch=True)  # fail before the slow merge when there is none to be had
     merged = directory / MERGED_DIR
@@ -391,7 +389,15 @@ def export_gguf(directory: Path, gguf_type: str = "q8_0") -> Path:
         check_merged(directory)
     except BackboneFileError:  # missing, unreadable or from another adapter: this command writes it again
         merge_for_reading(directory)
-    target = gguf_path(directory, gguf_type)
+    return _convert_whole(merged, gguf_path(directory, gguf_type), gguf_type)
+
+
+def _convert_whole(merged: Path, target: Path, gguf_type: str) -> Path:
+    """Convert to a partial file beside ``target``, then move it in: a GGUF there is never a cut one."""
+    import shutil
+
+    from mentalglm.train.export import convert_to_gguf
+
     partial = target.with_name(target.name + ".partial")
     convert_to_gguf(merged, partial, gguf_type)
     shutil.move(partial, target)
@@ -409,17 +415,10 @@ def attach_explainer(directory: Path, adapter: Path, gguf_type: str = "q8_0") ->
     (``explainer-<type>.gguf``), recorded in backbone.json; the analyzer's LLM engines then explain with it.
 
     An adapter trained above another backbone is refused: its lower layers would not be the ones the heads read."""
-    import shutil
     import tempfile
 
     from mentalglm.files import sha256_file
-    from mentalglm.train.export import (
-        GGUF_TYPES,
-        base_arguments,
-        convert_to_gguf,
-        find_converter,
-        merge_adapter,
-    )
+    from mentalglm.train.export import GGUF_TYPES, base_arguments, find_converter, merge_adapter
 
     own = directory / ADAPTER_DIR / ADAPTER_WEIGHTS
     if not own.is_file():
@@ -439,9 +438,7 @@ def attach_explainer(directory: Path, adapter: Path, gguf_type: str = "q8_0") ->
     with tempfile.TemporaryDirectory(prefix="backbone-merged-", dir=directory) as scratch:
         # folded from this copy's adapter (its digest checked above), wherever the one trained with now lives
         merged = merge_adapter(adapter, Path(scratch) / MERGED_DIR, base_adapter=own.parent)
-        partial = Path(scratch) / target.name
-        convert_to_gguf(merged, partial, gguf_type)
-        shutil.move(partial, target)
+        _convert_whole(merged, target, gguf_type)
     meta = read_backbone_meta(directory)
     meta[EXPLAINER_KEY] = {"file": target.name, "bytes": target.stat().st_size,
                            "adapter_sha256": sha256_file(adapter / ADAPTER_WEIGHTS), "trained_above": trained_above}
